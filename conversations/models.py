@@ -1,0 +1,319 @@
+import uuid
+from collections import defaultdict
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from conversations.fields import EncryptedTextField
+
+PER_MILLION = Decimal(1_000_000)
+
+
+class SiteSettings(models.Model):
+    """One row of settings an administrator changes at run time."""
+
+    signup_open = models.BooleanField(
+        _("anyone may sign up"),
+        default=False,
+        help_text=_("When off, only an administrator can create accounts."),
+    )
+
+    class Meta:
+        verbose_name = verbose_name_plural = _("site settings")
+
+    def __str__(self):
+        return str(_("Site settings"))
+
+    @classmethod
+    def load(cls):
+        return cls.objects.get_or_create(pk=1)[0]
+
+
+class Provider(models.Model):
+    """An OpenAI-compatible endpoint and the key to call it."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    base_url = models.URLField(_("base URL"), help_text=_("For example https://api.openai.com/v1"))
+    api_key = EncryptedTextField(_("API key"), blank=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def add_models(self, upstream_ids):
+        """Offer models the provider lists; models already known keep their settings."""
+        known = set(self.models.values_list("upstream_id", flat=True))
+        return LanguageModel.objects.bulk_create(
+            LanguageModel(provider=self, upstream_id=upstream_id)
+            for upstream_id in upstream_ids
+            if upstream_id not in known
+        )
+
+    @property
+    def api_key_hint(self):
+        """What an administrator may see of the key: its last four characters."""
+        if not self.api_key:
+            return _("not set")
+        return _("set, ends in …%(tail)s") % {"tail": self.api_key[-4:]}
+
+
+class LanguageModelQuerySet(models.QuerySet):
+    def available(self):
+        return self.filter(enabled=True, provider__enabled=True).select_related("provider")
+
+
+class LanguageModel(models.Model):
+    """A model offered by a provider, with its limits and prices."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
+    upstream_id = models.CharField(_("upstream id"), max_length=200)
+    display_name = models.CharField(_("display name"), max_length=200, blank=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    max_output_tokens = models.PositiveIntegerField(
+        _("max output tokens"), null=True, blank=True, help_text=_("Empty: no limit of ours.")
+    )
+    input_price = models.DecimalField(
+        _("input price per million tokens"), max_digits=12, decimal_places=6, default=0
+    )
+    cached_input_price = models.DecimalField(
+        _("cached input price per million tokens"), max_digits=12, decimal_places=6, default=0
+    )
+    output_price = models.DecimalField(
+        _("output price per million tokens"), max_digits=12, decimal_places=6, default=0
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    objects = LanguageModelQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("model")
+        ordering = ["provider__name", "display_name", "upstream_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "upstream_id"], name="unique_upstream_id")
+        ]
+
+    def __str__(self):
+        return self.display_name or self.upstream_id
+
+    def cost(self, usage):
+        """What a request cost at this model's prices, from its token usage."""
+        uncached = max(usage.prompt_tokens - usage.cached_tokens, 0)
+        return (
+            uncached * self.input_price
+            + usage.cached_tokens * self.cached_input_price
+            + usage.completion_tokens * self.output_price
+        ) / PER_MILLION
+
+
+class ConversationQuerySet(models.QuerySet):
+    def for_user(self, user):
+        """The only way to reach conversations: those the user owns."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(owner=user)
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(_("title"), max_length=200, blank=True)
+    system_prompt = models.TextField(_("system prompt"), blank=True)
+    model = models.ForeignKey(LanguageModel, null=True, blank=True, on_delete=models.SET_NULL)
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated"]
+        indexes = [models.Index(fields=["owner", "-updated"], name="conversation_sidebar")]
+
+    def __str__(self):
+        return self.title or str(_("New conversation"))
+
+    def to_dict(self):
+        return {
+            "id": str(self.id),
+            "title": self.title,
+            "created": self.created.isoformat(),
+            "updated": self.updated.isoformat(),
+            "model": self.model.upstream_id if self.model else None,
+            "system_prompt": self.system_prompt,
+            "params": self.params,
+        }
+
+    def branch(self):
+        """The messages shown: from the root down, following the newest child each time."""
+        return newest_branch(self.messages.order_by("created"))
+
+
+def newest_branch(messages):
+    """From messages in creation order, the path from the root that takes the newest child."""
+    children = defaultdict(list)
+    for message in messages:
+        children[message.parent_id].append(message)
+    shown, parent = [], None
+    while children.get(parent):
+        shown.append(children[parent][-1])
+        parent = shown[-1].id
+    return shown
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+        ASSISTANT = "assistant"
+        TOOL = "tool"
+
+    class Status(models.TextChoices):
+        STREAMING = "streaming", _("streaming")
+        COMPLETE = "complete", _("complete")
+        CANCELLED = "cancelled", _("stopped")
+        FAILED = "failed", _("failed")
+        INTERRUPTED = "interrupted", _("interrupted")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    tool_calls = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    error = models.TextField(blank=True)
+    model = models.ForeignKey(LanguageModel, null=True, blank=True, on_delete=models.SET_NULL)
+    model_name = models.CharField(max_length=200, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    usage_estimated = models.BooleanField(default=False)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    client_id = models.UUIDField(null=True, blank=True, unique=True)
+    created = models.DateTimeField(default=timezone.now)
+    completed = models.DateTimeField(null=True, blank=True)
+    # When a running reply last wrote its text: the reaper's evidence that its runner lives.
+    checkpointed = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created"]
+        indexes = [
+            models.Index(fields=["conversation", "created"], name="message_thread"),
+            models.Index(
+                fields=["checkpointed"],
+                condition=models.Q(status="streaming"),
+                name="message_streaming",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.role}: {self.content[:50]}"
+
+    @property
+    def is_streaming(self):
+        return self.status == self.Status.STREAMING
+
+    @property
+    def duration_s(self):
+        return self.duration_ms / 1000 if self.duration_ms is not None else None
+
+    @property
+    def finish_note(self):
+        """Why a reply ended, in words, when it is not the usual end."""
+        return {
+            "length": _("stopped: token limit reached"),
+            "content_filter": _("stopped by the provider's content filter"),
+            "tool_calls": _("the model asked to call a tool"),
+        }.get(self.finish_reason, "")
+
+    @property
+    def html(self):
+        from conversations.rendering import render_markdown
+
+        return render_markdown(self.content)
+
+    def usage_dict(self):
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "estimated": self.usage_estimated,
+        }
+
+    def to_dict(self):
+        """The MESSAGE object of the websocket protocol and the export (DESIGN.md §4)."""
+        return {
+            "id": str(self.id),
+            "conversation": str(self.conversation_id),
+            "parent": str(self.parent_id) if self.parent_id else None,
+            "role": self.role,
+            "content": self.content,
+            "reasoning": self.reasoning,
+            "tool_calls": self.tool_calls,
+            "status": self.status,
+            "finish_reason": self.finish_reason or None,
+            "error": self.error or None,
+            "model": self.model_name or None,
+            "params": self.params,
+            "usage": self.usage_dict(),
+            "cost": str(self.cost) if self.cost is not None else None,
+            "created": self.created.isoformat(),
+            "completed": self.completed.isoformat() if self.completed else None,
+            "ttft_ms": self.ttft_ms,
+            "duration_ms": self.duration_ms,
+        }
+
+
+class UsageRecord(models.Model):
+    """The ledger: one row per upstream request, written once, so nothing counts twice."""
+
+    request_id = models.UUIDField(unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    conversation = models.ForeignKey(
+        Conversation, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.ForeignKey(Message, null=True, on_delete=models.SET_NULL, related_name="+")
+    provider = models.ForeignKey(Provider, null=True, on_delete=models.SET_NULL, related_name="+")
+    model = models.ForeignKey(LanguageModel, null=True, on_delete=models.SET_NULL, related_name="+")
+    model_name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Message.Status.choices)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    estimated = models.BooleanField(default=False)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    ttft_ms = models.PositiveIntegerField(null=True)
+    duration_ms = models.PositiveIntegerField(null=True)
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("usage record")
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"{self.model_name} {self.total_tokens} tokens"

@@ -1,0 +1,327 @@
+"""The upstream client: the only code that talks HTTP to a provider.
+
+It builds the Chat Completions request, streams it, parses Server-Sent Events with
+httpx-sse, folds chunks into choices and usage, and turns every failure into one
+`UpstreamError` whose message is safe to show to the user.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+import weakref
+from dataclasses import dataclass, field
+
+import httpx
+from django.conf import settings
+from httpx_sse import EventSource
+
+from conversations.usage import Usage
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = {429, 502, 503, 504}
+MAX_RETRIES = 2
+MAX_ERROR_BODY = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """A request that did not end well. `str(error)` is safe to show: it never holds the key."""
+
+    def __init__(self, message, *, status=None, code="upstream_error"):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass
+class Choice:
+    """One choice of a reply, folded from its deltas."""
+
+    index: int = 0
+    content_parts: list = field(default_factory=list)
+    reasoning_parts: list = field(default_factory=list)
+    tool_calls: dict = field(default_factory=dict)
+    tool_call_fragments: int = 0
+    finish_reason: str = ""
+
+    @property
+    def content(self):
+        return "".join(self.content_parts)
+
+    @property
+    def reasoning(self):
+        return "".join(self.reasoning_parts)
+
+    def tool_call_list(self):
+        return [self.tool_calls[i] for i in sorted(self.tool_calls)]
+
+
+@dataclass
+class Delta:
+    """What one chunk added to one choice: the unit the runner relays to the browser."""
+
+    index: int
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list = field(default_factory=list)
+
+
+def pseudonymous_user(user_id):
+    """The `user` field: stable per user, meaningless outside this server."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"user:{user_id}".encode(), hashlib.sha256)
+    return "confab-" + digest.hexdigest()[:32]
+
+
+def build_body(model, messages, params, user_id):
+    body = {
+        "model": model.upstream_id,
+        "messages": messages,
+        **params,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "user": pseudonymous_user(user_id),
+    }
+    if model.max_output_tokens and "max_tokens" not in params:
+        body["max_tokens"] = model.max_output_tokens
+    return body
+
+
+# One pooled client per provider per process. Clients are bound to the event loop that
+# made them, so the pool is kept per loop.
+_clients = weakref.WeakKeyDictionary()
+
+
+def client_for(provider):
+    pool = _clients.setdefault(asyncio.get_running_loop(), {})
+    key = (provider.pk, provider.base_url, hashlib.sha256(provider.api_key.encode()).hexdigest())
+    if key not in pool:
+        headers = {"Authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
+        pool[key] = httpx.AsyncClient(
+            base_url=provider.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(
+                connect=settings.CONFAB_CONNECT_TIMEOUT_S, read=None, write=30, pool=30
+            ),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+        )
+    return pool[key]
+
+
+async def close_clients():
+    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose()
+
+
+class ChatStream:
+    """One streamed Chat Completions request.
+
+    Iterate it for `Delta`s as they arrive; afterwards `choices` holds each choice folded
+    and `usage` the last usage the provider reported (None when it reported none).
+    """
+
+    def __init__(self, provider, body):
+        self.provider = provider
+        self.body = body
+        self.choices = {}
+        self.usage = None
+        self.done = False
+        self.first_byte_timeout = settings.CONFAB_FIRST_BYTE_TIMEOUT_S
+        self.idle_timeout = settings.CONFAB_IDLE_TIMEOUT_S
+
+    def choice(self, index=0):
+        return self.choices.setdefault(index, Choice(index))
+
+    async def __aiter__(self):
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.first_byte_timeout) as deadline:
+                response = await self._open()
+                try:
+                    async for sse in EventSource(response).aiter_sse():
+                        # Any event, comments excepted, proves the stream alive.
+                        deadline.reschedule(loop.time() + self.idle_timeout)
+                        if sse.data == "[DONE]":
+                            self.done = True
+                            break
+                        for delta in self._fold(sse):
+                            yield delta
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise UpstreamError(
+                "The provider stopped sending before the reply was finished (timed out).",
+                code="timeout",
+            ) from None
+        except httpx.HTTPError as error:
+            raise UpstreamError(
+                self._redact(f"The connection to the provider failed: {error}"),
+                code="connection",
+            ) from None
+        if not self.done and not any(c.finish_reason for c in self.choices.values()):
+            raise UpstreamError(
+                "The provider closed the connection before the reply was finished.",
+                code="cut",
+            )
+
+    async def _open(self):
+        """Send the request; retry before the first byte only, and only what may pass."""
+        client = client_for(self.provider)
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                request = client.build_request("POST", "chat/completions", json=self.body)
+                response = await client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                if attempt == MAX_RETRIES:
+                    raise UpstreamError(
+                        self._redact(f"Could not connect to the provider: {error}"),
+                        code="connection",
+                    ) from None
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            if response.status_code < 400:
+                content_type = response.headers.get("content-type", "")
+                if "text/event-stream" not in content_type:
+                    body = await self._read_bounded(response)
+                    raise UpstreamError(
+                        self._redact(
+                            "The provider answered without a stream "
+                            f"({content_type or 'no content type'}): {body[:300]}"
+                        ),
+                        status=response.status_code,
+                        code="not_a_stream",
+                    )
+                return response
+            body = await self._read_bounded(response)
+            if response.status_code in RETRY_STATUSES and attempt < MAX_RETRIES:
+                await asyncio.sleep(self._backoff(attempt, response.headers.get("retry-after")))
+                continue
+            raise UpstreamError(
+                self._redact(
+                    f"The provider refused the request (HTTP {response.status_code}): "
+                    f"{error_message(body)}"
+                ),
+                status=response.status_code,
+                code="http_error",
+            )
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _backoff(attempt, retry_after=None):
+        if retry_after:
+            try:
+                return min(float(retry_after), 10.0)
+            except ValueError:
+                pass
+        return 0.5 * 2**attempt + random.uniform(0, 0.25)
+
+    @staticmethod
+    async def _read_bounded(response):
+        chunks, size = [], 0
+        try:
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= MAX_ERROR_BODY:
+                    break
+        finally:
+            await response.aclose()
+        return b"".join(chunks).decode("utf-8", errors="replace")
+
+    def _fold(self, sse):
+        try:
+            chunk = json.loads(sse.data)
+        except ValueError:
+            raise UpstreamError(
+                self._redact(f"The provider sent something that is not JSON: {sse.data[:200]}"),
+                code="bad_chunk",
+            ) from None
+        if not isinstance(chunk, dict):
+            raise UpstreamError("The provider sent a malformed chunk.", code="bad_chunk")
+        if chunk.get("error"):
+            raise UpstreamError(
+                self._redact(f"The provider reported an error: {error_message(chunk)}"),
+                code="provider_error",
+            )
+        if isinstance(usage := chunk.get("usage"), dict):
+            self.usage = Usage.from_api(usage)
+        deltas = []
+        for raw in chunk.get("choices") or ():
+            if not isinstance(raw, dict):
+                continue
+            index = raw.get("index") if isinstance(raw.get("index"), int) else 0
+            choice = self.choice(index)
+            delta = raw.get("delta") or {}
+            out = Delta(index)
+            if isinstance(content := delta.get("content"), str) and content:
+                choice.content_parts.append(content)
+                out.content = content
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                choice.reasoning_parts.append(reasoning)
+                out.reasoning = reasoning
+            for fragment in delta.get("tool_calls") or ():
+                if isinstance(fragment, dict):
+                    out.tool_calls.append(_fold_tool_call(choice, fragment))
+            if raw.get("finish_reason"):
+                choice.finish_reason = str(raw["finish_reason"])
+            if out.content or out.reasoning or out.tool_calls:
+                deltas.append(out)
+        return deltas
+
+    def _redact(self, text):
+        key = self.provider.api_key
+        return text.replace(key, "[redacted]") if key else text
+
+
+def _fold_tool_call(choice, fragment):
+    index = fragment.get("index") if isinstance(fragment.get("index"), int) else 0
+    choice.tool_call_fragments += 1
+    call = choice.tool_calls.setdefault(
+        index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+    )
+    if fragment.get("id"):
+        call["id"] = str(fragment["id"])
+    function = fragment.get("function") or {}
+    if function.get("name"):
+        call["function"]["name"] += str(function["name"])
+    if isinstance(function.get("arguments"), str):
+        call["function"]["arguments"] += function["arguments"]
+    return {"index": index, **fragment}
+
+
+def error_message(body):
+    """The human part of a provider's error body, whatever its shape."""
+    data = body
+    if isinstance(body, str):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return body.strip()[:500] or "no details given"
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("code") or error)[:500]
+        return str(error)[:500]
+    return str(data)[:500]
+
+
+async def list_models(provider):
+    """The model ids that `GET {base}/models` lists."""
+    client = client_for(provider)
+    try:
+        response = await client.get("models", timeout=15)
+    except httpx.HTTPError as error:
+        raise UpstreamError(f"Could not reach the provider: {type(error).__name__}") from None
+    if response.status_code >= 400:
+        raise UpstreamError(
+            f"The provider refused to list models (HTTP {response.status_code}): "
+            f"{error_message(response.text)}".replace(provider.api_key or "\0", "[redacted]"),
+            status=response.status_code,
+        )
+    try:
+        return [item["id"] for item in response.json()["data"] if isinstance(item.get("id"), str)]
+    except (ValueError, KeyError, TypeError):
+        raise UpstreamError("The provider's model list is not in the OpenAI format.") from None

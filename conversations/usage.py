@@ -1,0 +1,73 @@
+"""Token usage: what a provider reports, or an estimate when it reports nothing."""
+
+import math
+import re
+from dataclasses import dataclass
+
+# Scripts written without spaces between words: about one token per character.
+_DENSE = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]"
+)
+# Overhead the chat template adds per message (role markers, separators).
+_TOKENS_PER_MESSAGE = 4
+
+
+def estimate_tokens(text):
+    """An approximation of a BPE tokenizer's count that treats CJK text sensibly.
+
+    CJK characters cost about a token each; other text about one token per four
+    characters. Good to a few tens of percent, which is what an estimate is for.
+    """
+    if not text:
+        return 0
+    dense = len(_DENSE.findall(text))
+    return dense + math.ceil((len(text) - dense) / 4)
+
+
+def estimate_prompt_tokens(messages):
+    return sum(_TOKENS_PER_MESSAGE + estimate_tokens(m.get("content") or "") for m in messages)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @classmethod
+    def from_api(cls, data):
+        """Read the `usage` object of a chunk, whichever provider's dialect it is in."""
+        prompt = _count(data.get("prompt_tokens"))
+        completion = _count(data.get("completion_tokens"))
+        prompt_details = data.get("prompt_tokens_details") or {}
+        completion_details = data.get("completion_tokens_details") or {}
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=_count(data.get("total_tokens")) or prompt + completion,
+            cached_tokens=_count(prompt_details.get("cached_tokens"))
+            or _count(data.get("prompt_cache_hit_tokens")),
+            reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
+        )
+
+    @classmethod
+    def estimate(cls, messages, completion_text):
+        prompt = estimate_prompt_tokens(messages)
+        completion = estimate_tokens(completion_text)
+        return cls(prompt, completion, prompt + completion, estimated=True)
+
+    def as_fields(self):
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
+
+
+def _count(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -1,0 +1,139 @@
+import json
+
+from django.conf import settings
+from django.contrib import messages as flash
+from django.contrib.auth import get_user_model, login
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.text import slugify
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from conversations.forms import SignupForm
+from conversations.models import Conversation, LanguageModel, SiteSettings
+
+
+def _conversation_or_404(request, conversation_id):
+    return get_object_or_404(Conversation.objects.for_user(request.user), id=conversation_id)
+
+
+@login_required
+@require_GET
+def chat(request, conversation_id=None):
+    conversation = _conversation_or_404(request, conversation_id) if conversation_id else None
+    sidebar = Paginator(
+        Conversation.objects.for_user(request.user).only("id", "title", "updated"),
+        settings.CONFAB_CONVERSATIONS_PER_PAGE,
+    ).get_page(request.GET.get("page"))
+    models = list(LanguageModel.objects.available())
+    selected = conversation.model if conversation and conversation.model in models else None
+    return render(
+        request,
+        "conversations/chat.html",
+        {
+            "conversation": conversation,
+            "messages": conversation.branch() if conversation else [],
+            "sidebar": sidebar,
+            "models": models,
+            "selected_model": selected or (models[0] if models else None),
+            "page_data": {
+                "conversation": str(conversation.id) if conversation else None,
+                "socket": "/ws/chat/",
+                "conversationUrl": "/c/{id}/",
+            },
+            "ui_text": {
+                "you": _("You"),
+                "streaming": _("Generating…"),
+                "newChat": _("New chat"),
+                "reconnecting": _("Connection lost. Reconnecting…"),
+                "signedOut": _("You are signed out. Reload the page to sign in."),
+                "replyFinished": _("The reply is finished."),
+            },
+        },
+    )
+
+
+@login_required
+@require_GET
+def export_json(request, conversation_id):
+    conversation = _conversation_or_404(request, conversation_id)
+    return JsonResponse(
+        _export(conversation),
+        json_dumps_params={"ensure_ascii": False, "indent": 2},
+        headers={"Content-Disposition": f'attachment; filename="{_filename(conversation)}.json"'},
+    )
+
+
+@login_required
+@require_GET
+def export_markdown(request, conversation_id):
+    conversation = _conversation_or_404(request, conversation_id)
+    lines = [f"# {conversation}", ""]
+    if conversation.system_prompt:
+        lines += ["**System**", "", conversation.system_prompt, ""]
+    for message in conversation.branch():
+        heading = {"user": _("User"), "assistant": _("Assistant")}.get(message.role, message.role)
+        if message.model_name:
+            heading += f" ({message.model_name})"
+        lines += [f"## {heading}", ""]
+        if message.reasoning:
+            lines += [
+                "<details><summary>" + _("Reasoning") + "</summary>",
+                "",
+                message.reasoning,
+                "",
+                "</details>",
+                "",
+            ]
+        lines += [message.content, ""]
+        if message.tool_calls:
+            lines += [
+                "```json",
+                json.dumps(message.tool_calls, indent=2, ensure_ascii=False),
+                "```",
+                "",
+            ]
+        if message.role == "assistant":
+            lines += [
+                f"*{message.get_status_display()}, "
+                f"{message.total_tokens} tokens"
+                f"{' (estimated)' if message.usage_estimated else ''}*",
+                "",
+            ]
+    return HttpResponse(
+        "\n".join(lines),
+        content_type="text/markdown; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{_filename(conversation)}.md"'},
+    )
+
+
+def _export(conversation):
+    return {
+        "conversation": conversation.to_dict(),
+        "messages": [m.to_dict() for m in conversation.messages.order_by("created")],
+    }
+
+
+def _filename(conversation):
+    return slugify(conversation.title)[:50] or f"conversation-{conversation.id}"
+
+
+def signup(request):
+    """The first account becomes the administrator; later ones need signup to be open."""
+    first = not get_user_model().objects.exists()
+    if not first and not SiteSettings.load().signup_open:
+        return render(request, "registration/signup_closed.html", status=403)
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            user = form.save(commit=False)
+            user.is_staff = user.is_superuser = not get_user_model().objects.exists()
+            user.save()
+        login(request, user)
+        if user.is_superuser:
+            flash.success(request, _("Welcome! You are the administrator of this Confab."))
+        return redirect("chat")
+    return render(request, "registration/signup.html", {"form": form, "first": first})
