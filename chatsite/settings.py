@@ -146,6 +146,7 @@ USE_TZ = True
 # Static files, served by the app itself (WhiteNoise): one process is a complete deployment.
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 

@@ -13,6 +13,11 @@ from conversations.models import (
 
 
 class ProviderForm(forms.ModelForm):
+    base_url = forms.URLField(
+        label=_("base URL"),
+        assume_scheme="https",
+        help_text=_("For example https://api.openai.com/v1"),
+    )
     # Write-only: the stored key is never rendered back into the page.
     api_key = forms.CharField(
         label=_("API key"),

@@ -1,0 +1,130 @@
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from conversations import upstream
+from conversations.models import LanguageModel, Provider
+from tests.fake_upstream import DEFAULT_MODEL, FakeUpstream
+
+API_KEY = "sk-test-0123456789-secret-4f2a"
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server():
+    server = FakeUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_upstream(fake_upstream_server):
+    fake_upstream_server.reset()
+    return fake_upstream_server
+
+
+def make_user(name):
+    return get_user_model().objects.create_user(name, f"{name}@example.com", "correct horse 42")
+
+
+@pytest.fixture
+def alice(db):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return make_user("bob")
+
+
+@pytest.fixture
+def charlie(db):
+    return make_user("charlie")
+
+
+@pytest.fixture
+def provider(db, fake_upstream):
+    return Provider.objects.create(name="Fake", base_url=fake_upstream.url, api_key=API_KEY)
+
+
+@pytest.fixture
+def model(provider):
+    return LanguageModel.objects.create(
+        provider=provider,
+        upstream_id=DEFAULT_MODEL,
+        display_name="Fake model",
+        input_price="2.00",
+        output_price="8.00",
+    )
+
+
+def add_model(provider, upstream_id, **fields):
+    return LanguageModel.objects.create(provider=provider, upstream_id=upstream_id, **fields)
+
+
+class Socket:
+    """A signed-in browser tab's websocket, for consumer tests."""
+
+    def __init__(self, communicator):
+        self.communicator = communicator
+
+    async def send(self, **event):
+        await self.communicator.send_to(text_data=json.dumps(event))
+
+    async def send_raw(self, **frame):
+        await self.communicator.send_to(**frame)
+
+    async def receive(self, timeout=5):
+        return json.loads(await self.communicator.receive_from(timeout=timeout))
+
+    async def receive_until(self, event_type, timeout=10):
+        """Every event up to and including the first of `event_type`."""
+        events = []
+        async with asyncio.timeout(timeout):
+            while not events or events[-1]["type"] != event_type:
+                events.append(await self.receive(timeout=timeout))
+        return events
+
+    async def nothing_more(self):
+        return await self.communicator.receive_nothing(timeout=0.2)
+
+    async def close(self):
+        await self.communicator.disconnect()
+
+
+def _session_cookie(user):
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+async def open_socket(user=None):
+    from chatsite.asgi import application
+
+    headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
+    if user is not None:
+        cookie = await database_sync_to_async(_session_cookie)(user)
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, code = await communicator.connect()
+    return Socket(communicator) if connected else code
+
+
+@pytest.fixture
+async def sockets():
+    """Open sockets for users; every socket and upstream client is closed afterwards."""
+    opened = []
+
+    async def open_for(user):
+        socket = await open_socket(user)
+        opened.append(socket)
+        return socket
+
+    yield open_for
+    for socket in opened:
+        await socket.close()
+    await upstream.close_clients()

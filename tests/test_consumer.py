@@ -1,0 +1,381 @@
+"""The chat websocket, end to end through the runner and the fake upstream over loopback."""
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+import pytest
+from channels.db import database_sync_to_async
+
+from conversations.models import Conversation, Message, UsageRecord
+from conversations.upstream import pseudonymous_user
+from tests.conftest import API_KEY, open_socket
+from tests.fake_upstream import CLOSE, chunk, http_error, reply, sse, stream_headers
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SLOW_PARTS = [f"word{i} " for i in range(40)]
+SLOW_TEXT = "".join(SLOW_PARTS)
+
+
+def send_event(content="hello world", conversation=None, **extra):
+    return {
+        "type": "send",
+        "conversation": conversation,
+        "content": content,
+        "parent": None,
+        "params": {},
+        "client_id": str(uuid.uuid4()),
+        **extra,
+    }
+
+
+def streamed_text(events):
+    return "".join(e.get("content", "") for e in events if e["type"] == "message.delta")
+
+
+@database_sync_to_async
+def get_message(message_id):
+    return Message.objects.get(id=message_id)
+
+
+@database_sync_to_async
+def ledger():
+    return list(UsageRecord.objects.order_by("created"))
+
+
+async def wait_for_status(message_id, timeout=10):
+    async with asyncio.timeout(timeout):
+        while (message := await get_message(message_id)).status == Message.Status.STREAMING:
+            await asyncio.sleep(0.05)
+    return message
+
+
+async def test_it_streams_a_reply_and_saves_it_with_usage(alice, model, sockets, fake_upstream):
+    socket = await sockets(alice)
+    await socket.send(**send_event("hello world"))
+
+    events = await socket.receive_until("message.done")
+
+    types = [e["type"] for e in events]
+    assert types[:3] == ["conversation.created", "message.created", "message.created"]
+    assert set(types[3:-1]) == {"message.delta"}
+    user_message, placeholder = events[1]["message"], events[2]["message"]
+    assert (user_message["role"], user_message["content"]) == ("user", "hello world")
+    assert (placeholder["role"], placeholder["status"]) == ("assistant", "streaming")
+    assert placeholder["parent"] == user_message["id"]
+    assert streamed_text(events) == "You said: hello world"
+    seqs = [e["seq"] for e in events if e["type"] == "message.delta"]
+    assert seqs == sorted(set(seqs)) and seqs[0] == 1
+
+    done = events[-1]["message"]
+    assert done["status"] == "complete"
+    assert done["finish_reason"] == "stop"
+    assert done["usage"] == {
+        "prompt_tokens": 11,
+        "completion_tokens": 7,
+        "total_tokens": 18,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "estimated": False,
+    }
+    assert "You said: hello world" in done["html"]
+
+    saved = await get_message(done["id"])
+    assert saved.content == "You said: hello world"
+    assert saved.status == Message.Status.COMPLETE
+    assert (saved.prompt_tokens, saved.completion_tokens, saved.total_tokens) == (11, 7, 18)
+    assert saved.cost == Decimal(11 * 2 + 7 * 8) / 1_000_000
+    assert saved.ttft_ms is not None and saved.duration_ms >= saved.ttft_ms
+    assert saved.completed is not None
+    [record] = await ledger()
+    assert (record.message_id, record.total_tokens, record.estimated) == (saved.id, 18, False)
+    assert record.user_id == alice.id and record.status == "complete"
+
+
+async def test_it_sends_the_whole_request_upstream(alice, model, sockets, fake_upstream):
+    conversation = await database_sync_to_async(Conversation.objects.create)(
+        owner=alice, system_prompt="Be brief.", model=model, params={"temperature": 0.5}
+    )
+    socket = await sockets(alice)
+    await socket.send(**send_event("first", conversation=str(conversation.id)))
+    await socket.receive_until("message.done")
+    await socket.send(**send_event("second", conversation=str(conversation.id),
+                                   params={"max_tokens": 50}))
+    await socket.receive_until("message.done")
+
+    request = fake_upstream.requests[-1]
+    assert request["headers"]["authorization"] == f"Bearer {API_KEY}"
+    body = request["body"]
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "You said: first"},
+        {"role": "user", "content": "second"},
+    ]
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["temperature"] == 0.5 and body["max_tokens"] == 50
+    assert body["user"] == pseudonymous_user(alice.pk)
+    assert "alice" not in body["user"]
+
+
+async def test_it_coalesces_deltas_into_few_frames(alice, model, sockets, fake_upstream):
+    parts = [f"{i} " for i in range(300)]
+    fake_upstream.script("burst", reply(parts))
+    burst = await database_sync_to_async(model.provider.models.create)(upstream_id="burst")
+    socket = await sockets(alice)
+    await socket.send(**send_event(model=str(burst.public_id)))
+
+    events = await socket.receive_until("message.done")
+
+    frames = [e for e in events if e["type"] == "message.delta"]
+    assert streamed_text(events) == "".join(parts)
+    assert len(frames) < len(parts) / 10
+
+
+async def test_it_finishes_the_reply_after_the_socket_goes_away(alice, model, sockets,
+                                                                fake_upstream):
+    fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.02))
+    slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+    socket = await sockets(alice)
+    await socket.send(**send_event(model=str(slow.public_id)))
+    events = await socket.receive_until("message.delta")
+    await socket.close()
+
+    saved = await wait_for_status(events[2]["message"]["id"])
+
+    assert saved.status == Message.Status.COMPLETE
+    assert saved.content == SLOW_TEXT
+    assert len(await ledger()) == 1
+
+
+async def test_stop_ends_the_reply_at_once_and_keeps_the_partial_text(alice, model, sockets,
+                                                                      fake_upstream):
+    fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.05))
+    slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+    socket = await sockets(alice)
+    await socket.send(**send_event(model=str(slow.public_id)))
+    events = await socket.receive_until("message.delta")
+    reply_id = events[2]["message"]["id"]
+
+    await socket.send(type="stop", message=reply_id)
+    events += await socket.receive_until("message.done")
+
+    done = events[-1]["message"]
+    assert done["status"] == "cancelled"
+    assert done["content"] == streamed_text(events)
+    assert 0 < len(done["content"]) < len(SLOW_TEXT)
+    assert done["usage"]["estimated"] is True
+    assert done["usage"]["completion_tokens"] > 0
+    saved = await get_message(reply_id)
+    assert (saved.status, saved.content) == (Message.Status.CANCELLED, done["content"])
+    [record] = await ledger()
+    assert record.estimated and record.status == "cancelled"
+    await asyncio.sleep(0.3)
+    assert fake_upstream.closed_early == ["slow"]
+
+
+async def test_stop_from_another_tab_stops_it_in_both(alice, model, sockets, fake_upstream):
+    fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.05))
+    slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+    first, second = await sockets(alice), await sockets(alice)
+    await first.send(**send_event(model=str(slow.public_id)))
+    events = await first.receive_until("message.delta")
+    conversation, reply_id = events[0]["conversation"]["id"], events[2]["message"]["id"]
+
+    await second.send(type="subscribe", conversation=conversation)
+    snapshot = await second.receive()
+    await second.send(type="stop", message=reply_id)
+
+    assert snapshot["type"] == "message.snapshot" and snapshot["message"]["id"] == reply_id
+    first_done = (await first.receive_until("message.done"))[-1]["message"]
+    second_done = (await second.receive_until("message.done"))[-1]["message"]
+    assert first_done["status"] == second_done["status"] == "cancelled"
+
+
+async def test_a_late_subscriber_gets_the_exact_text(alice, model, sockets, fake_upstream):
+    fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.02))
+    slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+    first, second = await sockets(alice), await sockets(alice)
+    await first.send(**send_event(model=str(slow.public_id)))
+    events = await first.receive_until("message.delta")
+    await asyncio.sleep(0.2)
+
+    await second.send(type="subscribe", conversation=events[0]["conversation"]["id"])
+    late = await second.receive_until("message.done")
+
+    snapshot = late[0]
+    assert snapshot["type"] == "message.snapshot"
+    text, seq = snapshot["message"]["content"], snapshot["seq"]
+    for event in late[1:]:
+        if event["type"] == "message.delta" and event["seq"] > seq:
+            text += event.get("content", "")
+    assert text == SLOW_TEXT
+    await first.receive_until("message.done")
+
+
+async def test_it_checkpoints_the_text_while_streaming(alice, model, sockets, fake_upstream,
+                                                       settings):
+    settings.CONFAB_CHECKPOINT_INTERVAL_MS = 100
+    fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.05))
+    slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+    socket = await sockets(alice)
+    await socket.send(**send_event(model=str(slow.public_id)))
+    events = await socket.receive_until("message.delta")
+    reply_id = events[2]["message"]["id"]
+
+    await asyncio.sleep(0.6)
+    checkpoint = await get_message(reply_id)
+
+    assert checkpoint.status == Message.Status.STREAMING
+    assert checkpoint.content and SLOW_TEXT.startswith(checkpoint.content)
+    await socket.send(type="stop", message=reply_id)
+    await socket.receive_until("message.done")
+
+
+async def test_a_retried_send_is_not_sent_twice(alice, model, sockets, fake_upstream):
+    socket = await sockets(alice)
+    event = send_event("only once")
+    await socket.send(**event)
+    first = await socket.receive_until("message.done")
+
+    await socket.send(**event)
+    again = [await socket.receive(), await socket.receive()]
+
+    assert [e["type"] for e in again] == ["message.created", "message.created"]
+    assert again[0]["message"]["id"] == first[1]["message"]["id"]
+    assert len(fake_upstream.requests) == 1
+    assert await database_sync_to_async(Message.objects.count)() == 2
+
+
+@pytest.mark.parametrize(
+    ("steps", "status", "error"),
+    [
+        (http_error(401, f"Incorrect API key provided: {API_KEY}"), "failed", "HTTP 401"),
+        (http_error(500, "The server had an error"), "failed", "HTTP 500"),
+        (
+            [stream_headers(), sse(chunk({"content": "Partial"})),
+             sse({"error": {"message": "Rate limit reached mid-stream"}})],
+            "failed",
+            "Rate limit reached mid-stream",
+        ),
+        ([stream_headers(), sse(chunk({"content": "Partial"})), CLOSE], "interrupted", "closed"),
+    ],
+    ids=["http-401", "http-500", "error-event", "cut"],
+)
+async def test_a_failed_request_ends_the_reply_with_a_readable_error(
+    alice, model, sockets, fake_upstream, steps, status, error
+):
+    fake_upstream.script("broken", steps)
+    broken = await database_sync_to_async(model.provider.models.create)(upstream_id="broken")
+    socket = await sockets(alice)
+    await socket.send(**send_event(model=str(broken.public_id)))
+
+    done = (await socket.receive_until("message.done"))[-1]["message"]
+
+    assert done["status"] == status
+    assert error in done["error"]
+    assert API_KEY not in done["error"] and API_KEY not in done["html"]
+    partial = "Partial" if "Partial" in str(steps) else ""
+    assert done["content"] == partial
+    assert len(await ledger()) == 1
+
+
+async def test_it_estimates_usage_when_the_provider_sends_none(alice, model, sockets,
+                                                               fake_upstream):
+    fake_upstream.script("no-usage", reply(["你好，", "世界！", " Hello there."], usage=None))
+    no_usage = await database_sync_to_async(model.provider.models.create)(upstream_id="no-usage")
+    socket = await sockets(alice)
+    await socket.send(**send_event("你好", model=str(no_usage.public_id)))
+
+    done = (await socket.receive_until("message.done"))[-1]["message"]
+
+    assert done["content"] == "你好，世界！ Hello there."
+    usage = done["usage"]
+    assert usage["estimated"] is True
+    assert usage["completion_tokens"] == 6 + 4  # six CJK characters, 13 other characters
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    [record] = await ledger()
+    assert record.estimated
+
+
+async def test_it_answers_invalid_events_and_keeps_the_socket_open(alice, model, sockets):
+    socket = await sockets(alice)
+    bad = [
+        {"text_data": "not json"},
+        {"bytes_data": b"\x00\x01"},
+        {"text_data": "[1, 2]"},
+        {"text_data": '{"type": "dance"}'},
+        {"text_data": '{"type": "subscribe", "conversation": "not-a-uuid"}'},
+        {"text_data": '{"type": "send", "conversation": null, "content": "   "}'},
+        {"text_data": '{"type": "send", "content": 42}'},
+        {"text_data": '{"type": "send", "content": "hi", "params": {"temperature": 3}}'},
+        {"text_data": '{"type": "send", "content": "hi", "params": {"bogus": 1}}'},
+        {"text_data": '{"type": "send", "content": "hi", "params": [1]}'},
+        {"text_data": '{"type": "stop", "message": "' + str(uuid.uuid4()) + '"}'},
+    ]
+    codes = []
+    for frame in bad:
+        await socket.send_raw(**frame)
+        event = await socket.receive()
+        assert event["type"] == "error" and event["message"]
+        codes.append(event["code"])
+
+    assert codes == [
+        "bad_json", "bad_frame", "unknown_type", "unknown_type", "invalid", "invalid",
+        "invalid", "invalid", "invalid", "invalid", "not_found",
+    ]  # fmt: skip
+    await socket.send(**send_event("still here"))
+    assert (await socket.receive_until("message.done"))[-1]["message"]["status"] == "complete"
+
+
+async def test_it_names_the_field_and_range_of_a_bad_parameter(alice, model, sockets):
+    socket = await sockets(alice)
+    await socket.send(**send_event(params={"temperature": 3}))
+
+    error = await socket.receive()
+
+    assert error["code"] == "invalid"
+    assert "params.temperature" in error["message"] and "2" in error["message"]
+    assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+async def test_it_refuses_a_message_that_is_too_long(alice, model, sockets, settings):
+    socket = await sockets(alice)
+    await socket.send(**send_event("x" * 100_001))
+
+    error = await socket.receive()
+
+    assert error["code"] == "invalid" and "content" in error["message"]
+
+
+async def test_it_rejects_unauthenticated_sockets(db):
+    assert await open_socket(None) == 4401
+
+
+async def test_it_rejects_outsider(alice, bob, model, sockets, fake_upstream):
+    owner = await sockets(alice)
+    await owner.send(**send_event("alice's secret"))
+    events = await owner.receive_until("message.done")
+    conversation = events[0]["conversation"]["id"]
+    user_message = events[1]["message"]["id"]
+    reply_id = events[-1]["message"]["id"]
+    outsider = await sockets(bob)
+
+    attempts = [
+        {"type": "subscribe", "conversation": conversation},
+        send_event("let me in", conversation=conversation),
+        {"type": "stop", "message": reply_id},
+        send_event("branch off", parent=user_message),
+    ]
+    answers = []
+    for attempt in attempts:
+        await outsider.send(**attempt)
+        answers.append(await outsider.receive())
+
+    assert [a["code"] for a in answers] == ["not_found"] * 4
+    await outsider.send(type="subscribe", conversation=str(uuid.uuid4()))
+    assert (await outsider.receive())["message"] == answers[0]["message"]
+    assert await database_sync_to_async(Message.objects.count)() == 2
+    assert await outsider.nothing_more()
