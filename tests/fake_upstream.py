@@ -133,7 +133,10 @@ class FakeUpstream:
         try:
             method, path, headers, body = await self._read_request(reader)
             if method == "GET" and path.endswith("/models"):
-                data = {"object": "list", "data": [{"id": m, "object": "model"} for m in self.scripts]}
+                data = {
+                    "object": "list",
+                    "data": [{"id": m, "object": "model"} for m in self.scripts],
+                }
                 payload = json.dumps(data).encode()
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

@@ -100,8 +100,9 @@ async def test_it_sends_the_whole_request_upstream(alice, model, sockets, fake_u
     socket = await sockets(alice)
     await socket.send(**send_event("first", conversation=str(conversation.id)))
     await socket.receive_until("message.done")
-    await socket.send(**send_event("second", conversation=str(conversation.id),
-                                   params={"max_tokens": 50}))
+    await socket.send(
+        **send_event("second", conversation=str(conversation.id), params={"max_tokens": 50})
+    )
     await socket.receive_until("message.done")
 
     request = fake_upstream.requests[-1]
@@ -134,8 +135,9 @@ async def test_it_coalesces_deltas_into_few_frames(alice, model, sockets, fake_u
     assert len(frames) < len(parts) / 10
 
 
-async def test_it_finishes_the_reply_after_the_socket_goes_away(alice, model, sockets,
-                                                                fake_upstream):
+async def test_it_finishes_the_reply_after_the_socket_goes_away(
+    alice, model, sockets, fake_upstream
+):
     fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.02))
     slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
     socket = await sockets(alice)
@@ -150,8 +152,9 @@ async def test_it_finishes_the_reply_after_the_socket_goes_away(alice, model, so
     assert len(await ledger()) == 1
 
 
-async def test_stop_ends_the_reply_at_once_and_keeps_the_partial_text(alice, model, sockets,
-                                                                      fake_upstream):
+async def test_stop_ends_the_reply_at_once_and_keeps_the_partial_text(
+    alice, model, sockets, fake_upstream
+):
     fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.05))
     slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
     socket = await sockets(alice)
@@ -215,8 +218,9 @@ async def test_a_late_subscriber_gets_the_exact_text(alice, model, sockets, fake
     await first.receive_until("message.done")
 
 
-async def test_it_checkpoints_the_text_while_streaming(alice, model, sockets, fake_upstream,
-                                                       settings):
+async def test_it_checkpoints_the_text_while_streaming(
+    alice, model, sockets, fake_upstream, settings
+):
     settings.CONFAB_CHECKPOINT_INTERVAL_MS = 100
     fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.05))
     slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
@@ -255,8 +259,11 @@ async def test_a_retried_send_is_not_sent_twice(alice, model, sockets, fake_upst
         (http_error(401, f"Incorrect API key provided: {API_KEY}"), "failed", "HTTP 401"),
         (http_error(500, "The server had an error"), "failed", "HTTP 500"),
         (
-            [stream_headers(), sse(chunk({"content": "Partial"})),
-             sse({"error": {"message": "Rate limit reached mid-stream"}})],
+            [
+                stream_headers(),
+                sse(chunk({"content": "Partial"})),
+                sse({"error": {"message": "Rate limit reached mid-stream"}}),
+            ],
             "failed",
             "Rate limit reached mid-stream",
         ),
@@ -282,8 +289,9 @@ async def test_a_failed_request_ends_the_reply_with_a_readable_error(
     assert len(await ledger()) == 1
 
 
-async def test_it_estimates_usage_when_the_provider_sends_none(alice, model, sockets,
-                                                               fake_upstream):
+async def test_it_estimates_usage_when_the_provider_sends_none(
+    alice, model, sockets, fake_upstream
+):
     fake_upstream.script("no-usage", reply(["你好，", "世界！", " Hello there."], usage=None))
     no_usage = await database_sync_to_async(model.provider.models.create)(upstream_id="no-usage")
     socket = await sockets(alice)
