@@ -58,6 +58,8 @@ def start_local_model(port):
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Its settings also come from the environment, where our HOST and PORT would win.
+        env={k: v for k, v in os.environ.items() if k not in {"HOST", "PORT"}},
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
