@@ -6,6 +6,7 @@ its own task (conversations.runner) and reaches this socket through the hub.
 
 import json
 import logging
+from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -88,9 +89,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         hub.join(conversation_id, self)
         # Snapshots of local replies are taken right after joining, with no await in
         # between, so every later frame carries text the snapshot does not.
-        local = [
-            g.snapshot() for g in generations.values() if g.conversation_id == str(conversation_id)
-        ]
+        running = {g for g in generations.values() if g.conversation_id == str(conversation_id)}
+        local = [snapshot for g in running for snapshot in g.snapshots()]
         local_ids = {s["message"]["id"] for s in local}
         for snapshot in local:
             await self.send(text_data=json.dumps(snapshot, ensure_ascii=False))
@@ -114,7 +114,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation=conversation.to_dict(),
                 client_id=data.get("client_id") and str(data["client_id"]),
             )
-        for message in (prepared["user_message"], prepared["reply"]):
+        for message in (prepared["user_message"], *prepared["replies"]):
             event = {"type": "message.created", "message": message.to_dict()}
             if data.get("client_id"):
                 event["client_id"] = str(data["client_id"])
@@ -122,7 +122,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if prepared["duplicate"]:
             return
         Generation(
-            prepared["reply"],
+            prepared["replies"],
             provider=prepared["model"].provider,
             model=prepared["model"],
             messages=prepared["messages"],
@@ -174,7 +174,7 @@ def _prepare_send(user, data):
                 "conversation": existing.conversation,
                 "created_conversation": False,
                 "user_message": existing,
-                "reply": existing.children.order_by("created").first(),
+                "replies": list(existing.children.order_by("created")),
                 "duplicate": True,
             }
         if Message.objects.filter(client_id=data["client_id"]).exists():
@@ -216,29 +216,34 @@ def _prepare_send(user, data):
             created=now,
         )
         params = {**conversation.params, **data["params"]}
-        reply = Message.objects.create(
-            conversation=conversation,
-            parent=user_message,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            model=model,
-            model_name=model.upstream_id,
-            params=params,
-            created=now,
-            checkpointed=now,
+        body = upstream.build_body(model, [], params, user.pk)
+        # With n > 1 each choice becomes a reply of its own, siblings under the message.
+        replies = Message.objects.bulk_create(
+            Message(
+                conversation=conversation,
+                parent=user_message,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.STREAMING,
+                model=model,
+                model_name=model.upstream_id,
+                params=params,
+                created=now + timedelta(microseconds=index + 1),
+                checkpointed=now,
+            )
+            for index in range(body.get("n") or 1)
         )
         Conversation.objects.filter(id=conversation.id).update(updated=now, model=model)
 
-    messages = _api_messages(conversation, history, user_message)
+    body["messages"] = _api_messages(conversation, history, user_message)
     return {
         "conversation": conversation,
         "created_conversation": created,
         "user_message": user_message,
-        "reply": reply,
+        "replies": replies,
         "duplicate": False,
         "model": model,
-        "messages": messages,
-        "body": upstream.build_body(model, messages, params, user.pk),
+        "messages": body["messages"],
+        "body": body,
     }
 
 

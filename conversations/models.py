@@ -1,3 +1,4 @@
+import json
 import uuid
 from collections import defaultdict
 from decimal import Decimal
@@ -38,6 +39,26 @@ class Provider(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     base_url = models.URLField(_("base URL"), help_text=_("For example https://api.openai.com/v1"))
     api_key = EncryptedTextField(_("API key"), blank=True)
+    extra_headers = models.JSONField(
+        _("extra headers"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            'Sent with every request, for example {"HTTP-Referer": "https://chat.example"}.'
+        ),
+    )
+    first_byte_timeout_s = models.PositiveIntegerField(
+        _("first byte timeout (s)"),
+        null=True,
+        blank=True,
+        help_text=_("How long to wait for the first token. Reasoning models may need minutes."),
+    )
+    idle_timeout_s = models.PositiveIntegerField(
+        _("idle timeout (s)"),
+        null=True,
+        blank=True,
+        help_text=_("How long a stream may go silent between two chunks."),
+    )
     enabled = models.BooleanField(_("enabled"), default=True)
     created = models.DateTimeField(auto_now_add=True)
 
@@ -88,6 +109,23 @@ class LanguageModel(models.Model):
     )
     output_price = models.DecimalField(
         _("output price per million tokens"), max_digits=12, decimal_places=6, default=0
+    )
+    default_params = models.JSONField(
+        _("default parameters"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            'Request fields used unless a conversation sets them, e.g. {"temperature": 0.7}.'
+        ),
+    )
+    extra_body = models.JSONField(
+        _("extra body fields"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            "Fields this provider understands beyond the standard API, sent as they are, "
+            'e.g. {"reasoning_effort": "high"} or {"top_k": 40}.'
+        ),
     )
     created = models.DateTimeField(auto_now_add=True)
 
@@ -197,6 +235,8 @@ class Message(models.Model):
     tool_calls = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     finish_reason = models.CharField(max_length=32, blank=True)
+    # The stop sequence that ended the reply, when the provider says which (vLLM, SGLang).
+    stop_sequence = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
     model = models.ForeignKey(LanguageModel, null=True, blank=True, on_delete=models.SET_NULL)
     model_name = models.CharField(max_length=200, blank=True)
@@ -241,6 +281,8 @@ class Message(models.Model):
     @property
     def finish_note(self):
         """Why a reply ended, in words, when it is not the usual end."""
+        if self.stop_sequence:
+            return _("stopped at the stop sequence “%(stop)s”") % {"stop": self.stop_sequence}
         return {
             "length": _("stopped: token limit reached"),
             "content_filter": _("stopped by the provider's content filter"),
@@ -248,10 +290,31 @@ class Message(models.Model):
         }.get(self.finish_reason, "")
 
     @property
-    def html(self):
-        from conversations.rendering import render_markdown
+    def expects_json(self):
+        response_format = self.params.get("response_format") or {}
+        return response_format.get("type") in ("json_object", "json_schema")
 
+    @property
+    def html(self):
+        from conversations.rendering import render_json, render_markdown
+
+        if self.expects_json and self.content:
+            return render_json(self.content)
         return render_markdown(self.content)
+
+    @property
+    def tool_call_blocks(self):
+        """Tool calls as a person reads them: the name, and the arguments pretty-printed."""
+        blocks = []
+        for call in self.tool_calls:
+            function = call.get("function") or {}
+            arguments = function.get("arguments") or ""
+            try:
+                arguments = json.dumps(json.loads(arguments), indent=2, ensure_ascii=False)
+            except ValueError:
+                pass
+            blocks.append({"name": function.get("name") or "?", "arguments": arguments})
+        return blocks
 
     def usage_dict(self):
         return {

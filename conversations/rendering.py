@@ -1,6 +1,10 @@
 """Model output to HTML: markdown, highlighted code, then sanitised, since it is untrusted."""
 
+import json
+
 import nh3
+from django.utils.html import escape
+from django.utils.translation import gettext as _
 from markdown_it import MarkdownIt
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -51,3 +55,13 @@ def render_markdown(text):
         set_tag_attribute_values={"a": {"target": "_blank"}},
         filter_style_properties={"text-align"},
     )
+
+
+def render_json(text):
+    """A reply asked for as JSON: pretty-printed and highlighted, or a note that it is not."""
+    try:
+        pretty = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        note = escape(_("This reply was asked for as JSON but does not parse."))
+        return f'<p class="json-note">{note}</p>' + render_markdown(text)
+    return render_markdown(f"```json\n{pretty}\n```")

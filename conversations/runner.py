@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.upstream import ChatStream, UpstreamError
-from conversations.usage import Usage
+from conversations.usage import Usage, estimate_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -63,23 +63,60 @@ hub = Hub()
 generations = {}
 
 
-class Generation:
-    """One reply being generated: its upstream stream, its frames, its ending."""
+class ReplyStream:
+    """One reply of a request (one choice), and how much of it frames have carried."""
 
-    def __init__(self, reply, *, provider, model, messages, body, user_id):
-        self.reply = reply
-        self.conversation_id = str(reply.conversation_id)
+    def __init__(self, message, choice):
+        self.message = message
+        self.choice = choice
+        self.seq = 0
+        self.sent_content = 0
+        self.sent_reasoning = 0
+        self.sent_tool_call_fragments = 0
+
+    def next_frame(self):
+        """A `message.delta` with everything not yet sent, or None when nothing is new."""
+        choice = self.choice
+        content = "".join(choice.content_parts[self.sent_content :])
+        reasoning = "".join(choice.reasoning_parts[self.sent_reasoning :])
+        tool_calls_changed = choice.tool_call_fragments != self.sent_tool_call_fragments
+        if not (content or reasoning or tool_calls_changed):
+            return None
+        self.sent_content = len(choice.content_parts)
+        self.sent_reasoning = len(choice.reasoning_parts)
+        self.sent_tool_call_fragments = choice.tool_call_fragments
+        self.seq += 1
+        frame = {"type": "message.delta", "message": str(self.message.id), "seq": self.seq}
+        if content:
+            frame["content"] = content
+        if reasoning:
+            frame["reasoning"] = reasoning
+        if tool_calls_changed:
+            # Tool calls are small: the whole list, so a frame never needs the one before.
+            frame["tool_calls"] = choice.tool_call_list()
+        return frame
+
+    def snapshot(self):
+        """The reply as far as frames have carried it, with the seq of the last frame."""
+        message = self.message.to_dict()
+        message["content"] = "".join(self.choice.content_parts[: self.sent_content])
+        message["reasoning"] = "".join(self.choice.reasoning_parts[: self.sent_reasoning])
+        message["tool_calls"] = self.choice.tool_call_list()
+        return {"type": "message.snapshot", "message": message, "seq": self.seq}
+
+
+class Generation:
+    """One upstream request and the replies it produces (one per choice when n > 1)."""
+
+    def __init__(self, replies, *, provider, model, messages, body, user_id):
+        self.conversation_id = str(replies[0].conversation_id)
         self.provider = provider
         self.model = model
         self.messages = messages
         self.stream = ChatStream(provider, body)
+        self.replies = [ReplyStream(m, self.stream.choice(i)) for i, m in enumerate(replies)]
         self.user_id = user_id
         self.request_id = uuid.uuid4()
-        self.seq = 0
-        # How much of the folded choice has gone out in frames.
-        self.sent_content = 0
-        self.sent_reasoning = 0
-        self.sent_tool_call_fragments = 0
         self.dirty = asyncio.Event()
         self.stop_requested = False
         self.started = time.monotonic()
@@ -89,13 +126,10 @@ class Generation:
         self.reader = None
         self.task = None
 
-    @property
-    def choice(self):
-        return self.stream.choice(0)
-
     def start(self):
-        generations[str(self.reply.id)] = self
-        self.task = asyncio.create_task(self._run(), name=f"reply-{self.reply.id}")
+        for reply in self.replies:
+            generations[str(reply.message.id)] = self
+        self.task = asyncio.create_task(self._run(), name=f"request-{self.request_id}")
         return self
 
     def stop(self):
@@ -104,17 +138,10 @@ class Generation:
         if self.reader is not None:
             self.reader.cancel()
 
-    def snapshot(self):
-        """The reply as far as frames have carried it, and the seq of the last frame.
-
-        Synchronous on purpose: a socket joined just before it gets every later frame,
-        each with a higher seq, so text is neither lost nor doubled.
-        """
-        message = self.reply.to_dict()
-        message["content"] = "".join(self.choice.content_parts[: self.sent_content])
-        message["reasoning"] = "".join(self.choice.reasoning_parts[: self.sent_reasoning])
-        message["tool_calls"] = self.choice.tool_call_list()
-        return {"type": "message.snapshot", "message": message, "seq": self.seq}
+    def snapshots(self):
+        """Synchronous on purpose: a socket that joined the hub just before gets every
+        later frame, each with a higher seq, so text is neither lost nor doubled."""
+        return [reply.snapshot() for reply in self.replies]
 
     async def _run(self):
         flusher = asyncio.create_task(self._flush_continuously())
@@ -128,16 +155,19 @@ class Generation:
             status = Message.Status.INTERRUPTED if failure.code == "cut" else Message.Status.FAILED
             error = str(failure)
         except Exception:
-            logger.exception("reply %s failed", self.reply.id)
+            logger.exception("request %s failed", self.request_id)
             status, error = Message.Status.FAILED, "Confab failed while generating this reply."
         finally:
             flusher.cancel()
         try:
             await self._flush()
-            message = await self._save(status, error)
-            await hub.publish(self.conversation_id, {"type": "message.done", "message": message})
+            for message in await self._save(status, error):
+                await hub.publish(
+                    self.conversation_id, {"type": "message.done", "message": message}
+                )
         finally:
-            generations.pop(str(self.reply.id), None)
+            for reply in self.replies:
+                generations.pop(str(reply.message.id), None)
 
     async def _read(self):
         async for _delta in self.stream:
@@ -155,34 +185,17 @@ class Generation:
             await asyncio.sleep(interval)
 
     async def _flush(self):
-        choice = self.choice
-        content = "".join(choice.content_parts[self.sent_content :])
-        reasoning = "".join(choice.reasoning_parts[self.sent_reasoning :])
-        tool_calls_changed = choice.tool_call_fragments != self.sent_tool_call_fragments
-        if not (content or reasoning or tool_calls_changed):
-            return
-        self.sent_content = len(choice.content_parts)
-        self.sent_reasoning = len(choice.reasoning_parts)
-        self.sent_tool_call_fragments = choice.tool_call_fragments
-        self.seq += 1
-        frame = {"type": "message.delta", "message": str(self.reply.id), "seq": self.seq}
-        if content:
-            frame["content"] = content
-        if reasoning:
-            frame["reasoning"] = reasoning
-        if tool_calls_changed:
-            # Tool calls are small: the whole list, so a frame never needs the one before.
-            frame["tool_calls"] = choice.tool_call_list()
-        await hub.publish(self.conversation_id, frame)
+        for reply in self.replies:
+            if frame := reply.next_frame():
+                await hub.publish(self.conversation_id, frame)
 
     def _maybe_checkpoint(self):
         now = time.monotonic()
         due = now - self.last_checkpoint >= settings.CONFAB_CHECKPOINT_INTERVAL_MS / 1000
         if due and (self.checkpointing is None or self.checkpointing.done()):
             self.last_checkpoint = now
-            self.checkpointing = asyncio.create_task(
-                _checkpoint(self.reply.id, self.choice.content, self.choice.reasoning)
-            )
+            texts = {r.message.id: (r.choice.content, r.choice.reasoning) for r in self.replies}
+            self.checkpointing = asyncio.create_task(_checkpoint(texts))
 
     def _elapsed_ms(self):
         return int((time.monotonic() - self.started) * 1000)
@@ -190,75 +203,79 @@ class Generation:
     async def _save(self, status, error):
         if self.checkpointing is not None:
             await asyncio.wait([self.checkpointing])
-        choice = self.choice
-        usage = self.stream.usage or Usage.estimate(
-            self.messages, choice.content + choice.reasoning
-        )
-        return await _finish(
-            self,
-            status=status,
-            error=error,
-            content=choice.content,
-            reasoning=choice.reasoning,
-            tool_calls=choice.tool_call_list(),
-            finish_reason=choice.finish_reason,
-            usage=usage,
-            duration_ms=self._elapsed_ms(),
-        )
+        texts = [r.choice.content + r.choice.reasoning for r in self.replies]
+        if self.stream.usage is not None:
+            total = self.stream.usage
+            shares = total.share([estimate_tokens(text) for text in texts])
+        else:
+            shares = Usage.estimate_each(self.messages, texts)
+            total = Usage.sum(shares)
+        return await _finish(self, status, error, total, shares, self._elapsed_ms())
 
 
 @database_sync_to_async
-def _checkpoint(message_id, content, reasoning):
-    Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(
-        content=content, reasoning=reasoning, checkpointed=timezone.now()
-    )
-
-
-@database_sync_to_async
-def _finish(
-    generation, *, status, error, content, reasoning, tool_calls, finish_reason, usage, duration_ms
-):
-    """The reply, its usage and its ledger row, in one transaction."""
-    reply, model = generation.reply, generation.model
+def _checkpoint(texts):
     now = timezone.now()
-    cost = model.cost(usage) if model else None
+    for message_id, (content, reasoning) in texts.items():
+        Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(
+            content=content, reasoning=reasoning, checkpointed=now
+        )
+
+
+@database_sync_to_async
+def _finish(generation, status, error, total, shares, duration_ms):
+    """The replies, their usage and the request's one ledger row, in one transaction."""
+    model = generation.model
+    now = timezone.now()
+    done = []
     with transaction.atomic():
-        reply.content = content
-        reply.reasoning = reasoning
-        reply.tool_calls = tool_calls
-        reply.status = status
-        reply.error = error
-        reply.finish_reason = finish_reason
-        for name, value in usage.as_fields().items():
-            setattr(reply, name, value)
-        reply.usage_estimated = usage.estimated
-        reply.cost = cost
-        reply.ttft_ms = generation.ttft_ms
-        reply.duration_ms = duration_ms
-        reply.completed = now
-        reply.save()
+        for reply, usage in zip(generation.replies, shares, strict=True):
+            message, choice = reply.message, reply.choice
+            message.content = choice.content
+            message.reasoning = choice.reasoning
+            message.tool_calls = choice.tool_call_list()
+            message.finish_reason = choice.finish_reason
+            message.stop_sequence = choice.stop_sequence
+            message.status, message.error = status, error
+            if status == Message.Status.COMPLETE and not (choice.finish_reason or choice.content):
+                message.status = Message.Status.FAILED
+                message.error = "The provider returned fewer choices than were asked for."
+            for name, value in usage.as_fields().items():
+                setattr(message, name, value)
+            message.usage_estimated = usage.estimated
+            message.cost = model.cost(usage) if model else None
+            message.ttft_ms = generation.ttft_ms
+            message.duration_ms = duration_ms
+            message.completed = now
+            message.save()
+            done.append(message)
         UsageRecord.objects.get_or_create(
             request_id=generation.request_id,
             defaults={
                 "user_id": generation.user_id,
-                "conversation_id": reply.conversation_id,
-                "message": reply,
+                "conversation_id": generation.conversation_id,
+                "message": done[0],
                 "provider": generation.provider,
                 "model": model,
-                "model_name": reply.model_name,
+                "model_name": done[0].model_name,
                 "status": status,
-                "estimated": usage.estimated,
-                "cost": cost or 0,
+                "estimated": total.estimated,
+                "cost": model.cost(total) if model else 0,
                 "ttft_ms": generation.ttft_ms,
                 "duration_ms": duration_ms,
                 "created": now,
-                **usage.as_fields(),
+                **total.as_fields(),
             },
         )
-        Conversation.objects.filter(id=reply.conversation_id).update(updated=now)
+        Conversation.objects.filter(id=generation.conversation_id).update(updated=now)
     # The same template partial the page uses, so a finished reply looks as after a reload.
-    html = render_to_string("conversations/chat.html#message", {"message": reply})
-    return {**reply.to_dict(), "html": html}
+    return [
+        {
+            **message.to_dict(),
+            "html": render_to_string("conversations/chat.html#message", {"message": message}),
+        }
+        for message in done
+    ]
 
 
 def reap_stale():
@@ -316,7 +333,7 @@ async def heartbeat_periodically():
     while True:
         await asyncio.sleep(settings.CONFAB_CHECKPOINT_INTERVAL_MS / 1000 * 5)
         if generations:
-            await _touch([g.reply.id for g in generations.values()])
+            await _touch(list(generations))
 
 
 @database_sync_to_async
@@ -328,11 +345,11 @@ def _touch(message_ids):
 
 async def shutdown(grace_s=10):
     """Let running replies finish for a while, then end the rest as interrupted."""
-    running = [g.task for g in generations.values()]
+    running = {g.task for g in generations.values()}
     if running:
         await asyncio.wait(running, timeout=grace_s)
-    for generation in list(generations.values()):
+    for generation in set(generations.values()):
         generation.reader.cancel()
-    remaining = [g.task for g in generations.values()]
+    remaining = {g.task for g in generations.values()}
     if remaining:
         await asyncio.wait(remaining, timeout=grace_s)

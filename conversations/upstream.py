@@ -46,6 +46,7 @@ class Choice:
     tool_calls: dict = field(default_factory=dict)
     tool_call_fragments: int = 0
     finish_reason: str = ""
+    stop_sequence: str = ""
 
     @property
     def content(self):
@@ -76,16 +77,19 @@ def pseudonymous_user(user_id):
 
 
 def build_body(model, messages, params, user_id):
+    """The request: the model's extra fields and defaults, overridden by `params`."""
     body = {
+        **model.extra_body,
+        **model.default_params,
+        **params,
         "model": model.upstream_id,
         "messages": messages,
-        **params,
         "stream": True,
         "stream_options": {"include_usage": True},
         "user": pseudonymous_user(user_id),
     }
-    if model.max_output_tokens and "max_tokens" not in params:
-        body["max_tokens"] = model.max_output_tokens
+    if limit := model.max_output_tokens:
+        body["max_tokens"] = min(body.get("max_tokens") or limit, limit)
     return body
 
 
@@ -96,9 +100,13 @@ _clients = weakref.WeakKeyDictionary()
 
 def client_for(provider):
     pool = _clients.setdefault(asyncio.get_running_loop(), {})
-    key = (provider.pk, provider.base_url, hashlib.sha256(provider.api_key.encode()).hexdigest())
+    # A provider changed in admin gets a new client; the key is in the pool key only hashed.
+    settings_seen = json.dumps([provider.base_url, provider.api_key, provider.extra_headers])
+    key = (provider.pk, hashlib.sha256(settings_seen.encode()).hexdigest())
     if key not in pool:
-        headers = {"Authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
+        headers = {**provider.extra_headers}
+        if provider.api_key:
+            headers["Authorization"] = f"Bearer {provider.api_key}"
         pool[key] = httpx.AsyncClient(
             base_url=provider.base_url.rstrip("/") + "/",
             headers=headers,
@@ -128,20 +136,24 @@ class ChatStream:
         self.choices = {}
         self.usage = None
         self.done = False
-        self.first_byte_timeout = settings.CONFAB_FIRST_BYTE_TIMEOUT_S
-        self.idle_timeout = settings.CONFAB_IDLE_TIMEOUT_S
+        self.first_byte_timeout = (
+            provider.first_byte_timeout_s or settings.CONFAB_FIRST_BYTE_TIMEOUT_S
+        )
+        self.idle_timeout = provider.idle_timeout_s or settings.CONFAB_IDLE_TIMEOUT_S
 
     def choice(self, index=0):
         return self.choices.setdefault(index, Choice(index))
 
     async def __aiter__(self):
         loop = asyncio.get_running_loop()
+        started = False
         try:
             async with asyncio.timeout(self.first_byte_timeout) as deadline:
                 response = await self._open()
                 try:
                     async for sse in EventSource(response).aiter_sse():
-                        # Any event, comments excepted, proves the stream alive.
+                        # Each event pushes the deadline on: the idle gap, not the total.
+                        started = True
                         deadline.reschedule(loop.time() + self.idle_timeout)
                         if sse.data == "[DONE]":
                             self.done = True
@@ -151,10 +163,13 @@ class ChatStream:
                 finally:
                     await response.aclose()
         except TimeoutError:
-            raise UpstreamError(
-                "The provider stopped sending before the reply was finished (timed out).",
-                code="timeout",
-            ) from None
+            if started:
+                message = f"The provider went silent for {self.idle_timeout} s mid-reply."
+            else:
+                message = (
+                    f"The provider did not start answering within {self.first_byte_timeout} s."
+                )
+            raise UpstreamError(message, code="timeout") from None
         except httpx.HTTPError as error:
             raise UpstreamError(
                 self._redact(f"The connection to the provider failed: {error}"),
@@ -215,7 +230,8 @@ class ChatStream:
                 return min(float(retry_after), 10.0)
             except ValueError:
                 pass
-        return 0.5 * 2**attempt + random.uniform(0, 0.25)
+        base = settings.CONFAB_RETRY_BASE_MS / 1000
+        return base * 2**attempt + random.uniform(0, base / 2)
 
     @staticmethod
     async def _read_bounded(response):
@@ -240,7 +256,7 @@ class ChatStream:
             ) from None
         if not isinstance(chunk, dict):
             raise UpstreamError("The provider sent a malformed chunk.", code="bad_chunk")
-        if chunk.get("error"):
+        if chunk.get("error") or sse.event == "error":
             raise UpstreamError(
                 self._redact(f"The provider reported an error: {error_message(chunk)}"),
                 code="provider_error",
@@ -267,6 +283,10 @@ class ChatStream:
                     out.tool_calls.append(_fold_tool_call(choice, fragment))
             if raw.get("finish_reason"):
                 choice.finish_reason = str(raw["finish_reason"])
+            # vLLM names the stop string in stop_reason, SGLang in matched_stop.
+            stop = raw.get("stop_reason") or raw.get("matched_stop")
+            if isinstance(stop, str) and stop:
+                choice.stop_sequence = stop
             if out.content or out.reasoning or out.tool_calls:
                 deltas.append(out)
         return deltas

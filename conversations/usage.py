@@ -30,6 +30,9 @@ def estimate_prompt_tokens(messages):
 
 @dataclass
 class Usage:
+    _COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
+               "reasoning_tokens")  # fmt: skip
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
@@ -59,6 +62,38 @@ class Usage:
         completion = estimate_tokens(completion_text)
         return cls(prompt, completion, prompt + completion, estimated=True)
 
+    @classmethod
+    def estimate_each(cls, messages, completion_texts):
+        """Estimates for the replies of one request: the prompt counted once, shared out."""
+        prompts = _apportion(estimate_prompt_tokens(messages), [1] * len(completion_texts))
+        return [
+            cls(prompt, completion, prompt + completion, estimated=True)
+            for prompt, completion in zip(
+                prompts, map(estimate_tokens, completion_texts), strict=True
+            )
+        ]
+
+    @classmethod
+    def sum(cls, usages):
+        fields = [sum(getattr(u, name) for u in usages) for name in cls._COUNTS]
+        return cls(*fields, estimated=any(u.estimated for u in usages))
+
+    def share(self, weights):
+        """This request's usage split over its replies (choices), adding up to it exactly.
+
+        The prompt is shared evenly; completion and reasoning tokens in proportion to
+        `weights`, each reply's share of the generated text.
+        """
+        even = [1] * len(weights)
+        prompts = _apportion(self.prompt_tokens, even)
+        cached = _apportion(self.cached_tokens, even)
+        completions = _apportion(self.completion_tokens, weights)
+        reasoning = _apportion(self.reasoning_tokens, weights)
+        return [
+            Usage(p, c, p + c, k, r, self.estimated)
+            for p, c, k, r in zip(prompts, completions, cached, reasoning, strict=True)
+        ]
+
     def as_fields(self):
         return {
             "prompt_tokens": self.prompt_tokens,
@@ -71,3 +106,17 @@ class Usage:
 
 def _count(value):
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _apportion(total, weights):
+    """Whole numbers in proportion to `weights` that add up to `total` (largest remainder)."""
+    if not weights:
+        return []
+    if sum(weights) <= 0:
+        weights = [1] * len(weights)
+    exact = [total * w / sum(weights) for w in weights]
+    parts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts

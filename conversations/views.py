@@ -51,6 +51,8 @@ def chat(request, conversation_id=None):
                 "reconnecting": _("Connection lost. Reconnecting…"),
                 "signedOut": _("You are signed out. Reload the page to sign in."),
                 "replyFinished": _("The reply is finished."),
+                "reasoning": _("Reasoning"),
+                "toolCall": _("Tool call: %s"),
             },
         },
     )

@@ -15,6 +15,8 @@ const announcer = document.getElementById("announcer");
 const list = new MessageList(document.getElementById("messages"), {
   streamingLabel: text.streaming,
   youLabel: text.you,
+  reasoningLabel: text.reasoning,
+  toolCallLabel: text.toolCall,
 });
 let conversation = page.conversation;
 const pending = new Map(); // client_id -> text, until the server confirms the send

@@ -2,10 +2,12 @@
 // and are swapped for the server's sanitised rendering when they finish.
 
 export class MessageList {
-  constructor(container, { streamingLabel, youLabel }) {
+  constructor(container, { streamingLabel, youLabel, reasoningLabel, toolCallLabel }) {
     this.container = container;
     this.streamingLabel = streamingLabel;
     this.youLabel = youLabel;
+    this.reasoningLabel = reasoningLabel;
+    this.toolCallLabel = toolCallLabel;
     this.seqs = new Map();
   }
 
@@ -49,7 +51,10 @@ export class MessageList {
     this.add(message);
     const known = this.seqs.get(message.id) ?? -1;
     if (seq < known) return;
-    this.element(message.id).querySelector(".message-body").textContent = message.content;
+    const article = this.element(message.id);
+    article.querySelector(".message-body").textContent = message.content;
+    if (message.reasoning) this.reasoning(article).textContent = message.reasoning;
+    this.toolCalls(article, message.tool_calls);
     this.seqs.set(message.id, seq);
   }
 
@@ -58,9 +63,43 @@ export class MessageList {
     if (!article || article.dataset.status !== "streaming") return;
     if (frame.seq <= (this.seqs.get(frame.message) ?? -1)) return; // already shown
     this.seqs.set(frame.message, frame.seq);
-    if (frame.content) {
-      article.querySelector(".message-body").append(frame.content);
-      this.scroll();
+    if (frame.reasoning) this.reasoning(article).append(frame.reasoning);
+    if (frame.content) article.querySelector(".message-body").append(frame.content);
+    if (frame.tool_calls) this.toolCalls(article, frame.tool_calls);
+    this.scroll();
+  }
+
+  // The reasoning block, open while the model thinks; the server's version comes closed.
+  reasoning(article) {
+    let box = article.querySelector(".message-reasoning");
+    if (!box) {
+      const details = document.createElement("details");
+      details.className = "reasoning";
+      details.open = true;
+      const summary = document.createElement("summary");
+      summary.textContent = this.reasoningLabel;
+      box = document.createElement("div");
+      box.className = "message-reasoning plain";
+      details.append(summary, box);
+      article.querySelector(".message-body").before(details);
+    }
+    return box;
+  }
+
+  toolCalls(article, calls) {
+    for (const old of article.querySelectorAll(".tool-call")) old.remove();
+    let anchor = article.querySelector(".message-body");
+    for (const call of calls || []) {
+      const block = document.createElement("div");
+      block.className = "tool-call";
+      const name = document.createElement("div");
+      name.className = "tool-call-name";
+      name.textContent = this.toolCallLabel.replace("%s", call.function?.name || "?");
+      const code = document.createElement("pre");
+      code.textContent = call.function?.arguments || "";
+      block.append(name, code);
+      anchor.after(block);
+      anchor = block;
     }
   }
 
