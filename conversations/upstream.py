@@ -263,33 +263,38 @@ class ChatStream:
             )
         if isinstance(usage := chunk.get("usage"), dict):
             self.usage = Usage.from_api(usage)
-        deltas = []
-        for raw in chunk.get("choices") or ():
-            if not isinstance(raw, dict):
-                continue
-            index = raw.get("index") if isinstance(raw.get("index"), int) else 0
-            choice = self.choice(index)
-            delta = raw.get("delta") or {}
-            out = Delta(index)
-            if isinstance(content := delta.get("content"), str) and content:
-                choice.content_parts.append(content)
-                out.content = content
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                choice.reasoning_parts.append(reasoning)
-                out.reasoning = reasoning
-            for fragment in delta.get("tool_calls") or ():
-                if isinstance(fragment, dict):
-                    out.tool_calls.append(_fold_tool_call(choice, fragment))
-            if raw.get("finish_reason"):
-                choice.finish_reason = str(raw["finish_reason"])
-            # vLLM names the stop string in stop_reason, SGLang in matched_stop.
-            stop = raw.get("stop_reason") or raw.get("matched_stop")
-            if isinstance(stop, str) and stop:
-                choice.stop_sequence = stop
-            if out.content or out.reasoning or out.tool_calls:
-                deltas.append(out)
-        return deltas
+        choices = chunk.get("choices")
+        return [
+            delta
+            for raw in (choices if isinstance(choices, list) else ())
+            if isinstance(raw, dict) and (delta := self._fold_choice(raw))
+        ]
+
+    def _fold_choice(self, raw):
+        index = raw.get("index")
+        index = index if type(index) is int and 0 <= index < 128 else 0
+        choice = self.choice(index)
+        delta = raw.get("delta") if isinstance(raw.get("delta"), dict) else {}
+        out = Delta(index)
+        if isinstance(content := delta.get("content"), str) and content:
+            choice.content_parts.append(content)
+            out.content = content
+        # DeepSeek and Qwen call it reasoning_content, OpenRouter reasoning.
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            choice.reasoning_parts.append(reasoning)
+            out.reasoning = reasoning
+        fragments = delta.get("tool_calls")
+        for fragment in fragments if isinstance(fragments, list) else ():
+            if isinstance(fragment, dict):
+                out.tool_calls.append(_fold_tool_call(choice, fragment))
+        if isinstance(finish_reason := raw.get("finish_reason"), str) and finish_reason:
+            choice.finish_reason = finish_reason
+        # vLLM names the stop string in stop_reason, SGLang in matched_stop.
+        stop = raw.get("stop_reason") or raw.get("matched_stop")
+        if isinstance(stop, str) and stop:
+            choice.stop_sequence = stop
+        return out if out.content or out.reasoning or out.tool_calls else None
 
     def _redact(self, text):
         key = self.provider.api_key
@@ -297,16 +302,18 @@ class ChatStream:
 
 
 def _fold_tool_call(choice, fragment):
-    index = fragment.get("index") if isinstance(fragment.get("index"), int) else 0
+    """Add one fragment to its call: id and name come once, arguments in pieces."""
+    index = fragment.get("index")
+    index = index if type(index) is int and 0 <= index < 128 else 0
     choice.tool_call_fragments += 1
     call = choice.tool_calls.setdefault(
         index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
     )
-    if fragment.get("id"):
-        call["id"] = str(fragment["id"])
-    function = fragment.get("function") or {}
-    if function.get("name"):
-        call["function"]["name"] += str(function["name"])
+    if isinstance(fragment.get("id"), str) and fragment["id"]:
+        call["id"] = fragment["id"]
+    function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
+    if isinstance(function.get("name"), str) and function["name"] and not call["function"]["name"]:
+        call["function"]["name"] = function["name"]
     if isinstance(function.get("arguments"), str):
         call["function"]["arguments"] += function["arguments"]
     return {"index": index, **fragment}

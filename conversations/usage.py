@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 # Scripts written without spaces between words: about one token per character.
 _DENSE = re.compile(
-    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]"
+    "[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]"
 )
 # Overhead the chat template adds per message (role markers, separators).
 _TOKENS_PER_MESSAGE = 4
@@ -45,8 +45,8 @@ class Usage:
         """Read the `usage` object of a chunk, whichever provider's dialect it is in."""
         prompt = _count(data.get("prompt_tokens"))
         completion = _count(data.get("completion_tokens"))
-        prompt_details = data.get("prompt_tokens_details") or {}
-        completion_details = data.get("completion_tokens_details") or {}
+        prompt_details = _object(data.get("prompt_tokens_details"))
+        completion_details = _object(data.get("completion_tokens_details"))
         return cls(
             prompt_tokens=prompt,
             completion_tokens=completion,
@@ -102,6 +102,10 @@ class Usage:
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
         }
+
+
+def _object(value):
+    return value if isinstance(value, dict) else {}
 
 
 def _count(value):
