@@ -6,6 +6,7 @@ the message(s) Confab stores: content, reasoning, tool calls, finish reason, sta
 
 import json
 import uuid
+from itertools import pairwise
 
 import pytest
 from channels.db import database_sync_to_async
@@ -33,7 +34,7 @@ def usage_chunk(**counts):
 def split_bytes(data, *cuts):
     """`data` as several network writes, cut at the given byte offsets."""
     edges = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [data[a:b] for a, b in pairwise(edges)]
 
 
 @pytest.fixture
@@ -273,7 +274,8 @@ async def test_7_reasoning_before_content_with_reasoning_and_cached_tokens(strea
 
 
 async def test_7_deepseek_cache_hit_tokens(stream):
-    steps = reply(["Hi"], usage=None)[:-1] + [
+    steps = [
+        *reply(["Hi"], usage=None)[:-1],
         usage_chunk(prompt=64, completion=1, prompt_cache_hit_tokens=60,
                     prompt_cache_miss_tokens=4),
         sse("[DONE]"),
