@@ -1,7 +1,10 @@
+from asgiref.sync import async_to_sync
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
+from conversations import upstream
+from conversations.forms import ParamsForm
 from conversations.models import (
     Conversation,
     LanguageModel,
@@ -30,7 +33,10 @@ class ProviderForm(forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = ["name", "base_url", "api_key", "clear_api_key", "enabled"]
+        fields = [
+            "name", "base_url", "api_key", "clear_api_key", "extra_headers",
+            "first_byte_timeout_s", "idle_timeout_s", "enabled",
+        ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -45,20 +51,100 @@ class ProviderForm(forms.ModelForm):
             return ""
         return self.cleaned_data["api_key"] or self.stored_key
 
+    def clean_extra_headers(self):
+        headers = self.cleaned_data["extra_headers"] or {}
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise forms.ValidationError(_("Must be a JSON object of header names to strings."))
+        if any(k.lower() == "authorization" for k in headers):
+            raise forms.ValidationError(_("Put the key in the API key field, not in a header."))
+        return headers
+
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     form = ProviderForm
     list_display = ["name", "base_url", "key", "enabled"]
     list_filter = ["enabled"]
+    actions = ["test_connection", "sync_models"]
 
     @admin.display(description=_("API key"))
     def key(self, provider):
         return provider.api_key_hint
 
+    @admin.action(description=_("Test connection (GET /models)"))
+    def test_connection(self, request, queryset):
+        for provider, ids, error in _list_models(queryset):
+            if error:
+                self.message_user(request, f"{provider}: {error}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    _("%(provider)s answers: %(count)d models.")
+                    % {"provider": provider, "count": len(ids)},
+                    messages.SUCCESS,
+                )
+
+    @admin.action(description=_("Sync models (add new ones, disabled)"))
+    def sync_models(self, request, queryset):
+        for provider, ids, error in _list_models(queryset):
+            if error:
+                self.message_user(request, f"{provider}: {error}", messages.ERROR)
+                continue
+            added = provider.add_models(ids, enabled=False)
+            self.message_user(
+                request,
+                _("%(provider)s: %(count)d new models, disabled until you enable them.")
+                % {"provider": provider, "count": len(added)},
+                messages.SUCCESS,
+            )
+
+
+def _list_models(queryset):
+    """Each provider's model ids, or the reason they could not be listed."""
+    providers = list(queryset)
+
+    async def list_all():
+        results = []
+        for provider in providers:
+            try:
+                results.append((provider, await upstream.list_models(provider), None))
+            except upstream.UpstreamError as error:
+                results.append((provider, [], str(error)))
+        return results
+
+    return async_to_sync(list_all)()
+
+
+class LanguageModelForm(forms.ModelForm):
+    class Meta:
+        model = LanguageModel
+        fields = [
+            "provider", "upstream_id", "display_name", "enabled", "max_output_tokens",
+            "input_price", "cached_input_price", "output_price", "default_params", "extra_body",
+        ]  # fmt: skip
+
+    def clean(self):
+        cleaned = super().clean()
+        defaults = ParamsForm(cleaned.get("default_params") or {}, model=self.instance)
+        if not defaults.is_valid():
+            self.add_error("default_params", defaults.error_text(prefix=""))
+        extra = cleaned.get("extra_body") or {}
+        if not isinstance(extra, dict):
+            self.add_error("extra_body", _("Must be a JSON object."))
+        elif taken := sorted(set(extra) & (set(ParamsForm.base_fields) | ParamsForm.SET_BY_CONFAB)):
+            self.add_error(
+                "extra_body",
+                _("Standard fields belong in default parameters: %(names)s.")
+                % {"names": ", ".join(taken)},
+            )
+        return cleaned
+
 
 @admin.register(LanguageModel)
 class LanguageModelAdmin(admin.ModelAdmin):
+    form = LanguageModelForm
     list_display = [
         "__str__", "upstream_id", "provider", "enabled", "max_output_tokens",
         "input_price", "cached_input_price", "output_price",

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 from django.utils.translation import gettext_lazy as _
 
-from conversations.models import LanguageModel
+from conversations.models import Conversation, LanguageModel
 
 
 class JSONObjectField(forms.Field):
@@ -279,3 +279,37 @@ def error_text(form, prefix=""):
 
 class SignupForm(UserCreationForm):
     pass
+
+
+class ConversationSettingsForm(forms.ModelForm):
+    """A conversation's title, system prompt, model and request fields."""
+
+    params = forms.JSONField(
+        label=_("Parameters"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+        help_text=_(
+            'Request fields as JSON, for example {"temperature": 0.7, "max_tokens": 1024}.'
+        ),
+    )
+
+    class Meta:
+        model = Conversation
+        fields = ["title", "system_prompt", "model", "params"]
+        widgets = {"system_prompt": forms.Textarea(attrs={"rows": 4})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].queryset = LanguageModel.objects.available()
+        self.fields["model"].required = False
+
+    def clean(self):
+        cleaned = super().clean()
+        params = ParamsForm(cleaned.get("params") or {}, model=cleaned.get("model"))
+        if not isinstance(cleaned.get("params") or {}, dict):
+            self.add_error("params", _("Must be a JSON object."))
+        elif not params.is_valid():
+            self.add_error("params", params.error_text(prefix=""))
+        else:
+            cleaned["params"] = params.params()
+        return cleaned

@@ -68,12 +68,12 @@ class Provider(models.Model):
     def __str__(self):
         return self.name
 
-    def add_models(self, upstream_ids):
-        """Offer models the provider lists; models already known keep their settings."""
+    def add_models(self, upstream_ids, *, enabled=True):
+        """Add the models the provider lists; models already known keep their settings."""
         known = set(self.models.values_list("upstream_id", flat=True))
         return LanguageModel.objects.bulk_create(
-            LanguageModel(provider=self, upstream_id=upstream_id)
-            for upstream_id in upstream_ids
+            LanguageModel(provider=self, upstream_id=upstream_id, enabled=enabled)
+            for upstream_id in dict.fromkeys(upstream_ids)
             if upstream_id not in known
         )
 

@@ -297,8 +297,7 @@ class ChatStream:
         return out if out.content or out.reasoning or out.tool_calls else None
 
     def _redact(self, text):
-        key = self.provider.api_key
-        return text.replace(key, "[redacted]") if key else text
+        return _redactor(self.provider.api_key)(text)
 
 
 def _fold_tool_call(choice, fragment):
@@ -336,19 +335,34 @@ def error_message(body):
 
 
 async def list_models(provider):
-    """The model ids that `GET {base}/models` lists."""
-    client = client_for(provider)
+    """The model ids that `GET {base}/models` lists.
+
+    A client of its own, not the pool: this runs from admin actions and commands, on
+    event loops that may not outlive the call.
+    """
+    headers = {**provider.extra_headers}
+    if provider.api_key:
+        headers["Authorization"] = f"Bearer {provider.api_key}"
+    base_url = provider.base_url.rstrip("/") + "/"
     try:
-        response = await client.get("models", timeout=15)
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=15) as client:
+            response = await client.get("models")
     except httpx.HTTPError as error:
         raise UpstreamError(f"Could not reach the provider: {type(error).__name__}") from None
+    redact = _redactor(provider.api_key)
     if response.status_code >= 400:
         raise UpstreamError(
-            f"The provider refused to list models (HTTP {response.status_code}): "
-            f"{error_message(response.text)}".replace(provider.api_key or "\0", "[redacted]"),
+            redact(
+                f"The provider refused to list models (HTTP {response.status_code}): "
+                f"{error_message(response.text)}"
+            ),
             status=response.status_code,
         )
     try:
         return [item["id"] for item in response.json()["data"] if isinstance(item.get("id"), str)]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise UpstreamError("The provider's model list is not in the OpenAI format.") from None
+
+
+def _redactor(key):
+    return (lambda text: text.replace(key, "[redacted]")) if key else (lambda text: text)

@@ -5,6 +5,7 @@ from conversations import views
 urlpatterns = [
     path("", views.chat, name="chat"),
     path("c/<uuid:conversation_id>/", views.chat, name="conversation"),
+    path("c/<uuid:conversation_id>/settings/", views.conversation_settings, name="settings"),
     path("c/<uuid:conversation_id>/export.json", views.export_json, name="export_json"),
     path("c/<uuid:conversation_id>/export.md", views.export_markdown, name="export_markdown"),
     path("accounts/signup/", views.signup, name="signup"),

@@ -12,7 +12,7 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from conversations.forms import SignupForm
+from conversations.forms import ConversationSettingsForm, SignupForm
 from conversations.models import Conversation, LanguageModel, SiteSettings
 
 
@@ -109,6 +109,19 @@ def export_markdown(request, conversation_id):
         "\n".join(lines),
         content_type="text/markdown; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{_filename(conversation)}.md"'},
+    )
+
+
+@login_required
+def conversation_settings(request, conversation_id):
+    conversation = _conversation_or_404(request, conversation_id)
+    form = ConversationSettingsForm(request.POST or None, instance=conversation)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        flash.success(request, _("Settings saved."))
+        return redirect("conversation", conversation.id)
+    return render(
+        request, "conversations/settings.html", {"conversation": conversation, "form": form}
     )
 
 

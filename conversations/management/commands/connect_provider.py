@@ -6,20 +6,13 @@ from conversations import upstream
 from conversations.models import Provider
 
 
-async def _list_models(provider):
-    try:
-        return await upstream.list_models(provider)
-    finally:
-        await upstream.close_clients()
-
-
 def connect_provider(name, base_url, api_key):
     """Create or update a provider and offer every model its `GET /models` lists."""
     provider, _ = Provider.objects.update_or_create(
         name=name, defaults={"base_url": base_url, "api_key": api_key, "enabled": True}
     )
     try:
-        ids = asyncio.run(_list_models(provider))
+        ids = asyncio.run(upstream.list_models(provider))
     except upstream.UpstreamError as error:
         raise CommandError(f"{name}: {error}") from None
     return provider, provider.add_models(ids)
