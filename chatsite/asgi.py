@@ -16,7 +16,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from conversations import runner  # noqa: E402
+from conversations import reaper, runner  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -26,8 +26,8 @@ async def lifespan(scope, receive, send):
         message = await receive()
         if message["type"] == "lifespan.startup":
             background = [
-                asyncio.create_task(runner.reap_periodically()),
-                asyncio.create_task(runner.heartbeat_periodically()),
+                asyncio.create_task(reaper.reap_periodically()),
+                asyncio.create_task(reaper.heartbeat_periodically()),
             ]
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":

@@ -108,16 +108,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Channel layer: Redis when REDIS_URL is set (several processes), in memory otherwise.
+# Channel layer and cache: Redis when REDIS_URL is set (several processes share them),
+# in memory otherwise (one process). A subscriber's channel holds up to 1000 frames.
 if REDIS_URL := os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "prefix": "confab"},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "confab",
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
 
 # Accounts
 LOGIN_URL = "login"
@@ -163,6 +173,11 @@ CONFAB_FIRST_BYTE_TIMEOUT_S = envint("CONFAB_FIRST_BYTE_TIMEOUT_S", 120)
 CONFAB_IDLE_TIMEOUT_S = envint("CONFAB_IDLE_TIMEOUT_S", 60)
 CONFAB_RETRY_BASE_MS = envint("CONFAB_RETRY_BASE_MS", 500)
 CONFAB_MAX_MESSAGE_CHARS = envint("CONFAB_MAX_MESSAGE_CHARS", 100_000)
+CONFAB_MAX_FRAME_BYTES = envint("CONFAB_MAX_FRAME_BYTES", 1_000_000)
+CONFAB_MAX_GENERATIONS_PER_PROCESS = envint("CONFAB_MAX_GENERATIONS_PER_PROCESS", 400)
+CONFAB_USER_MAX_CONCURRENT = envint("CONFAB_USER_MAX_CONCURRENT", 3)
+CONFAB_USER_SENDS_PER_MINUTE = envint("CONFAB_USER_SENDS_PER_MINUTE", 20)
+CONFAB_SHUTDOWN_GRACE_S = envint("CONFAB_SHUTDOWN_GRACE_S", 10)
 CONFAB_CONVERSATIONS_PER_PAGE = envint("CONFAB_CONVERSATIONS_PER_PAGE", 30)
 
 LOGGING = {

@@ -6,29 +6,42 @@ its own task (conversations.runner) and reaches this socket through the hub.
 
 import json
 import logging
+import time
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import upstream
+from conversations import runner, upstream
+from conversations.fanout import (
+    PROCESS_ID,
+    conversation_group,
+    hub,
+    publish,
+    publish_to_user,
+    runners_group,
+    user_group,
+)
 from conversations.forms import EVENT_FORMS, error_text
 from conversations.models import Conversation, LanguageModel, Message, newest_branch
-from conversations.runner import Generation, generations, hub
+from conversations.reaper import reap
+from conversations.runner import generations
+from conversations.usage import estimate_prompt_tokens
 
 logger = logging.getLogger(__name__)
-
-MAX_FRAME_BYTES = 1_000_000
 
 
 class EventError(Exception):
     """A client event that cannot be carried out; answered with an `error` event."""
 
-    def __init__(self, code, message):
+    def __init__(self, code, message, **extra):
         super().__init__(message)
         self.code = code
+        self.extra = extra
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -38,11 +51,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         self.conversations = set()
+        self.watching_runners = set()  # conversations whose runners in other processes we asked
+        await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
-        for conversation_id in getattr(self, "conversations", ()):
+        if not hasattr(self, "conversations"):
+            return
+        await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+        for conversation_id in self.conversations:
             hub.leave(conversation_id, self)
+            await self.channel_layer.group_discard(
+                conversation_group(conversation_id), self.channel_name
+            )
+        for conversation_id in self.watching_runners:
+            await self.channel_layer.group_send(
+                runners_group(conversation_id),
+                {
+                    "type": "runner.unsubscribe",
+                    "conversation": conversation_id,
+                    "channel": self.channel_name,
+                    "origin": PROCESS_ID,
+                },
+            )
 
     async def receive(self, text_data=None, bytes_data=None):
         client_id = None
@@ -52,7 +83,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             form = await database_sync_to_async(self._validate)(event)
             await getattr(self, "on_" + event["type"])(form.cleaned_data)
         except EventError as error:
-            await self.send_event("error", code=error.code, message=str(error), client_id=client_id)
+            await self.send_event(
+                "error", code=error.code, message=str(error), client_id=client_id, **error.extra
+            )
         except Exception:
             logger.exception("websocket event failed")
             await self.send_event(
@@ -62,8 +95,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def _decode(self, text_data, bytes_data):
         if text_data is None:
             raise EventError("bad_frame", "Send JSON text frames, not binary.")
-        if len(text_data) > MAX_FRAME_BYTES:
-            raise EventError("too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes.")
+        if len(text_data) > settings.CONFAB_MAX_FRAME_BYTES:
+            raise EventError(
+                "too_large", f"Frames are limited to {settings.CONFAB_MAX_FRAME_BYTES} bytes."
+            )
         try:
             event = json.loads(text_data)
         except ValueError:
@@ -83,19 +118,55 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def send_event(self, type, **fields):
         await self.send(text_data=json.dumps({"type": type, **fields}, ensure_ascii=False))
 
+    async def relay(self, message):
+        """An event from the channel layer, unless this process's hub delivered it already."""
+        if message.get("origin") == PROCESS_ID or message.get("skip") == self.channel_name:
+            return
+        event = message["event"]
+        await self.send(text_data=json.dumps(event, ensure_ascii=False))
+        if event["type"] == "message.created" and event["message"]["status"] == "streaming":
+            # A reply another process runs: ask its runner for the frames.
+            await self.ask_runners(event["message"]["conversation"])
+
+    async def ask_runners(self, conversation_id):
+        self.watching_runners.add(str(conversation_id))
+        await self.channel_layer.group_send(
+            runners_group(conversation_id),
+            {
+                "type": "runner.snapshot",
+                "conversation": str(conversation_id),
+                "reply_to": self.channel_name,
+                "origin": PROCESS_ID,
+            },
+        )
+
+    async def join(self, conversation_id):
+        """Receive a conversation's live events, from this process and from others."""
+        conversation_id = str(conversation_id)
+        if conversation_id not in self.conversations:
+            self.conversations.add(conversation_id)
+            await self.channel_layer.group_add(
+                conversation_group(conversation_id), self.channel_name
+            )
+        hub.join(conversation_id, self)
+
     async def subscribe(self, conversation_id):
         """Join a conversation's live events, then catch up on what is in flight."""
-        self.conversations.add(str(conversation_id))
-        hub.join(conversation_id, self)
-        # Snapshots of local replies are taken right after joining, with no await in
-        # between, so every later frame carries text the snapshot does not.
-        running = {g for g in generations.values() if g.conversation_id == str(conversation_id)}
+        conversation_id = str(conversation_id)
+        await self.join(conversation_id)
+        # Snapshots of this process's replies are taken right after joining the hub, with
+        # no await in between, so every later frame carries text the snapshot does not.
+        running = {g for g in generations.values() if g.conversation_id == conversation_id}
         local = [snapshot for g in running for snapshot in g.snapshots()]
-        local_ids = {s["message"]["id"] for s in local}
         for snapshot in local:
             await self.send(text_data=json.dumps(snapshot, ensure_ascii=False))
-        for message in await _checkpointed_replies(conversation_id, local_ids):
-            await self.send_event("message.snapshot", message=message, seq=0)
+        await reap(conversation_id)  # replies whose runner died end now, not in a while
+        elsewhere = await _streaming_replies(conversation_id, {s["message"]["id"] for s in local})
+        for message in elsewhere:
+            # The checkpoint, until the runner that owns the reply sends its snapshot.
+            await self.send_event("message.snapshot", message=message, seq=0, checkpoint=True)
+        if elsewhere:
+            await self.ask_runners(conversation_id)
 
     async def on_subscribe(self, data):
         if not await _owns_conversation(self.user, data["conversation"]):
@@ -103,25 +174,30 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.subscribe(data["conversation"])
 
     async def on_send(self, data):
+        if not runner.accepting:
+            raise EventError("unavailable", "The server is restarting. Try again.", retry_after=5)
+        if len(runner.running_requests()) >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS:
+            raise EventError("busy", "The server is busy. Try again shortly.", retry_after=5)
         prepared = await database_sync_to_async(_prepare_send)(self.user, data)
         conversation = prepared["conversation"]
-        if str(conversation.id) not in self.conversations:
-            self.conversations.add(str(conversation.id))
-            hub.join(conversation.id, self)
+        client_id = str(data["client_id"]) if data.get("client_id") else None
+        if prepared["duplicate"]:
+            # A send retried after a reconnect: the same messages again, to this tab only.
+            await self.join(conversation.id)
+            for message in (prepared["user_message"], *prepared["replies"]):
+                await self.send_event("message.created", message=message.to_dict(),
+                                      client_id=client_id)  # fmt: skip
+            return
+        await self.join(conversation.id)
+        summary = {**conversation.to_dict(), "generating": True}
         if prepared["created_conversation"]:
-            await self.send_event(
-                "conversation.created",
-                conversation=conversation.to_dict(),
-                client_id=data.get("client_id") and str(data["client_id"]),
-            )
+            await self.send_event("conversation.created", conversation=summary, client_id=client_id)
         for message in (prepared["user_message"], *prepared["replies"]):
             event = {"type": "message.created", "message": message.to_dict()}
-            if data.get("client_id"):
-                event["client_id"] = str(data["client_id"])
-            await hub.publish(conversation.id, event)
-        if prepared["duplicate"]:
-            return
-        Generation(
+            if client_id:
+                event["client_id"] = client_id
+            await publish(conversation.id, event)
+        runner.Generation(
             prepared["replies"],
             provider=prepared["model"].provider,
             model=prepared["model"],
@@ -129,15 +205,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
             body=prepared["body"],
             user_id=self.user.pk,
         ).start()
+        # The sidebar of the user's other tabs: a new conversation, or one now generating.
+        created = prepared["created_conversation"]
+        await publish_to_user(
+            self.user.pk,
+            {
+                "type": "conversation.created" if created else "conversation.updated",
+                "conversation": summary,
+            },
+            except_channel=self.channel_name if created else None,
+        )
 
     async def on_stop(self, data):
         message_id = str(data["message"])
-        if not await _owns_message(self.user, message_id):
+        reply = await _owned_message(self.user, message_id)
+        if reply is None:
             raise EventError("not_found", "No such message.")
-        generation = generations.get(message_id)
-        if generation is None:
+        if generation := generations.get(message_id):
+            generation.stop()
+        elif reply.status == Message.Status.STREAMING:
+            # Its runner lives in another process: the layer takes the stop there.
+            await self.channel_layer.group_send(
+                runners_group(reply.conversation_id),
+                {
+                    "type": "runner.stop",
+                    "conversation": str(reply.conversation_id),
+                    "message": message_id,
+                    "origin": PROCESS_ID,
+                },
+            )
+        else:
             raise EventError("not_running", "This reply is not being generated.")
-        generation.stop()
 
 
 @database_sync_to_async
@@ -146,14 +244,14 @@ def _owns_conversation(user, conversation_id):
 
 
 @database_sync_to_async
-def _owns_message(user, message_id):
+def _owned_message(user, message_id):
     return Message.objects.filter(
         id=message_id, conversation__in=Conversation.objects.for_user(user)
-    ).exists()
+    ).first()
 
 
 @database_sync_to_async
-def _checkpointed_replies(conversation_id, skip_ids):
+def _streaming_replies(conversation_id, skip_ids):
     replies = Message.objects.filter(
         conversation_id=conversation_id, status=Message.Status.STREAMING
     ).exclude(id__in=skip_ids)
@@ -180,6 +278,7 @@ def _prepare_send(user, data):
         if Message.objects.filter(client_id=data["client_id"]).exists():
             raise EventError("invalid", "client_id: this id is already taken.")
 
+    _check_limits(user)
     conversation = None
     if data["conversation"]:
         conversation = (
@@ -195,6 +294,19 @@ def _prepare_send(user, data):
         )
 
     with transaction.atomic():
+        running = (
+            Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
+            .values("parent_id")
+            .distinct()
+            .count()
+        )
+        if running >= settings.CONFAB_USER_MAX_CONCURRENT:
+            raise EventError(
+                "too_many",
+                f"You already have {running} replies generating. Wait for one to finish "
+                "or stop it, then try again.",
+                retry_after=5,
+            )
         created = conversation is None
         if created:
             conversation = Conversation.objects.create(
@@ -216,7 +328,9 @@ def _prepare_send(user, data):
             created=now,
         )
         params = {**conversation.params, **data["params"]}
-        body = upstream.build_body(model, [], params, user.pk)
+        messages = _api_messages(conversation, history, user_message)
+        body = upstream.build_body(model, messages, params, user.pk)
+        prompt_estimate = estimate_prompt_tokens(messages)
         # With n > 1 each choice becomes a reply of its own, siblings under the message.
         replies = Message.objects.bulk_create(
             Message(
@@ -229,12 +343,15 @@ def _prepare_send(user, data):
                 params=params,
                 created=now + timedelta(microseconds=index + 1),
                 checkpointed=now,
+                # An estimate until the provider reports usage (or never does).
+                prompt_tokens=prompt_estimate,
+                total_tokens=prompt_estimate,
+                usage_estimated=True,
             )
             for index in range(body.get("n") or 1)
         )
         Conversation.objects.filter(id=conversation.id).update(updated=now, model=model)
 
-    body["messages"] = _api_messages(conversation, history, user_message)
     return {
         "conversation": conversation,
         "created_conversation": created,
@@ -242,9 +359,25 @@ def _prepare_send(user, data):
         "replies": replies,
         "duplicate": False,
         "model": model,
-        "messages": body["messages"],
+        "messages": messages,
         "body": body,
     }
+
+
+def _check_limits(user):
+    """At most CONFAB_USER_SENDS_PER_MINUTE sends a minute per user, in every process."""
+    window = int(time.time() // 60)
+    key = f"confab:sends:{user.pk}:{window}"
+    cache.add(key, 0, timeout=120)
+    sends = cache.incr(key)
+    if sends > settings.CONFAB_USER_SENDS_PER_MINUTE:
+        retry_after = 60 - int(time.time() % 60)
+        raise EventError(
+            "rate_limited",
+            f"You have sent {settings.CONFAB_USER_SENDS_PER_MINUTE} messages this minute. "
+            f"Try again in {retry_after} s.",
+            retry_after=retry_after,
+        )
 
 
 def _default_model(conversation):

@@ -8,19 +8,27 @@ CONFAB_CHECKPOINT_INTERVAL_MS, so nothing slow ever sits between two upstream re
 """
 
 import asyncio
-import json
 import logging
 import time
 import uuid
-from collections import defaultdict
-from datetime import timedelta
+from collections import Counter
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from conversations.fanout import (
+    PROCESS_ID,
+    conversation_group,
+    hub,
+    publish,
+    publish_to_user,
+    relayed,
+    runners_group,
+)
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.upstream import ChatStream, UpstreamError
 from conversations.usage import Usage, estimate_tokens
@@ -28,39 +36,73 @@ from conversations.usage import Usage, estimate_tokens
 logger = logging.getLogger(__name__)
 
 
-class Hub:
-    """The sockets of this process subscribed to each conversation."""
-
-    def __init__(self):
-        self.sockets = defaultdict(set)
-
-    def join(self, conversation_id, socket):
-        self.sockets[str(conversation_id)].add(socket)
-
-    def leave(self, conversation_id, socket):
-        sockets = self.sockets.get(str(conversation_id))
-        if sockets is not None:
-            sockets.discard(socket)
-            if not sockets:
-                del self.sockets[str(conversation_id)]
-
-    async def publish(self, conversation_id, event):
-        """Send one event to every subscribed socket, serialised once."""
-        sockets = self.sockets.get(str(conversation_id))
-        if not sockets:
-            return
-        text = json.dumps(event, ensure_ascii=False)
-        for socket in list(sockets):
-            try:
-                await socket.send(text_data=text)
-            except Exception:  # a socket that went away mid-send is dropped, not fatal
-                logger.debug("dropping a socket that failed to receive", exc_info=True)
-                self.leave(conversation_id, socket)
-
-
-hub = Hub()
 # The replies this process is generating, by message id (str).
 generations = {}
+# False once the process is shutting down: new sends are refused.
+accepting = True
+
+
+class Mailbox:
+    """This process's address on the channel layer, where runners take control messages
+    (stop, snapshot requests) from sockets in other processes."""
+
+    def __init__(self):
+        self.loop = None
+        self.channel = None
+        self.listener = None
+        self.conversations = Counter()
+
+    async def join(self, conversation_id):
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # a new event loop (tests start one per test)
+            self.loop, self.conversations = loop, Counter()
+            # The default prefix: channels_redis reads all of a process's channels that
+            # share one prefix from one queue; another prefix would starve the sockets.
+            self.channel = await get_channel_layer().new_channel()
+            self.listener = loop.create_task(self._listen(self.channel), name="runner-mailbox")
+        if not self.conversations[conversation_id]:
+            await get_channel_layer().group_add(runners_group(conversation_id), self.channel)
+        self.conversations[conversation_id] += 1
+
+    async def leave(self, conversation_id):
+        self.conversations[conversation_id] -= 1
+        if self.conversations[conversation_id] <= 0:
+            del self.conversations[conversation_id]
+            await get_channel_layer().group_discard(runners_group(conversation_id), self.channel)
+
+    async def close(self):
+        if self.loop is asyncio.get_running_loop() and not self.listener.done():
+            self.listener.cancel()
+            await asyncio.wait([self.listener])
+        self.loop = None
+
+    async def _listen(self, channel):
+        layer = get_channel_layer()
+        while True:
+            message = await layer.receive(channel)
+            if message.get("origin") == PROCESS_ID:
+                continue  # sockets of this process reach its runners directly
+            try:
+                await self._handle(message)
+            except Exception:
+                logger.exception("a runner control message failed: %s", message.get("type"))
+
+    async def _handle(self, message):
+        local = {
+            g for g in generations.values() if g.conversation_id == message.get("conversation")
+        }
+        if message["type"] == "runner.stop":
+            if generation := generations.get(message["message"]):
+                generation.stop()
+        elif message["type"] == "runner.snapshot":
+            for generation in local:
+                await generation.send_snapshots(message["reply_to"])
+        elif message["type"] == "runner.unsubscribe":
+            for generation in local:
+                generation.remote.discard(message["channel"])
+
+
+mailbox = Mailbox()
 
 
 class ReplyStream:
@@ -125,12 +167,28 @@ class Generation:
         self.checkpointing = None
         self.reader = None
         self.task = None
+        # Channels of sockets in other processes that asked for this request's frames.
+        self.remote = set()
+        # Keeps snapshots and frames for other processes in order (see send_snapshots).
+        self.lock = asyncio.Lock()
 
     def start(self):
         for reply in self.replies:
             generations[str(reply.message.id)] = self
         self.task = asyncio.create_task(self._run(), name=f"request-{self.request_id}")
         return self
+
+    async def send_snapshots(self, channel):
+        """Catch up a socket of another process, then send it every later frame.
+
+        Under the lock that frames take too, so the socket gets the snapshot before any
+        frame whose text the snapshot does not include.
+        """
+        async with self.lock:
+            self.remote.add(channel)
+            layer = get_channel_layer()
+            for snapshot in self.snapshots():
+                await layer.send(channel, relayed(snapshot))
 
     def stop(self):
         """Stop at once: cancelling the reader closes the upstream connection."""
@@ -144,6 +202,7 @@ class Generation:
         return [reply.snapshot() for reply in self.replies]
 
     async def _run(self):
+        await mailbox.join(self.conversation_id)
         flusher = asyncio.create_task(self._flush_continuously())
         self.reader = asyncio.create_task(self._read())
         status, error = Message.Status.COMPLETE, ""
@@ -161,13 +220,16 @@ class Generation:
             flusher.cancel()
         try:
             await self._flush()
-            for message in await self._save(status, error):
-                await hub.publish(
-                    self.conversation_id, {"type": "message.done", "message": message}
-                )
+            messages, conversation = await self._save(status, error)
+            for message in messages:
+                await publish(self.conversation_id, {"type": "message.done", "message": message})
+            await publish_to_user(
+                self.user_id, {"type": "conversation.updated", "conversation": conversation}
+            )
         finally:
             for reply in self.replies:
                 generations.pop(str(reply.message.id), None)
+            await mailbox.leave(self.conversation_id)
 
     async def _read(self):
         async for _delta in self.stream:
@@ -185,9 +247,14 @@ class Generation:
             await asyncio.sleep(interval)
 
     async def _flush(self):
-        for reply in self.replies:
-            if frame := reply.next_frame():
-                await hub.publish(self.conversation_id, frame)
+        async with self.lock:
+            for reply in self.replies:
+                if frame := reply.next_frame():
+                    await hub.publish(self.conversation_id, frame)
+                    if self.remote:
+                        await get_channel_layer().group_send(
+                            conversation_group(self.conversation_id), relayed(frame)
+                        )
 
     def _maybe_checkpoint(self):
         now = time.monotonic()
@@ -268,6 +335,7 @@ def _finish(generation, status, error, total, shares, duration_ms):
             },
         )
         Conversation.objects.filter(id=generation.conversation_id).update(updated=now)
+    conversation = Conversation.objects.get(id=generation.conversation_id)
     # The same template partial the page uses, so a finished reply looks as after a reload.
     return [
         {
@@ -275,76 +343,20 @@ def _finish(generation, status, error, total, shares, duration_ms):
             "html": render_to_string("conversations/chat.html#message", {"message": message}),
         }
         for message in done
-    ]
+    ], {**conversation.to_dict(), "generating": False}
 
 
-def reap_stale():
-    """Mark replies whose runner died (no checkpoint for a while) interrupted, keeping their text.
-
-    Runners checkpoint every few seconds, so a reply silent for CONFAB_STALE_AFTER_S has
-    no runner left in any process.
-    """
-    cutoff = timezone.now() - timedelta(seconds=settings.CONFAB_STALE_AFTER_S)
-    stale = Message.objects.filter(status=Message.Status.STREAMING, checkpointed__lt=cutoff)
-    count = 0
-    for reply in stale.select_related("conversation", "model"):
-        if str(reply.id) in generations:
-            continue
-        usage = Usage.estimate([], reply.content + reply.reasoning)
-        with transaction.atomic():
-            updated = Message.objects.filter(id=reply.id, status=Message.Status.STREAMING).update(
-                status=Message.Status.INTERRUPTED,
-                error="The server stopped while this reply was being generated.",
-                completed=timezone.now(),
-                usage_estimated=True,
-                **usage.as_fields(),
-            )
-            if updated:
-                UsageRecord.objects.get_or_create(
-                    request_id=uuid.uuid5(reply.id, "reaped"),
-                    defaults={
-                        "user_id": reply.conversation.owner_id,
-                        "conversation_id": reply.conversation_id,
-                        "message": reply,
-                        "model": reply.model,
-                        "model_name": reply.model_name,
-                        "status": Message.Status.INTERRUPTED,
-                        "estimated": True,
-                        **usage.as_fields(),
-                    },
-                )
-                count += updated
-    return count
+def running_requests():
+    return set(generations.values())
 
 
-async def reap_periodically():
-    while True:
-        try:
-            count = await database_sync_to_async(reap_stale)()
-            if count:
-                logger.info("marked %d orphaned replies interrupted", count)
-        except Exception:
-            logger.exception("the reaper failed; trying again later")
-        await asyncio.sleep(settings.CONFAB_STALE_AFTER_S / 2)
-
-
-async def heartbeat_periodically():
-    """Keep the checkpoint of every running reply fresh, even one that is thinking quietly."""
-    while True:
-        await asyncio.sleep(settings.CONFAB_CHECKPOINT_INTERVAL_MS / 1000 * 5)
-        if generations:
-            await _touch(list(generations))
-
-
-@database_sync_to_async
-def _touch(message_ids):
-    Message.objects.filter(id__in=message_ids, status=Message.Status.STREAMING).update(
-        checkpointed=timezone.now()
-    )
-
-
-async def shutdown(grace_s=10):
-    """Let running replies finish for a while, then end the rest as interrupted."""
+async def shutdown(grace_s=None):
+    """Refuse new sends, let running replies finish for a while, then end the rest
+    as interrupted (their text so far kept)."""
+    global accepting
+    accepting = False
+    if grace_s is None:
+        grace_s = settings.CONFAB_SHUTDOWN_GRACE_S
     running = {g.task for g in generations.values()}
     if running:
         await asyncio.wait(running, timeout=grace_s)
@@ -353,3 +365,4 @@ async def shutdown(grace_s=10):
     remaining = {g.task for g in generations.values()}
     if remaining:
         await asyncio.wait(remaining, timeout=grace_s)
+    await mailbox.close()

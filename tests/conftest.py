@@ -7,7 +7,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from conversations import upstream
+from conversations import runner, upstream
 from conversations.models import LanguageModel, Provider
 from tests.fake_upstream import DEFAULT_MODEL, FakeUpstream
 
@@ -127,4 +127,6 @@ async def sockets():
     yield open_for
     for socket in opened:
         await socket.close()
+    await runner.shutdown(grace_s=5)
+    runner.accepting = True
     await upstream.close_clients()

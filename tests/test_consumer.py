@@ -188,13 +188,15 @@ async def test_stop_from_another_tab_stops_it_in_both(alice, model, sockets, fak
     conversation, reply_id = events[0]["conversation"]["id"], events[2]["message"]["id"]
 
     await second.send(type="subscribe", conversation=conversation)
-    snapshot = await second.receive()
+    before = await second.receive_until("message.snapshot")
     await second.send(type="stop", message=reply_id)
 
-    assert snapshot["type"] == "message.snapshot" and snapshot["message"]["id"] == reply_id
+    assert before[-1]["message"]["id"] == reply_id
     first_done = (await first.receive_until("message.done"))[-1]["message"]
-    second_done = (await second.receive_until("message.done"))[-1]["message"]
-    assert first_done["status"] == second_done["status"] == "cancelled"
+    after = await second.receive_until("message.done")
+    assert first_done["status"] == after[-1]["message"]["status"] == "cancelled"
+    seen = [e["type"] for e in before + after]
+    assert "conversation.created" in seen  # the second tab's sidebar learnt of it too
 
 
 async def test_a_late_subscriber_gets_the_exact_text(alice, model, sockets, fake_upstream):
@@ -207,6 +209,7 @@ async def test_a_late_subscriber_gets_the_exact_text(alice, model, sockets, fake
 
     await second.send(type="subscribe", conversation=events[0]["conversation"]["id"])
     late = await second.receive_until("message.done")
+    late = late[[e["type"] for e in late].index("message.snapshot") :]
 
     snapshot = late[0]
     assert snapshot["type"] == "message.snapshot"
