@@ -150,8 +150,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         hub.join(conversation_id, self)
 
-    async def subscribe(self, conversation_id):
-        """Join a conversation's live events, then catch up on what is in flight."""
+    async def subscribe(self, conversation_id, streaming=()):
+        """Join a conversation's live events, then catch up on what is in flight, and on
+        the end of replies the client still shows as streaming."""
         conversation_id = str(conversation_id)
         await self.join(conversation_id)
         # Snapshots of this process's replies are taken right after joining the hub, with
@@ -167,11 +168,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_event("message.snapshot", message=message, seq=0, checkpoint=True)
         if elsewhere:
             await self.ask_runners(conversation_id)
+        for message in await _ended_replies(conversation_id, streaming):
+            await self.send_event("message.done", message=message)
 
     async def on_subscribe(self, data):
         if not await _owns_conversation(self.user, data["conversation"]):
             raise EventError("not_found", "No such conversation.")
-        await self.subscribe(data["conversation"])
+        await self.subscribe(data["conversation"], data["streaming"])
 
     async def on_send(self, data):
         if not runner.accepting:
@@ -248,6 +251,16 @@ def _owned_message(user, message_id):
     return Message.objects.filter(
         id=message_id, conversation__in=Conversation.objects.for_user(user)
     ).first()
+
+
+@database_sync_to_async
+def _ended_replies(conversation_id, message_ids):
+    if not message_ids:
+        return []
+    replies = Message.objects.filter(conversation_id=conversation_id, id__in=message_ids).exclude(
+        status=Message.Status.STREAMING
+    )
+    return [reply.to_dict(with_html=True) for reply in replies]
 
 
 @database_sync_to_async

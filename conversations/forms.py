@@ -228,8 +228,19 @@ class ParamsForm(forms.Form):
         return error_text(self, prefix)
 
 
+class UUIDListField(forms.Field):
+    def to_python(self, value):
+        if value in (None, []):
+            return []
+        if not isinstance(value, list) or len(value) > 100:
+            raise forms.ValidationError(_("Must be a list of up to 100 message ids."))
+        return [forms.UUIDField().clean(item) for item in value]
+
+
 class SubscribeForm(forms.Form):
     conversation = forms.UUIDField()
+    # The replies the client shows as streaming; those that ended meanwhile are sent again.
+    streaming = UUIDListField(required=False)
 
 
 class SendForm(forms.Form):

@@ -158,6 +158,13 @@ class ConversationQuerySet(models.QuerySet):
             return self.none()
         return self.filter(owner=user)
 
+    def with_generating(self):
+        """Mark the conversations that have a reply being generated."""
+        streaming = Message.objects.filter(
+            conversation=models.OuterRef("pk"), status=Message.Status.STREAMING
+        )
+        return self.annotate(generating=models.Exists(streaming))
+
 
 class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -326,8 +333,17 @@ class Message(models.Model):
             "estimated": self.usage_estimated,
         }
 
-    def to_dict(self):
-        """The MESSAGE object of the websocket protocol and the export (DESIGN.md §4)."""
+    def to_dict(self, *, with_html=False):
+        """The MESSAGE object of the websocket protocol and the export (DESIGN.md §4).
+
+        `with_html` adds the server's rendering of the message: the template partial the
+        page itself uses, so a reply finished live looks as it does after a reload.
+        """
+        if with_html:
+            from django.template.loader import render_to_string
+
+            html = render_to_string("conversations/chat.html#message", {"message": self})
+            return {**self.to_dict(), "html": html}
         return {
             "id": str(self.id),
             "conversation": str(self.conversation_id),

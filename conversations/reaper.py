@@ -13,7 +13,6 @@ from datetime import timedelta
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
-from django.template.loader import render_to_string
 from django.utils import timezone
 
 from conversations.fanout import publish
@@ -66,8 +65,7 @@ def reap_stale(conversation_id=None):
 @database_sync_to_async
 def _finished(message_ids):
     return [
-        {**m.to_dict(), "html": render_to_string("conversations/chat.html#message", {"message": m})}
-        for m in Message.objects.filter(id__in=message_ids)
+        message.to_dict(with_html=True) for message in Message.objects.filter(id__in=message_ids)
     ]
 
 

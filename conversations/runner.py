@@ -17,7 +17,6 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.template.loader import render_to_string
 from django.utils import timezone
 
 from conversations.fanout import (
@@ -336,14 +335,10 @@ def _finish(generation, status, error, total, shares, duration_ms):
         )
         Conversation.objects.filter(id=generation.conversation_id).update(updated=now)
     conversation = Conversation.objects.get(id=generation.conversation_id)
-    # The same template partial the page uses, so a finished reply looks as after a reload.
-    return [
-        {
-            **message.to_dict(),
-            "html": render_to_string("conversations/chat.html#message", {"message": message}),
-        }
-        for message in done
-    ], {**conversation.to_dict(), "generating": False}
+    return [message.to_dict(with_html=True) for message in done], {
+        **conversation.to_dict(),
+        "generating": False,
+    }
 
 
 def running_requests():

@@ -25,7 +25,9 @@ def _conversation_or_404(request, conversation_id):
 def chat(request, conversation_id=None):
     conversation = _conversation_or_404(request, conversation_id) if conversation_id else None
     sidebar = Paginator(
-        Conversation.objects.for_user(request.user).only("id", "title", "updated"),
+        Conversation.objects.for_user(request.user)
+        .only("id", "title", "updated")
+        .with_generating(),
         settings.CONFAB_CONVERSATIONS_PER_PAGE,
     ).get_page(request.GET.get("page"))
     models = list(LanguageModel.objects.available())

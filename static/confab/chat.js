@@ -12,14 +12,11 @@ const stopButton = document.getElementById("stop-button");
 const errorBox = document.getElementById("composer-error");
 const connection = document.getElementById("connection");
 const announcer = document.getElementById("announcer");
-const list = new MessageList(document.getElementById("messages"), {
-  streamingLabel: text.streaming,
-  youLabel: text.you,
-  reasoningLabel: text.reasoning,
-  toolCallLabel: text.toolCall,
+const list = new MessageList(document.getElementById("messages"), text, {
+  onGap: () => subscribe(),
 });
 let conversation = page.conversation;
-const pending = new Map(); // client_id -> text, until the server confirms the send
+const pending = new Map(); // client_id -> the send event, until the server confirms it
 
 function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -41,34 +38,61 @@ function showError(message) {
   errorBox.hidden = !message;
 }
 
-function addToSidebar(item) {
+function sidebarLink(id) {
+  return document.querySelector(`#conversation-list a[data-id="${id}"]`);
+}
+
+function showInSidebar(item, { current = false } = {}) {
   const sidebar = document.getElementById("conversation-list");
   sidebar.querySelector(".empty")?.remove();
-  sidebar.querySelector('[aria-current="page"]')?.removeAttribute("aria-current");
-  const li = document.createElement("li");
-  const link = document.createElement("a");
-  link.href = page.conversationUrl.replace("{id}", item.id);
+  let link = sidebarLink(item.id);
+  if (!link) {
+    const li = document.createElement("li");
+    link = document.createElement("a");
+    link.href = page.conversationUrl.replace("{id}", item.id);
+    link.dataset.id = item.id;
+    li.append(link);
+    sidebar.prepend(li);
+  }
   link.textContent = item.title || text.newChat;
-  link.setAttribute("aria-current", "page");
-  li.append(link);
-  sidebar.prepend(li);
+  if (item.generating !== undefined) link.classList.toggle("generating", item.generating);
+  if (current) {
+    sidebar.querySelector('[aria-current="page"]')?.removeAttribute("aria-current");
+    link.setAttribute("aria-current", "page");
+  }
+}
+
+function subscribe() {
+  if (!conversation) return;
+  // The replies this page shows as streaming: the server ends any that ended meanwhile.
+  socket.send({ type: "subscribe", conversation, streaming: list.streamingIds() });
 }
 
 const handlers = {
   "conversation.created"(event) {
-    conversation = event.conversation.id;
-    history.replaceState(null, "", page.conversationUrl.replace("{id}", conversation));
-    document.getElementById("conversation-title").textContent = event.conversation.title;
-    document.title = `${event.conversation.title} · Confab`;
-    addToSidebar(event.conversation);
+    const ours = event.client_id && pending.has(event.client_id);
+    if (ours) {
+      conversation = event.conversation.id;
+      history.replaceState(null, "", page.conversationUrl.replace("{id}", conversation));
+      document.getElementById("conversation-title").textContent = event.conversation.title;
+      document.title = `${event.conversation.title} · Confab`;
+    }
+    showInSidebar(event.conversation, { current: ours });
+  },
+  "conversation.updated"(event) {
+    showInSidebar(event.conversation);
+    if (event.conversation.id === conversation) {
+      document.getElementById("conversation-title").textContent = event.conversation.title;
+    }
   },
   "message.created"(event) {
     if (event.client_id) pending.delete(event.client_id);
+    if (event.message.conversation !== conversation) return;
     list.add(event.message);
     refreshControls();
   },
   "message.snapshot"(event) {
-    list.snapshot(event.message, event.seq);
+    list.snapshot(event.message, event.seq, event.checkpoint === true);
     refreshControls();
   },
   "message.delta"(event) {
@@ -80,8 +104,9 @@ const handlers = {
     announcer.textContent = text.replyFinished;
   },
   error(event) {
-    if (event.client_id && pending.has(event.client_id)) {
-      if (!input.value) input.value = pending.get(event.client_id);
+    const sent = event.client_id && pending.get(event.client_id);
+    if (sent) {
+      if (!input.value) input.value = sent.content;
       pending.delete(event.client_id);
     }
     showError(event.message);
@@ -91,7 +116,9 @@ const handlers = {
 const socket = new ChatSocket(page.socket, {
   onEvent: (event) => handlers[event.type]?.(event),
   onOpen: () => {
-    if (conversation) socket.send({ type: "subscribe", conversation });
+    subscribe();
+    // Sends the server may not have had: retried with the same client_id, never doubled.
+    for (const event of pending.values()) socket.send(event);
   },
   onStatus: (status) => {
     connection.hidden = status === "open";
@@ -102,18 +129,18 @@ const socket = new ChatSocket(page.socket, {
 function send() {
   const content = input.value;
   if (!content.trim()) return;
-  const clientId = uuid();
-  pending.set(clientId, content);
-  showError("");
-  socket.send({
+  const event = {
     type: "send",
     conversation,
     content,
     parent: null,
     model: picker.value || null,
     params: {},
-    client_id: clientId,
-  });
+    client_id: uuid(),
+  };
+  pending.set(event.client_id, event);
+  showError("");
+  socket.send(event);
   input.value = "";
   resize();
   input.focus();

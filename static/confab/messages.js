@@ -1,14 +1,16 @@
 // The message list: replies grow as deltas arrive, as plain text (never innerHTML),
 // and are swapped for the server's sanitised rendering when they finish.
+//
+// Each streaming reply has a `seq`: the number of the last frame shown. A snapshot sets
+// the text and its seq; a delta is applied only if it is the next one, so a resumed
+// reply is never doubled, and a gap (a lost frame) asks for a fresh snapshot.
 
 export class MessageList {
-  constructor(container, { streamingLabel, youLabel, reasoningLabel, toolCallLabel }) {
+  constructor(container, labels, { onGap }) {
     this.container = container;
-    this.streamingLabel = streamingLabel;
-    this.youLabel = youLabel;
-    this.reasoningLabel = reasoningLabel;
-    this.toolCallLabel = toolCallLabel;
-    this.seqs = new Map();
+    this.labels = labels;
+    this.onGap = onGap;
+    this.seqs = new Map(); // message id -> last frame shown; absent: not live yet
   }
 
   element(id) {
@@ -29,7 +31,7 @@ export class MessageList {
     article.dataset.status = message.status;
     const role = document.createElement("div");
     role.className = "message-role";
-    role.textContent = message.role === "user" ? this.youLabel : message.model || "";
+    role.textContent = message.role === "user" ? this.labels.you : message.model || "";
     const body = document.createElement("div");
     body.className = "message-body plain";
     body.textContent = message.content;
@@ -39,33 +41,53 @@ export class MessageList {
       meta.className = "message-meta";
       const status = document.createElement("span");
       status.className = "status-streaming";
-      status.textContent = this.streamingLabel;
+      status.textContent = this.labels.streaming;
       meta.append(status);
       article.append(meta);
+      this.seqs.set(message.id, 0); // a new reply: its frames start at 1
     }
     this.container.append(article);
     this.scroll();
   }
 
-  snapshot(message, seq) {
+  // From the runner (live: deltas follow) or from a checkpoint (wait for the runner's).
+  snapshot(message, seq, fromCheckpoint) {
     this.add(message);
-    const known = this.seqs.get(message.id) ?? -1;
-    if (seq < known) return;
     const article = this.element(message.id);
+    if (article.dataset.status !== "streaming") return;
+    const shown = this.seqs.get(message.id);
+    if (fromCheckpoint ? shown > 0 : seq < (shown ?? -1)) return;
     article.querySelector(".message-body").textContent = message.content;
     if (message.reasoning) this.reasoning(article).textContent = message.reasoning;
     this.toolCalls(article, message.tool_calls);
-    this.seqs.set(message.id, seq);
+    if (fromCheckpoint) this.seqs.delete(message.id);
+    else this.seqs.set(message.id, seq);
   }
 
   delta(frame) {
     const article = this.element(frame.message);
-    if (!article || article.dataset.status !== "streaming") return;
-    if (frame.seq <= (this.seqs.get(frame.message) ?? -1)) return; // already shown
+    const shown = this.seqs.get(frame.message);
+    if (!article || shown === undefined || frame.seq <= shown) return;
+    if (frame.seq > shown + 1) {
+      this.seqs.delete(frame.message); // a frame went missing: start again from a snapshot
+      this.onGap(frame.message);
+      return;
+    }
     this.seqs.set(frame.message, frame.seq);
     if (frame.reasoning) this.reasoning(article).append(frame.reasoning);
     if (frame.content) article.querySelector(".message-body").append(frame.content);
     if (frame.tool_calls) this.toolCalls(article, frame.tool_calls);
+    this.scroll();
+  }
+
+  done(message) {
+    const article = this.element(message.id);
+    const template = document.createElement("template");
+    template.innerHTML = message.html; // rendered and sanitised by the server
+    const rendered = template.content.firstElementChild;
+    if (article) article.replaceWith(rendered);
+    else this.container.append(rendered);
+    this.seqs.delete(message.id);
     this.scroll();
   }
 
@@ -77,7 +99,7 @@ export class MessageList {
       details.className = "reasoning";
       details.open = true;
       const summary = document.createElement("summary");
-      summary.textContent = this.reasoningLabel;
+      summary.textContent = this.labels.reasoning;
       box = document.createElement("div");
       box.className = "message-reasoning plain";
       details.append(summary, box);
@@ -94,24 +116,13 @@ export class MessageList {
       block.className = "tool-call";
       const name = document.createElement("div");
       name.className = "tool-call-name";
-      name.textContent = this.toolCallLabel.replace("%s", call.function?.name || "?");
+      name.textContent = this.labels.toolCall.replace("%s", call.function?.name || "?");
       const code = document.createElement("pre");
       code.textContent = call.function?.arguments || "";
       block.append(name, code);
       anchor.after(block);
       anchor = block;
     }
-  }
-
-  done(message) {
-    const article = this.element(message.id);
-    const template = document.createElement("template");
-    template.innerHTML = message.html; // rendered and sanitised by the server
-    const rendered = template.content.firstElementChild;
-    if (article) article.replaceWith(rendered);
-    else this.container.append(rendered);
-    this.seqs.delete(message.id);
-    this.scroll();
   }
 
   scroll() {

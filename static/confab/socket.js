@@ -1,4 +1,5 @@
 // The chat websocket: JSON events in and out, reconnecting by itself with backoff.
+// Close code 4401: signed out, so no reconnecting.
 
 export class ChatSocket {
   constructor(path, { onEvent, onOpen, onStatus }) {
@@ -6,7 +7,6 @@ export class ChatSocket {
     this.onEvent = onEvent;
     this.onOpen = onOpen;
     this.onStatus = onStatus;
-    this.queue = [];
     this.attempt = 0;
     this.connect();
   }
@@ -17,7 +17,6 @@ export class ChatSocket {
       this.attempt = 0;
       this.onStatus("open");
       this.onOpen();
-      for (const event of this.queue.splice(0)) this.send(event);
     });
     this.ws.addEventListener("message", (frame) => {
       let event;
@@ -39,11 +38,16 @@ export class ChatSocket {
     });
   }
 
+  // False when the socket is down: the page re-sends what matters (subscribe, unconfirmed
+  // sends) in onOpen, so nothing is queued here twice.
   send(event) {
-    if (this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify(event));
-    } else {
-      this.queue.push(event);
-    }
+    if (this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(event));
+    return true;
+  }
+
+  // For tests and for leaving the page: drop the connection as a network failure would.
+  drop() {
+    this.ws.close();
   }
 }
