@@ -114,7 +114,14 @@ if REDIS_URL := os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "prefix": "confab"},
+            "CONFIG": {
+                # redis-py 8 times reads out after 5 s by default, the very time
+                # channels_redis blocks in BZPOPMIN: without a longer timeout, idle
+                # sockets fail at random with "Timeout reading from".
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "capacity": 1000,
+                "prefix": "confab",
+            },
         }
     }
     CACHES = {

@@ -55,9 +55,10 @@ class Mailbox:
         loop = asyncio.get_running_loop()
         if self.loop is not loop:  # a new event loop (tests start one per test)
             self.loop, self.conversations = loop, Counter()
-            # The default prefix: channels_redis reads all of a process's channels that
-            # share one prefix from one queue; another prefix would starve the sockets.
-            self.channel = await get_channel_layer().new_channel()
+            # A plain channel of its own, not one from new_channel(): channels_redis reads
+            # those through one shared, lock-guarded buffer per process, which was seen to
+            # stop delivering to a long-lived reader after sockets cancelled their reads.
+            self.channel = f"runner.{PROCESS_ID}"
             self.listener = loop.create_task(self._listen(self.channel), name="runner-mailbox")
         if not self.conversations[conversation_id]:
             await get_channel_layer().group_add(runners_group(conversation_id), self.channel)
@@ -78,7 +79,14 @@ class Mailbox:
     async def _listen(self, channel):
         layer = get_channel_layer()
         while True:
-            message = await layer.receive(channel)
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("the runner mailbox could not read; retrying")
+                await asyncio.sleep(1)
+                continue
             if message.get("origin") == PROCESS_ID:
                 continue  # sockets of this process reach its runners directly
             try:
