@@ -64,28 +64,42 @@ def server(tmp_path, fake_upstream):
 
 
 @pytest.fixture
-def page():
+def context():
+    """One browser profile: its tabs share the signed-in session."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context()
-        yield context.new_page()
+        yield context
         context.close()
         browser.close()
 
 
-def test_a_first_user_signs_up_chats_reloads_mid_reply_and_finds_the_reply_saved(server, page):
+@pytest.fixture
+def page(context):
+    return context.new_page()
+
+
+def sign_up(page, server):
     page.goto(server + "/accounts/signup/")
-    expect(page.get_by_text("this account will be the administrator")).to_be_visible()
     page.get_by_label("Username").fill("alice")
     page.locator("#id_password1").fill("correct horse 42")
     page.locator("#id_password2").fill("correct horse 42")
     page.get_by_role("button", name="Sign up").click()
     expect(page.get_by_role("link", name="Admin")).to_be_visible()
 
-    page.get_by_label("Model").select_option(label="slow-model")
-    composer = page.get_by_label("Message")
-    composer.fill("Count for me")
-    composer.press("Enter")
+
+def ask(page, text, model="slow-model"):
+    page.get_by_label("Model").select_option(label=model)
+    page.get_by_label("Message").fill(text)
+    page.get_by_label("Message").press("Enter")
+
+
+def test_a_first_user_signs_up_chats_reloads_mid_reply_and_finds_the_reply_saved(server, page):
+    page.goto(server + "/accounts/signup/")
+    expect(page.get_by_text("this account will be the administrator")).to_be_visible()
+    sign_up(page, server)
+
+    ask(page, "Count for me")
 
     streaming = page.locator('article.role-assistant[data-status="streaming"]')
     expect(streaming.locator(".message-body")).to_contain_text("word2")
@@ -108,3 +122,49 @@ def test_a_first_user_signs_up_chats_reloads_mid_reply_and_finds_the_reply_saved
         "".join(SLOW_PARTS).strip()
     )
     expect(page.locator("article.role-user .message-body")).to_have_text("Count for me")
+
+
+def test_two_tabs_stay_in_sync_and_stop_from_either(server, context):
+    first, second = context.new_page(), context.new_page()
+    sign_up(first, server)
+    second.goto(server + "/")
+
+    ask(first, "Count slowly")
+
+    sidebar = second.get_by_role("navigation", name="Conversations")
+    expect(sidebar.get_by_role("link", name="Count slowly")).to_be_visible()
+    second.get_by_role("link", name="Count slowly").click()
+    streaming = second.locator('article.role-assistant[data-status="streaming"] .message-body')
+    expect(streaming).to_contain_text("word3")
+    second.get_by_role("button", name="Stop").click()
+
+    for page in (first, second):
+        stopped = page.locator('article.role-assistant[data-status="cancelled"]')
+        expect(stopped).to_have_count(1)
+        expect(stopped.locator(".status")).to_have_text("Stopped")
+        expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    texts = [
+        p.locator("article.role-assistant .message-body").inner_text() for p in (first, second)
+    ]
+    assert texts[0] == texts[1] and "".join(SLOW_PARTS).startswith(texts[0])
+
+
+def test_a_dropped_connection_recovers_with_the_exact_text(server, page):
+    sign_up(page, server)
+    ask(page, "Count slowly")
+    body = page.locator('article.role-assistant[data-status="streaming"] .message-body')
+    expect(body).to_contain_text("word2")
+
+    page.evaluate("window.confab.socket.drop()")
+    expect(page.locator("#connection")).to_have_text("Connection lost. Reconnecting…")
+    expect(page.locator("#connection")).to_be_hidden()
+
+    full = "".join(SLOW_PARTS)
+    seen = []
+    while page.locator('article.role-assistant[data-status="streaming"]').count():
+        text = body.inner_text(timeout=1000) if body.count() else ""
+        seen.append(text)
+        page.wait_for_timeout(150)
+    assert all(full.startswith(text.strip()) or not text for text in seen), seen
+    done = page.locator('article.role-assistant[data-status="complete"] .message-body')
+    expect(done).to_have_text(full.strip())

@@ -126,6 +126,9 @@ const socket = new ChatSocket(page.socket, {
   },
 });
 
+// A handle for debugging from the console and for the browser tests (dropping the socket).
+window.confab = { socket };
+
 function send() {
   const content = input.value;
   if (!content.trim()) return;
