@@ -1,3 +1,5 @@
+from urllib.parse import urlsplit
+
 from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
@@ -16,10 +18,12 @@ from conversations.models import (
 
 
 class ProviderForm(forms.ModelForm):
-    base_url = forms.URLField(
+    # Not a URLField: its validator refuses hosts without a dot, such as a container
+    # named "vllm" or "ollama" on the same network.
+    base_url = forms.CharField(
         label=_("base URL"),
-        assume_scheme="https",
-        help_text=_("For example https://api.openai.com/v1"),
+        max_length=200,
+        help_text=_("For example https://api.openai.com/v1 or http://vllm:8000/v1"),
     )
     # Write-only: the stored key is never rendered back into the page.
     api_key = forms.CharField(
@@ -51,12 +55,23 @@ class ProviderForm(forms.ModelForm):
             return ""
         return self.cleaned_data["api_key"] or self.stored_key
 
+    def clean_base_url(self):
+        url = urlsplit(self.cleaned_data["base_url"].strip())
+        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+            raise forms.ValidationError(
+                _("Enter an http:// or https:// address without a query, e.g. https://host/v1.")
+            )
+        return url.geturl()
+
     def clean_extra_headers(self):
         headers = self.cleaned_data["extra_headers"] or {}
         if not isinstance(headers, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+            isinstance(k, str) and isinstance(v, str) and k.isascii() and v.isascii()
+            for k, v in headers.items()
         ):
-            raise forms.ValidationError(_("Must be a JSON object of header names to strings."))
+            raise forms.ValidationError(
+                _("Must be a JSON object of header names to values, in ASCII.")
+            )
         if any(k.lower() == "authorization" for k in headers):
             raise forms.ValidationError(_("Put the key in the API key field, not in a header."))
         return headers

@@ -256,3 +256,44 @@ def test_admin_tests_a_connection_without_showing_the_key(admin_client_for, db):
     page = response.content.decode()
     assert "Dead: Could not reach the provider" in page
     assert "sk-never-shown-1234" not in page
+
+
+def provider_form_data(**changes):
+    return {
+        "name": "Local vLLM",
+        "base_url": "http://vllm:8000/v1",
+        "api_key": "",
+        "extra_headers": "{}",
+        "first_byte_timeout_s": "",
+        "idle_timeout_s": "",
+        "enabled": "on",
+        **changes,
+    }
+
+
+def test_admin_accepts_a_provider_on_a_host_without_a_dot(admin_client_for):
+    from conversations.models import Provider
+
+    response = admin_client_for.post(
+        reverse("admin:conversations_provider_add"), provider_form_data()
+    )
+
+    assert response.status_code == 302
+    assert Provider.objects.get(name="Local vLLM").base_url == "http://vllm:8000/v1"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"base_url": "ftp://host/v1"}, "Enter an http:// or https:// address"),
+        ({"base_url": "https://host/v1?api-version=1"}, "without a query"),
+        ({"extra_headers": '{"X-Title": "Café"}'}, "in ASCII"),
+        ({"extra_headers": '{"Authorization": "Bearer x"}'}, "Put the key in the API key field"),
+    ],
+)
+def test_admin_refuses_a_provider_that_cannot_work(admin_client_for, changes, message):
+    response = admin_client_for.post(
+        reverse("admin:conversations_provider_add"), provider_form_data(**changes)
+    )
+
+    assert message in response.content.decode()
