@@ -37,7 +37,10 @@ class Provider(models.Model):
     """An OpenAI-compatible endpoint and the key to call it."""
 
     name = models.CharField(_("name"), max_length=100, unique=True)
-    base_url = models.URLField(_("base URL"), help_text=_("For example https://api.openai.com/v1"))
+    # A CharField: URLField's validator refuses hosts without a dot ("http://vllm:8000/v1").
+    base_url = models.CharField(
+        _("base URL"), max_length=200, help_text=_("For example https://api.openai.com/v1")
+    )
     api_key = EncryptedTextField(_("API key"), blank=True)
     extra_headers = models.JSONField(
         _("extra headers"),
