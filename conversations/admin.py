@@ -3,6 +3,7 @@ from urllib.parse import urlsplit
 from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from conversations import upstream
@@ -11,6 +12,7 @@ from conversations.models import (
     Conversation,
     LanguageModel,
     Message,
+    Price,
     Provider,
     SiteSettings,
     UsageRecord,
@@ -136,8 +138,9 @@ class LanguageModelForm(forms.ModelForm):
     class Meta:
         model = LanguageModel
         fields = [
-            "provider", "upstream_id", "display_name", "enabled", "max_output_tokens",
-            "input_price", "cached_input_price", "output_price", "default_params", "extra_body",
+            "provider", "upstream_id", "display_name", "enabled", "groups", "context_window",
+            "max_output_tokens", "supports_tools", "supports_json", "supports_reasoning",
+            "supports_n", "default_params", "extra_body",
         ]  # fmt: skip
 
     def clean(self):
@@ -157,16 +160,29 @@ class LanguageModelForm(forms.ModelForm):
         return cleaned
 
 
+class PriceInline(admin.TabularInline):
+    model = Price
+    extra = 1
+    fields = ["effective_from", "currency", "input", "cached_input", "output"]
+    verbose_name_plural = _(
+        "prices (the one in effect when a reply is made is used; past costs never change)"
+    )
+
+
 @admin.register(LanguageModel)
 class LanguageModelAdmin(admin.ModelAdmin):
     form = LanguageModelForm
-    list_display = [
-        "__str__", "upstream_id", "provider", "enabled", "max_output_tokens",
-        "input_price", "cached_input_price", "output_price",
-    ]  # fmt: skip
+    inlines = [PriceInline]
+    filter_horizontal = ["groups"]
+    list_display = ["__str__", "upstream_id", "provider", "enabled", "current_price"]
     list_editable = ["enabled"]
-    list_filter = ["enabled", "provider"]
+    list_filter = ["enabled", "provider", "groups"]
     search_fields = ["upstream_id", "display_name"]
+
+    @admin.display(description=_("price now (input / output per million)"))
+    def current_price(self, model):
+        price = model.price_at(timezone.now())
+        return f"{price.currency} {price.input} / {price.output}" if price else "—"
 
 
 class MessageInline(admin.TabularInline):

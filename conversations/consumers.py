@@ -6,17 +6,12 @@ its own task (conversations.runner) and reaches this socket through the hub.
 
 import json
 import logging
-import time
-from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.core.cache import cache
-from django.db import transaction
-from django.utils import timezone
 
-from conversations import runner, upstream
+from conversations import runner
 from conversations.fanout import (
     PROCESS_ID,
     conversation_group,
@@ -27,21 +22,12 @@ from conversations.fanout import (
     user_group,
 )
 from conversations.forms import EVENT_FORMS, error_text
-from conversations.models import Conversation, LanguageModel, Message, newest_branch
+from conversations.models import Conversation, Message
 from conversations.reaper import reap
 from conversations.runner import generations
-from conversations.usage import estimate_prompt_tokens
+from conversations.sending import EventError, prepare_send
 
 logger = logging.getLogger(__name__)
-
-
-class EventError(Exception):
-    """A client event that cannot be carried out; answered with an `error` event."""
-
-    def __init__(self, code, message, **extra):
-        super().__init__(message)
-        self.code = code
-        self.extra = extra
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -110,7 +96,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return event
 
     def _validate(self, event):
-        form = EVENT_FORMS[event["type"]](event)
+        form = EVENT_FORMS[event["type"]](event, user=self.user)
         if not form.is_valid():
             raise EventError("invalid", error_text(form))
         return form
@@ -181,7 +167,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise EventError("unavailable", "The server is restarting. Try again.", retry_after=5)
         if len(runner.running_requests()) >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS:
             raise EventError("busy", "The server is busy. Try again shortly.", retry_after=5)
-        prepared = await database_sync_to_async(_prepare_send)(self.user, data)
+        prepared = await database_sync_to_async(prepare_send)(self.user, data)
         conversation = prepared["conversation"]
         client_id = str(data["client_id"]) if data.get("client_id") else None
         if prepared["duplicate"]:
@@ -269,167 +255,3 @@ def _streaming_replies(conversation_id, skip_ids):
         conversation_id=conversation_id, status=Message.Status.STREAMING
     ).exclude(id__in=skip_ids)
     return [reply.to_dict() for reply in replies]
-
-
-def _prepare_send(user, data):
-    """Everything a send writes, in one transaction: conversation, user message, reply."""
-    conversations = Conversation.objects.for_user(user)
-    if data["client_id"]:
-        existing = (
-            Message.objects.filter(client_id=data["client_id"], conversation__in=conversations)
-            .select_related("conversation")
-            .first()
-        )
-        if existing is not None:
-            return {
-                "conversation": existing.conversation,
-                "created_conversation": False,
-                "user_message": existing,
-                "replies": list(existing.children.order_by("created")),
-                "duplicate": True,
-            }
-        if Message.objects.filter(client_id=data["client_id"]).exists():
-            raise EventError("invalid", "client_id: this id is already taken.")
-
-    _check_limits(user)
-    conversation = None
-    if data["conversation"]:
-        conversation = (
-            conversations.select_related("model__provider").filter(id=data["conversation"]).first()
-        )
-        if conversation is None:
-            raise EventError("not_found", "No such conversation.")
-
-    model = data["model"] or _default_model(conversation)
-    if model is None:
-        raise EventError(
-            "no_model", "No model is available. An administrator must add a provider first."
-        )
-
-    with transaction.atomic():
-        running = (
-            Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
-            .values("parent_id")
-            .distinct()
-            .count()
-        )
-        if running >= settings.CONFAB_USER_MAX_CONCURRENT:
-            raise EventError(
-                "too_many",
-                f"You already have {running} replies generating. Wait for one to finish "
-                "or stop it, then try again.",
-                retry_after=5,
-            )
-        created = conversation is None
-        if created:
-            conversation = Conversation.objects.create(
-                owner=user, title=_title_from(data["content"]), model=model
-            )
-            history = []
-        else:
-            history = list(conversation.messages.order_by("created"))
-        parent = _parent_for(history, data["parent"])
-        if parent is not None and parent.status == Message.Status.STREAMING:
-            raise EventError("busy", "A reply is still being generated; stop it or wait.")
-        now = timezone.now()
-        user_message = Message.objects.create(
-            conversation=conversation,
-            parent=parent,
-            role=Message.Role.USER,
-            content=data["content"],
-            client_id=data["client_id"],
-            created=now,
-        )
-        params = {**conversation.params, **data["params"]}
-        messages = _api_messages(conversation, history, user_message)
-        body = upstream.build_body(model, messages, params, user.pk)
-        prompt_estimate = estimate_prompt_tokens(messages)
-        # With n > 1 each choice becomes a reply of its own, siblings under the message.
-        replies = Message.objects.bulk_create(
-            Message(
-                conversation=conversation,
-                parent=user_message,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.STREAMING,
-                model=model,
-                model_name=model.upstream_id,
-                params=params,
-                created=now + timedelta(microseconds=index + 1),
-                checkpointed=now,
-                # An estimate until the provider reports usage (or never does).
-                prompt_tokens=prompt_estimate,
-                total_tokens=prompt_estimate,
-                usage_estimated=True,
-            )
-            for index in range(body.get("n") or 1)
-        )
-        Conversation.objects.filter(id=conversation.id).update(updated=now, model=model)
-
-    return {
-        "conversation": conversation,
-        "created_conversation": created,
-        "user_message": user_message,
-        "replies": replies,
-        "duplicate": False,
-        "model": model,
-        "messages": messages,
-        "body": body,
-    }
-
-
-def _check_limits(user):
-    """At most CONFAB_USER_SENDS_PER_MINUTE sends a minute per user, in every process."""
-    window = int(time.time() // 60)
-    key = f"confab:sends:{user.pk}:{window}"
-    cache.add(key, 0, timeout=120)
-    sends = cache.incr(key)
-    if sends > settings.CONFAB_USER_SENDS_PER_MINUTE:
-        retry_after = 60 - int(time.time() % 60)
-        raise EventError(
-            "rate_limited",
-            f"You have sent {settings.CONFAB_USER_SENDS_PER_MINUTE} messages this minute. "
-            f"Try again in {retry_after} s.",
-            retry_after=retry_after,
-        )
-
-
-def _default_model(conversation):
-    available = LanguageModel.objects.available()
-    if conversation is not None and conversation.model_id:
-        model = available.filter(id=conversation.model_id).first()
-        if model is not None:
-            return model
-    return available.first()
-
-
-def _parent_for(history, parent_id):
-    if parent_id is not None:
-        for message in history:
-            if message.id == parent_id:
-                return message
-        raise EventError("not_found", "No such message.")
-    branch = newest_branch(history)
-    return branch[-1] if branch else None
-
-
-def _api_messages(conversation, history, user_message):
-    """The branch that ends at the user's message, as Chat Completions messages."""
-    by_id = {m.id: m for m in history}
-    branch, message = [user_message], by_id.get(user_message.parent_id)
-    while message is not None:
-        branch.append(message)
-        message = by_id.get(message.parent_id)
-    messages = (
-        [{"role": "system", "content": conversation.system_prompt}]
-        if (conversation.system_prompt)
-        else []
-    )
-    for message in reversed(branch):
-        if message.content or message.role == Message.Role.USER:
-            messages.append({"role": message.role, "content": message.content})
-    return messages
-
-
-def _title_from(content):
-    title = " ".join(content.split())
-    return title if len(title) <= 60 else title[:59].rstrip() + "…"

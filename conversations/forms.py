@@ -237,13 +237,21 @@ class UUIDListField(forms.Field):
         return [forms.UUIDField().clean(item) for item in value]
 
 
-class SubscribeForm(forms.Form):
+class EventForm(forms.Form):
+    """A websocket event from a signed-in user."""
+
+    def __init__(self, data, *, user):
+        super().__init__(data)
+        self.user = user
+
+
+class SubscribeForm(EventForm):
     conversation = forms.UUIDField()
     # The replies the client shows as streaming; those that ended meanwhile are sent again.
     streaming = UUIDListField(required=False)
 
 
-class SendForm(forms.Form):
+class SendForm(EventForm):
     conversation = forms.UUIDField(required=False)
     content = StrictCharField(max_length=settings.CONFAB_MAX_MESSAGE_CHARS, strip=False)
     parent = forms.UUIDField(required=False)
@@ -261,7 +269,8 @@ class SendForm(forms.Form):
         cleaned = super().clean()
         model_id = cleaned.get("model")
         if model_id is not None:
-            cleaned["model"] = LanguageModel.objects.available().filter(public_id=model_id).first()
+            available = LanguageModel.objects.available_to(self.user)
+            cleaned["model"] = available.filter(public_id=model_id).first()
             if cleaned["model"] is None:
                 self.add_error("model", _("This model is not available."))
         params = ParamsForm(cleaned.get("params") or {}, model=cleaned.get("model"))
@@ -272,7 +281,7 @@ class SendForm(forms.Form):
         return cleaned
 
 
-class StopForm(forms.Form):
+class StopForm(EventForm):
     message = forms.UUIDField()
 
 
@@ -309,9 +318,9 @@ class ConversationSettingsForm(forms.ModelForm):
         fields = ["title", "system_prompt", "model", "params"]
         widgets = {"system_prompt": forms.Textarea(attrs={"rows": 4})}
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["model"].queryset = LanguageModel.objects.available()
+        self.fields["model"].queryset = LanguageModel.objects.available_to(user)
         self.fields["model"].required = False
 
     def clean(self):

@@ -4,6 +4,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -92,6 +93,11 @@ class LanguageModelQuerySet(models.QuerySet):
     def available(self):
         return self.filter(enabled=True, provider__enabled=True).select_related("provider")
 
+    def available_to(self, user):
+        """Enabled models the user may use: open to all, or to one of their groups."""
+        open_to_all = models.Q(groups__isnull=True)
+        return self.available().filter(open_to_all | models.Q(groups__user=user)).distinct()
+
 
 class LanguageModel(models.Model):
     """A model offered by a provider, with its limits and prices."""
@@ -104,15 +110,19 @@ class LanguageModel(models.Model):
     max_output_tokens = models.PositiveIntegerField(
         _("max output tokens"), null=True, blank=True, help_text=_("Empty: no limit of ours.")
     )
-    input_price = models.DecimalField(
-        _("input price per million tokens"), max_digits=12, decimal_places=6, default=0
+    context_window = models.PositiveIntegerField(
+        _("context window (tokens)"), null=True, blank=True
     )
-    cached_input_price = models.DecimalField(
-        _("cached input price per million tokens"), max_digits=12, decimal_places=6, default=0
+    groups = models.ManyToManyField(
+        Group,
+        blank=True,
+        verbose_name=_("groups"),
+        help_text=_("Only members of these groups may use the model. None: everyone."),
     )
-    output_price = models.DecimalField(
-        _("output price per million tokens"), max_digits=12, decimal_places=6, default=0
-    )
+    supports_tools = models.BooleanField(_("tools"), default=True)
+    supports_json = models.BooleanField(_("JSON mode"), default=True)
+    supports_reasoning = models.BooleanField(_("reasoning"), default=False)
+    supports_n = models.BooleanField(_("several choices (n)"), default=True)
     default_params = models.JSONField(
         _("default parameters"),
         default=dict,
@@ -144,13 +154,44 @@ class LanguageModel(models.Model):
     def __str__(self):
         return self.display_name or self.upstream_id
 
+    def price_at(self, when):
+        """The price in effect at `when`: a later price change never rewrites the past."""
+        return self.prices.filter(effective_from__lte=when).order_by("-effective_from").first()
+
+
+class Price(models.Model):
+    """A model's price per million tokens from a date on."""
+
+    model = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="prices")
+    effective_from = models.DateTimeField(_("effective from"), default=timezone.now)
+    currency = models.CharField(_("currency"), max_length=3, default="USD")
+    input = models.DecimalField(
+        _("input per million tokens"), max_digits=12, decimal_places=6, default=0
+    )
+    cached_input = models.DecimalField(
+        _("cached input per million tokens"), max_digits=12, decimal_places=6, default=0
+    )
+    output = models.DecimalField(
+        _("output per million tokens"), max_digits=12, decimal_places=6, default=0
+    )
+
+    class Meta:
+        verbose_name = _("price")
+        ordering = ["-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "effective_from"], name="one_price_a_time")
+        ]
+
+    def __str__(self):
+        return f"{self.currency} {self.input}/{self.output} from {self.effective_from:%Y-%m-%d}"
+
     def cost(self, usage):
-        """What a request cost at this model's prices, from its token usage."""
+        """What a request cost at this price, from its token usage."""
         uncached = max(usage.prompt_tokens - usage.cached_tokens, 0)
         return (
-            uncached * self.input_price
-            + usage.cached_tokens * self.cached_input_price
-            + usage.completion_tokens * self.output_price
+            uncached * self.input
+            + usage.cached_tokens * self.cached_input
+            + usage.completion_tokens * self.output
         ) / PER_MILLION
 
 
@@ -389,6 +430,9 @@ class UsageRecord(models.Model):
     reasoning_tokens = models.PositiveIntegerField(default=0)
     estimated = models.BooleanField(default=False)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    currency = models.CharField(max_length=3, default="USD")
+    # What the provider said the request cost (OpenRouter's usage.cost), when it says.
+    provider_cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True)
     duration_ms = models.PositiveIntegerField(null=True)
     created = models.DateTimeField(default=timezone.now, db_index=True)
@@ -399,3 +443,51 @@ class UsageRecord(models.Model):
 
     def __str__(self):
         return f"{self.model_name} {self.total_tokens} tokens"
+
+
+class Quota(models.Model):
+    """A limit on a user's usage per period, set for the user or for each member of a group.
+
+    Usage counts from the start of the period (in the server's time zone), or from the
+    last reset. Extra allowance granted by an administrator lasts until `extra_until`.
+    """
+
+    class Period(models.TextChoices):
+        DAY = "day", _("day")
+        WEEK = "week", _("week")
+        MONTH = "month", _("month")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+        related_name="quotas",
+    )  # fmt: skip
+    group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.CASCADE, related_name="quotas",
+        help_text=_("Applies to each member of the group."),
+    )  # fmt: skip
+    period = models.CharField(_("period"), max_length=8, choices=Period, default=Period.MONTH)
+    max_tokens = models.PositiveBigIntegerField(_("tokens"), null=True, blank=True)
+    max_cost = models.DecimalField(
+        _("money"), max_digits=12, decimal_places=4, null=True, blank=True
+    )
+    currency = models.CharField(_("currency"), max_length=3, default="USD")
+    max_concurrent = models.PositiveSmallIntegerField(_("replies at once"), null=True, blank=True)
+    reset_at = models.DateTimeField(_("period reset at"), null=True, blank=True)
+    extra_tokens = models.PositiveBigIntegerField(_("extra tokens"), default=0)
+    extra_cost = models.DecimalField(_("extra money"), max_digits=12, decimal_places=4, default=0)
+    extra_until = models.DateTimeField(_("extra allowance until"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("quota")
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=True) ^ models.Q(group__isnull=True),
+                name="quota_for_a_user_or_a_group",
+            )
+        ]
+
+    def __str__(self):
+        return _("%(who)s per %(period)s") % {
+            "who": self.user or self.group,
+            "period": self.get_period_display(),
+        }

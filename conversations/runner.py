@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from decimal import Decimal
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -301,6 +302,9 @@ def _finish(generation, status, error, total, shares, duration_ms):
     """The replies, their usage and the request's one ledger row, in one transaction."""
     model = generation.model
     now = timezone.now()
+    # The price in effect when the reply was asked for; later changes never rewrite it.
+    price = model.price_at(generation.replies[0].message.created) if model else None
+    cost = total.cost if total.cost is not None else (price.cost(total) if price else Decimal(0))
     done = []
     with transaction.atomic():
         for reply, usage in zip(generation.replies, shares, strict=True):
@@ -317,7 +321,9 @@ def _finish(generation, status, error, total, shares, duration_ms):
             for name, value in usage.as_fields().items():
                 setattr(message, name, value)
             message.usage_estimated = usage.estimated
-            message.cost = model.cost(usage) if model else None
+            # Each reply's part of the request's cost, in proportion to its tokens.
+            share = usage.total_tokens / total.total_tokens if total.total_tokens else 1
+            message.cost = round(cost * Decimal(share), 8)
             message.ttft_ms = generation.ttft_ms
             message.duration_ms = duration_ms
             message.completed = now
@@ -334,7 +340,9 @@ def _finish(generation, status, error, total, shares, duration_ms):
                 "model_name": done[0].model_name,
                 "status": status,
                 "estimated": total.estimated,
-                "cost": model.cost(total) if model else 0,
+                "cost": cost,
+                "currency": price.currency if price else "USD",
+                "provider_cost": total.cost,
                 "ttft_ms": generation.ttft_ms,
                 "duration_ms": duration_ms,
                 "created": now,

@@ -3,6 +3,7 @@
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 # Scripts written without spaces between words: about one token per character.
 _DENSE = re.compile(
@@ -39,6 +40,8 @@ class Usage:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    # What the provider says the request cost (OpenRouter's usage.cost), if it says.
+    cost: Decimal | None = None
 
     @classmethod
     def from_api(cls, data):
@@ -54,6 +57,7 @@ class Usage:
             cached_tokens=_count(prompt_details.get("cached_tokens"))
             or _count(data.get("prompt_cache_hit_tokens")),
             reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
+            cost=_money(data.get("cost")),
         )
 
     @classmethod
@@ -102,6 +106,14 @@ class Usage:
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
         }
+
+
+def _money(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return Decimal(str(value))
 
 
 def _object(value):

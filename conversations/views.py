@@ -30,7 +30,7 @@ def chat(request, conversation_id=None):
         .with_generating(),
         settings.CONFAB_CONVERSATIONS_PER_PAGE,
     ).get_page(request.GET.get("page"))
-    models = list(LanguageModel.objects.available())
+    models = list(LanguageModel.objects.available_to(request.user))
     selected = conversation.model if conversation and conversation.model in models else None
     return render(
         request,
@@ -117,7 +117,7 @@ def export_markdown(request, conversation_id):
 @login_required
 def conversation_settings(request, conversation_id):
     conversation = _conversation_or_404(request, conversation_id)
-    form = ConversationSettingsForm(request.POST or None, instance=conversation)
+    form = ConversationSettingsForm(request.POST or None, instance=conversation, user=request.user)
     if request.method == "POST" and form.is_valid():
         form.save()
         flash.success(request, _("Settings saved."))

@@ -1,11 +1,13 @@
 import asyncio
 import json
+from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
 from conversations import runner, upstream
 from conversations.models import LanguageModel, Provider
@@ -53,13 +55,13 @@ def provider(db, fake_upstream):
 
 @pytest.fixture
 def model(provider):
-    return LanguageModel.objects.create(
-        provider=provider,
-        upstream_id=DEFAULT_MODEL,
-        display_name="Fake model",
-        input_price="2.00",
-        output_price="8.00",
+    model = LanguageModel.objects.create(
+        provider=provider, upstream_id=DEFAULT_MODEL, display_name="Fake model"
     )
+    model.prices.create(
+        effective_from=timezone.now() - timedelta(days=30), input="2.00", output="8.00"
+    )
+    return model
 
 
 def add_model(provider, upstream_id, **fields):

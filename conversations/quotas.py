@@ -1,0 +1,124 @@
+"""Quotas: what a user may still use this period, checked before a reply starts.
+
+A request is admitted when the usage recorded in the ledger since the period began, plus
+what is generating now, plus what this request may cost (the prompt estimate and its
+max_tokens), stays within every quota that applies to the user: their own, and those of
+each group they belong to. The ledger settles it afterwards, whatever the ending.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import Q, Sum
+from django.utils import formats, timezone
+
+from conversations.models import Message, Quota, UsageRecord
+
+# Output assumed for a request that sets no max_tokens, when checking quotas.
+EXPECTED_OUTPUT_TOKENS = 256
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, message, *, used, limit, resets_at):
+        super().__init__(message)
+        self.used, self.limit, self.resets_at = used, limit, resets_at
+
+
+def quotas_for(user):
+    return Quota.objects.filter(Q(user=user) | Q(group__in=user.groups.all()))
+
+
+def period_bounds(quota, now=None):
+    """Start and end of the quota's current period, in the server's time zone."""
+    local = timezone.localtime(now or timezone.now())
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if quota.period == Quota.Period.DAY:
+        start, end = day, day + timedelta(days=1)
+    elif quota.period == Quota.Period.WEEK:
+        start = day - timedelta(days=day.weekday())
+        end = start + timedelta(days=7)
+    else:
+        start = day.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+    if quota.reset_at and start < quota.reset_at < end:
+        start = quota.reset_at
+    return start, end
+
+
+@dataclass
+class Standing:
+    """Where a user stands against one quota this period."""
+
+    quota: Quota
+    start: object
+    end: object
+    used_tokens: int
+    used_cost: Decimal
+
+    @property
+    def token_limit(self):
+        if self.quota.max_tokens is None:
+            return None
+        return self.quota.max_tokens + (self.quota.extra_tokens if self._extra_valid else 0)
+
+    @property
+    def cost_limit(self):
+        if self.quota.max_cost is None:
+            return None
+        return self.quota.max_cost + (self.quota.extra_cost if self._extra_valid else 0)
+
+    @property
+    def _extra_valid(self):
+        return self.quota.extra_until is not None and timezone.now() < self.quota.extra_until
+
+
+def standings(user, now=None):
+    """The user's standing against each quota that applies to them."""
+    result = []
+    for quota in quotas_for(user):
+        start, end = period_bounds(quota, now)
+        ledger = UsageRecord.objects.filter(user=user, created__gte=start)
+        tokens = ledger.aggregate(total=Sum("total_tokens"))["total"] or 0
+        cost = ledger.filter(currency=quota.currency).aggregate(total=Sum("cost"))["total"]
+        result.append(Standing(quota, start, end, tokens, cost or Decimal(0)))
+    return result
+
+
+def max_concurrent(user):
+    limits = [q.max_concurrent for q in quotas_for(user) if q.max_concurrent is not None]
+    return min(limits, default=settings.CONFAB_USER_MAX_CONCURRENT)
+
+
+def check(user, *, expected_tokens, expected_cost, currency):
+    """Refuse a request that would take the user past any quota; say by how much."""
+    in_flight = (
+        Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING).aggregate(
+            total=Sum("prompt_tokens")
+        )["total"]
+        or 0
+    )
+    for standing in standings(user):
+        resets = formats.date_format(timezone.localtime(standing.end), "DATETIME_FORMAT")
+        period = standing.quota.get_period_display()
+        limit = standing.token_limit
+        if limit is not None and standing.used_tokens + in_flight + expected_tokens > limit:
+            raise QuotaExceeded(
+                f"You have used {standing.used_tokens:,} of your {limit:,} tokens this {period}"
+                f" and this message may need up to {expected_tokens:,} more. "
+                f"Your quota resets on {resets}.",
+                used=standing.used_tokens,
+                limit=limit,
+                resets_at=standing.end,
+            )
+        limit = standing.cost_limit
+        same_currency = standing.quota.currency == currency
+        if limit is not None and same_currency and standing.used_cost + expected_cost > limit:
+            raise QuotaExceeded(
+                f"You have used {currency} {standing.used_cost:.2f} of your {currency} "
+                f"{limit:.2f} this {period}. Your quota resets on {resets}.",
+                used=standing.used_cost,
+                limit=limit,
+                resets_at=standing.end,
+            )

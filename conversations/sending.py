@@ -1,0 +1,211 @@
+"""A user's send, made real: checked against their limits and quotas, then the
+conversation, the user's message and the reply placeholders written in one transaction,
+and the request to send upstream built."""
+
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from conversations import quotas, upstream
+from conversations.models import Conversation, LanguageModel, Message, newest_branch
+from conversations.usage import Usage, estimate_prompt_tokens
+
+
+class EventError(Exception):
+    """A client event that cannot be carried out; answered with an `error` event."""
+
+    def __init__(self, code, message, **extra):
+        super().__init__(message)
+        self.code = code
+        self.extra = extra
+
+
+def prepare_send(user, data):
+    """Everything a send writes, in one transaction: conversation, user message, reply."""
+    conversations = Conversation.objects.for_user(user)
+    if data["client_id"]:
+        existing = (
+            Message.objects.filter(client_id=data["client_id"], conversation__in=conversations)
+            .select_related("conversation")
+            .first()
+        )
+        if existing is not None:
+            return {
+                "conversation": existing.conversation,
+                "created_conversation": False,
+                "user_message": existing,
+                "replies": list(existing.children.order_by("created")),
+                "duplicate": True,
+            }
+        if Message.objects.filter(client_id=data["client_id"]).exists():
+            raise EventError("invalid", "client_id: this id is already taken.")
+
+    check_rate(user)
+    conversation = None
+    if data["conversation"]:
+        conversation = (
+            conversations.select_related("model__provider").filter(id=data["conversation"]).first()
+        )
+        if conversation is None:
+            raise EventError("not_found", "No such conversation.")
+
+    model = data["model"] or default_model(user, conversation)
+    if model is None:
+        raise EventError(
+            "no_model", "No model is available. An administrator must add a provider first."
+        )
+
+    with transaction.atomic():
+        running = (
+            Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
+            .values("parent_id")
+            .distinct()
+            .count()
+        )
+        if running >= quotas.max_concurrent(user):
+            raise EventError(
+                "too_many",
+                f"You already have {running} replies generating. Wait for one to finish "
+                "or stop it, then try again.",
+                retry_after=5,
+            )
+        created = conversation is None
+        if created:
+            conversation = Conversation.objects.create(
+                owner=user, title=_title_from(data["content"]), model=model
+            )
+            history = []
+        else:
+            history = list(conversation.messages.order_by("created"))
+        parent = _parent_for(history, data["parent"])
+        if parent is not None and parent.status == Message.Status.STREAMING:
+            raise EventError("busy", "A reply is still being generated; stop it or wait.")
+        now = timezone.now()
+        user_message = Message.objects.create(
+            conversation=conversation,
+            parent=parent,
+            role=Message.Role.USER,
+            content=data["content"],
+            client_id=data["client_id"],
+            created=now,
+        )
+        params = {**conversation.params, **data["params"]}
+        messages = _api_messages(conversation, history, user_message)
+        body = upstream.build_body(model, messages, params, user.pk)
+        prompt_estimate = estimate_prompt_tokens(messages)
+        _check_quotas(user, model, body, prompt_estimate, now)
+        # With n > 1 each choice becomes a reply of its own, siblings under the message.
+        replies = Message.objects.bulk_create(
+            Message(
+                conversation=conversation,
+                parent=user_message,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.STREAMING,
+                model=model,
+                model_name=model.upstream_id,
+                params=params,
+                created=now + timedelta(microseconds=index + 1),
+                checkpointed=now,
+                # An estimate until the provider reports usage (or never does).
+                prompt_tokens=prompt_estimate,
+                total_tokens=prompt_estimate,
+                usage_estimated=True,
+            )
+            for index in range(body.get("n") or 1)
+        )
+        Conversation.objects.filter(id=conversation.id).update(updated=now, model=model)
+
+    return {
+        "conversation": conversation,
+        "created_conversation": created,
+        "user_message": user_message,
+        "replies": replies,
+        "duplicate": False,
+        "model": model,
+        "messages": messages,
+        "body": body,
+    }
+
+
+def _check_quotas(user, model, body, prompt_estimate, now):
+    replies = body.get("n") or 1
+    output = (body.get("max_tokens") or quotas.EXPECTED_OUTPUT_TOKENS) * replies
+    price = model.price_at(now)
+    expected = Usage(prompt_estimate, output, prompt_estimate + output)
+    try:
+        quotas.check(
+            user,
+            expected_tokens=expected.total_tokens,
+            expected_cost=price.cost(expected) if price else 0,
+            currency=price.currency if price else "",
+        )
+    except quotas.QuotaExceeded as refusal:
+        raise EventError(
+            "quota_exceeded",
+            str(refusal),
+            used=str(refusal.used),
+            limit=str(refusal.limit),
+            resets_at=refusal.resets_at.isoformat(),
+        ) from None
+
+
+def check_rate(user):
+    """At most CONFAB_USER_SENDS_PER_MINUTE sends a minute per user, in every process."""
+    window = int(time.time() // 60)
+    key = f"confab:sends:{user.pk}:{window}"
+    cache.add(key, 0, timeout=120)
+    sends = cache.incr(key)
+    if sends > settings.CONFAB_USER_SENDS_PER_MINUTE:
+        retry_after = 60 - int(time.time() % 60)
+        raise EventError(
+            "rate_limited",
+            f"You have sent {settings.CONFAB_USER_SENDS_PER_MINUTE} messages this minute. "
+            f"Try again in {retry_after} s.",
+            retry_after=retry_after,
+        )
+
+
+def default_model(user, conversation):
+    available = LanguageModel.objects.available_to(user)
+    if conversation is not None and conversation.model_id:
+        model = available.filter(id=conversation.model_id).first()
+        if model is not None:
+            return model
+    return available.first()
+
+
+def _parent_for(history, parent_id):
+    if parent_id is not None:
+        for message in history:
+            if message.id == parent_id:
+                return message
+        raise EventError("not_found", "No such message.")
+    branch = newest_branch(history)
+    return branch[-1] if branch else None
+
+
+def _api_messages(conversation, history, user_message):
+    """The branch that ends at the user's message, as Chat Completions messages."""
+    by_id = {m.id: m for m in history}
+    branch, message = [user_message], by_id.get(user_message.parent_id)
+    while message is not None:
+        branch.append(message)
+        message = by_id.get(message.parent_id)
+    messages = (
+        [{"role": "system", "content": conversation.system_prompt}]
+        if (conversation.system_prompt)
+        else []
+    )
+    for message in reversed(branch):
+        if message.content or message.role == Message.Role.USER:
+            messages.append({"role": message.role, "content": message.content})
+    return messages
+
+
+def _title_from(content):
+    title = " ".join(content.split())
+    return title if len(title) <= 60 else title[:59].rstrip() + "…"
