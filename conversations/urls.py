@@ -9,4 +9,5 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/export.json", views.export_json, name="export_json"),
     path("c/<uuid:conversation_id>/export.md", views.export_markdown, name="export_markdown"),
     path("accounts/signup/", views.signup, name="signup"),
+    path("usage/", views.my_usage, name="my_usage"),
 ]

@@ -1,4 +1,5 @@
 import json
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages as flash
@@ -8,12 +9,14 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
+from conversations import quotas, reports
 from conversations.forms import ConversationSettingsForm, SignupForm
-from conversations.models import Conversation, LanguageModel, SiteSettings
+from conversations.models import Conversation, LanguageModel, SiteSettings, UsageRecord
 
 
 def _conversation_or_404(request, conversation_id):
@@ -124,6 +127,27 @@ def conversation_settings(request, conversation_id):
         return redirect("conversation", conversation.id)
     return render(
         request, "conversations/settings.html", {"conversation": conversation, "form": form}
+    )
+
+
+@login_required
+@require_GET
+def my_usage(request):
+    """What I used: this period against my quotas, per day and per model."""
+    end = timezone.localdate()
+    start = end - timedelta(days=29)
+    records = UsageRecord.objects.filter(user=request.user, created__date__gte=start)
+    return render(
+        request,
+        "conversations/usage.html",
+        {
+            "standings": quotas.standings(request.user),
+            "totals": reports.totals(records),
+            "chart": reports.daily_chart(records, "model", start, end),
+            "by_model": reports.top(records, "model", limit=50),
+            "start": start,
+            "end": end,
+        },
     )
 
 

@@ -1,0 +1,95 @@
+"""Usage reports: the ledger summed up for the admin dashboard and each user's usage page.
+
+Every figure is a sum over UsageRecord rows, so the totals shown anywhere add up to the
+ledger. Charts are plain SVG geometry computed here and drawn by a template.
+"""
+
+from collections import defaultdict
+from datetime import timedelta
+from statistics import median
+
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import TruncDate
+
+PALETTE = ["#2456d3", "#e8590c", "#2f9e44", "#9c36b5", "#c92a2a", "#1098ad", "#f08c00", "#5c7cfa"]
+FAILED = ("failed", "interrupted")
+
+
+def totals(records):
+    """Requests, tokens and cost (per currency) of some ledger rows."""
+    summary = records.aggregate(
+        requests=Count("id"),
+        prompt_tokens=Sum("prompt_tokens"),
+        completion_tokens=Sum("completion_tokens"),
+        total_tokens=Sum("total_tokens"),
+        failed=Count("id", filter=Q(status__in=FAILED)),
+    )
+    summary = {k: v or 0 for k, v in summary.items()}
+    summary["cost"] = list(
+        records.values("currency").annotate(amount=Sum("cost")).order_by("currency")
+    )
+    summary["error_rate"] = summary["failed"] / summary["requests"] if summary["requests"] else 0
+    ttfts = list(records.exclude(ttft_ms=None).values_list("ttft_ms", flat=True))
+    summary["median_ttft_ms"] = int(median(ttfts)) if ttfts else None
+    return summary
+
+
+def top(records, key, limit=10):
+    """The biggest users of tokens by `key` (a ledger field such as model_name)."""
+    return list(
+        records.values(label=F(key_field(key)))
+        .annotate(requests=Count("id"), tokens=Sum("total_tokens"), cost=Sum("cost"))
+        .order_by("-tokens")[:limit]
+    )
+
+
+def key_field(key):
+    return {"user": "user__username", "model": "model_name"}[key]
+
+
+def daily_chart(records, key, start, end, *, width=720, height=220, top_keys=6):
+    """Tokens per day, stacked by `key` ("model" or "user"), as bars ready to draw."""
+    field = key_field(key)
+    rows = (
+        records.annotate(day=TruncDate("created"))
+        .values("day", field)
+        .annotate(tokens=Sum("total_tokens"))
+        .order_by("day")
+    )
+    per_day, per_key = defaultdict(dict), defaultdict(int)
+    for row in rows:
+        per_day[row["day"]][row[field]] = row["tokens"]
+        per_key[row[field]] += row["tokens"]
+    keys = sorted(per_key, key=per_key.get, reverse=True)
+    shown, others = keys[:top_keys], set(keys[top_keys:])
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    stacks = []
+    for day in days:
+        values = [(k, per_day[day].get(k, 0)) for k in shown]
+        if others:
+            values.append(("…", sum(v for k, v in per_day[day].items() if k in others)))
+        stacks.append((day, values))
+    peak = max((sum(v for _, v in values) for _, values in stacks), default=0) or 1
+    colours = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate([*shown, "…"])}
+    slot = width / max(len(days), 1)
+    bars = []
+    for i, (day, values) in enumerate(stacks):
+        y = height
+        for label, value in values:
+            if not value:
+                continue
+            h = value / peak * height
+            y -= h
+            bars.append(
+                {
+                    "x": round(i * slot + slot * 0.1, 1),
+                    "y": round(y, 1),
+                    "width": round(slot * 0.8, 1),
+                    "height": round(h, 1),
+                    "fill": colours[label],
+                    "title": f"{day:%Y-%m-%d} · {label}: {value:,} tokens",
+                }
+            )
+    legend = [{"label": k, "fill": colours[k]} for k in [*shown, *(["…"] if others else [])]]
+    return {"width": width, "height": height, "bars": bars, "legend": legend, "peak": peak,
+            "first": days[0] if days else None, "last": days[-1] if days else None}  # fmt: skip

@@ -1,0 +1,325 @@
+"""Prices, quotas and the usage ledger, as an administrator and a user see them."""
+
+import csv
+import io
+import logging
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import Group
+from django.db.models import Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from conversations import quotas
+from conversations.models import LanguageModel, Message, Quota, UsageRecord
+from conversations.reaper import reap_stale
+from tests.conftest import API_KEY
+from tests.fake_upstream import CLOSE, chunk, http_error, reply, sse, stream_headers
+from tests.test_consumer import send_event
+
+SLOW = [f"tick{i} " for i in range(40)]
+
+
+@pytest.fixture
+def admin_client(client, alice):
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    client.force_login(alice)
+    return client
+
+
+def record(user, model_name="fake-model", tokens=(10, 5), cost="0.01", days_ago=0, **fields):
+    prompt, completion = tokens
+    return UsageRecord.objects.create(
+        request_id=uuid.uuid4(),
+        user=user,
+        model_name=model_name,
+        status=fields.pop("status", "complete"),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cost=Decimal(cost),
+        created=timezone.now() - timedelta(days=days_ago),
+        **fields,
+    )
+
+
+async def reply_of(socket, **event):
+    await socket.send(**send_event(**event))
+    return (await socket.receive_until("message.done"))[-1]["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_reply_costs_what_the_price_in_effect_said(alice, model, sockets, fake_upstream):
+    socket = await sockets(alice)
+    first = await reply_of(socket)  # 11 prompt + 7 completion tokens at 2 / 8 per million
+
+    await database_sync_to_async(model.prices.create)(
+        effective_from=timezone.now(), input="20.00", output="80.00"
+    )
+    await database_sync_to_async(model.prices.create)(
+        effective_from=timezone.now() + timedelta(days=1), input="999", output="999"
+    )
+    second = await reply_of(socket)
+
+    assert Decimal(first["cost"]) == Decimal(11 * 2 + 7 * 8) / 1_000_000
+    assert Decimal(second["cost"]) == Decimal(11 * 20 + 7 * 80) / 1_000_000
+    saved = await database_sync_to_async(Message.objects.get)(id=first["id"])
+    assert saved.cost == Decimal(first["cost"])  # a later price never rewrites the past
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_provider_reported_cost_is_kept_and_preferred(alice, model, sockets, fake_upstream):
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "cost": 0.0042}
+    fake_upstream.script(
+        "fake-model",
+        [stream_headers(), sse(chunk({"content": "Hi"}, finish_reason="stop")),
+         sse(chunk(choices=False, usage=usage)), sse("[DONE]")],
+    )  # fmt: skip
+    socket = await sockets(alice)
+
+    done = await reply_of(socket)
+
+    [ledger] = await database_sync_to_async(list)(UsageRecord.objects.all())
+    assert ledger.provider_cost == ledger.cost == Decimal("0.0042")
+    assert Decimal(done["cost"]) == Decimal("0.0042")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_over_quota_nothing_is_sent_upstream(alice, model, sockets, fake_upstream):
+    await database_sync_to_async(Quota.objects.create)(
+        user=alice, period=Quota.Period.MONTH, max_tokens=300
+    )
+    await database_sync_to_async(record)(alice, tokens=(200, 90))
+    socket = await sockets(alice)
+
+    await socket.send(**send_event("one more?"))
+    refusal = await socket.receive()
+
+    assert refusal["type"] == "error" and refusal["code"] == "quota_exceeded"
+    assert "You have used 290 of your 300 tokens this month" in refusal["message"]
+    assert (refusal["used"], refusal["limit"]) == ("290", "300")
+    reset = timezone.localtime(timezone.now()).replace(day=1) + timedelta(days=32)
+    assert refusal["resets_at"].startswith(reset.replace(day=1).strftime("%Y-%m-01"))
+    assert fake_upstream.requests == []
+    assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_money_quota_counts_in_its_currency(alice, model, sockets, fake_upstream):
+    await database_sync_to_async(Quota.objects.create)(
+        user=alice, period=Quota.Period.DAY, max_cost=Decimal("0.05")
+    )
+    await database_sync_to_async(record)(alice, cost="0.05")
+    socket = await sockets(alice)
+
+    await socket.send(**send_event())
+    refusal = await socket.receive()
+
+    assert refusal["code"] == "quota_exceeded"
+    assert "USD 0.05 of your USD 0.05 this day" in refusal["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("steps", "status"),
+    [
+        (reply(["All of it."], usage=(6, 3)), "complete"),
+        (http_error(500, "boom"), "failed"),
+        ([stream_headers(), sse(chunk({"content": "Half"})), CLOSE], "interrupted"),
+        (reply(SLOW, delay=0.05, usage=None), "cancelled"),
+    ],
+)
+async def test_every_ending_settles_in_the_ledger_and_counts_against_the_quota(
+    alice, model, sockets, fake_upstream, steps, status
+):
+    quota = await database_sync_to_async(Quota.objects.create)(user=alice, max_tokens=100_000)
+    fake_upstream.script("fake-model", steps)
+    socket = await sockets(alice)
+    await socket.send(**send_event())
+    events = await socket.receive_until("message.created")
+    events += await socket.receive_until("message.created")
+    if status == "cancelled":
+        await socket.receive_until("message.delta")
+        await socket.send(type="stop", message=events[-1]["message"]["id"])
+    done = (await socket.receive_until("message.done"))[-1]["message"]
+
+    [row] = await database_sync_to_async(list)(UsageRecord.objects.filter(user=alice))
+    assert done["status"] == row.status == status
+    assert row.total_tokens == done["usage"]["total_tokens"] > 0
+    [standing] = await database_sync_to_async(quotas.standings)(alice)
+    assert standing.quota == quota and standing.used_tokens == row.total_tokens
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_quota_limits_replies_at_once(alice, model, sockets, fake_upstream):
+    await database_sync_to_async(Quota.objects.create)(user=alice, max_concurrent=1)
+    fake_upstream.script("fake-model", reply(SLOW, delay=0.05))
+    socket = await sockets(alice)
+    await socket.send(**send_event())
+    first = await socket.receive_until("message.delta")
+
+    await socket.send(**send_event("and another"))
+    refusal = await socket.receive_until("error")
+
+    assert refusal[-1]["code"] == "too_many"
+    await socket.send(type="stop", message=first[2]["message"]["id"])
+    await socket.receive_until("message.done")
+
+
+@pytest.mark.django_db
+def test_the_ledger_counts_a_reaped_reply_once(alice, model, settings):
+    from conversations.models import Conversation
+
+    settings.CONFAB_STALE_AFTER_S = 0
+    conversation = Conversation.objects.create(owner=alice)
+    message = Message.objects.create(
+        conversation=conversation, role="assistant", status="streaming", content="partial",
+        checkpointed=timezone.now() - timedelta(minutes=5), prompt_tokens=12,
+    )  # fmt: skip
+
+    assert reap_stale() == [message.id]
+    assert reap_stale() == []
+    [row] = UsageRecord.objects.all()
+    assert (row.status, row.prompt_tokens, row.estimated) == ("interrupted", 12, True)
+
+
+@pytest.mark.django_db
+def test_group_restricted_models_are_hidden_from_outsiders(client, alice, bob, model):
+    staff = Group.objects.create(name="staff")
+    secret = LanguageModel.objects.create(provider=model.provider, upstream_id="secret-model")
+    secret.groups.add(staff)
+    alice.groups.add(staff)
+
+    assert list(LanguageModel.objects.available_to(bob)) == [model]
+    assert set(LanguageModel.objects.available_to(alice)) == {model, secret}
+    client.force_login(bob)
+    assert "secret-model" not in client.get(reverse("chat")).content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_group_restricted_models_are_refused_to_outsiders(bob, model, sockets, fake_upstream):
+    secret = await database_sync_to_async(LanguageModel.objects.create)(
+        provider=model.provider, upstream_id="secret-model"
+    )
+    staff = await database_sync_to_async(Group.objects.create)(name="staff")
+    await database_sync_to_async(secret.groups.add)(staff)
+    socket = await sockets(bob)
+
+    await socket.send(**send_event(model=str(secret.public_id)))
+    refusal = await socket.receive()
+
+    assert (
+        refusal["code"] == "invalid" and "model: This model is not available." in refusal["message"]
+    )
+    assert fake_upstream.requests == []
+
+
+@pytest.mark.django_db
+def test_dashboard_totals_add_up_to_the_ledger(admin_client, alice, bob):
+    for user, tokens, cost, status in [
+        (alice, (10, 5), "0.10", "complete"),
+        (alice, (20, 0), "0.20", "failed"),
+        (bob, (1, 2), "0.03", "complete"),
+    ]:
+        record(user, tokens=tokens, cost=cost, status=status, ttft_ms=100)
+    record(bob, tokens=(1000, 1000), cost="9", days_ago=90)  # outside the range
+
+    page = admin_client.get(reverse("admin:conversations_usagerecord_dashboard"))
+
+    totals = page.context["totals"]
+    recent = UsageRecord.objects.filter(created__gte=timezone.now() - timedelta(days=29))
+    assert totals["total_tokens"] == recent.aggregate(s=Sum("total_tokens"))["s"] == 38
+    assert totals["cost"] == [{"currency": "USD", "amount": Decimal("0.33")}]
+    assert totals["requests"] == 3 and totals["error_rate"] == pytest.approx(1 / 3)
+    assert totals["median_ttft_ms"] == 100
+    assert [row["label"] for row in page.context["top_users"]] == ["alice", "bob"]
+    html = page.content.decode()
+    assert html.count("<rect") >= 4 and "Tokens per day by model" in html
+
+
+@pytest.mark.django_db
+def test_the_ledger_changelist_totals_and_csv_follow_the_filters(admin_client, alice, bob):
+    record(alice, tokens=(10, 5), cost="0.10")
+    record(bob, tokens=(1, 2), cost="0.03")
+    changelist = reverse("admin:conversations_usagerecord_changelist")
+
+    page = admin_client.get(changelist, {"user__id__exact": bob.pk})
+    export = admin_client.get(
+        reverse("admin:conversations_usagerecord_export"), {"user__id__exact": bob.pk}
+    )
+
+    assert "Totals for these rows: 1 requests, 3 tokens, USD 0.0300." in page.content.decode()
+    rows = list(csv.DictReader(io.StringIO(export.content.decode())))
+    assert [(r["user"], r["total_tokens"], r["cost"]) for r in rows] == [("bob", "3", "0.03000000")]
+    assert API_KEY not in export.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_ledger_cannot_be_edited_in_admin(admin_client, alice):
+    row = record(alice)
+
+    change = admin_client.post(
+        reverse("admin:conversations_usagerecord_change", args=[row.pk]), {"total_tokens": 1}
+    )
+    delete = admin_client.post(
+        reverse("admin:conversations_usagerecord_delete", args=[row.pk]), {"post": "yes"}
+    )
+
+    assert change.status_code == 403 and delete.status_code == 403
+    row.refresh_from_db()
+    assert row.total_tokens == 15
+
+
+@pytest.mark.django_db
+def test_admin_resets_a_period_grants_more_and_disables_a_user(admin_client, bob):
+    quota = Quota.objects.create(user=bob, max_tokens=100)
+    record(bob, tokens=(80, 20))
+    quotas_url = reverse("admin:conversations_quota_changelist")
+
+    admin_client.post(quotas_url, {"action": "reset_period", "_selected_action": [quota.pk]})
+    [standing] = quotas.standings(bob)
+    assert standing.used_tokens == 0
+
+    admin_client.post(
+        quotas_url, {"action": "grant_another_period", "_selected_action": [quota.pk]}
+    )
+    [standing] = quotas.standings(bob)
+    assert standing.token_limit == 200
+
+    admin_client.post(
+        reverse("admin:auth_user_changelist"),
+        {"action": "disable_access", "_selected_action": [bob.pk]},
+    )
+    bob.refresh_from_db()
+    assert not bob.is_active
+
+
+@pytest.mark.django_db
+def test_my_usage_shows_my_period_against_my_quota(client, alice, bob):
+    Quota.objects.create(user=alice, max_tokens=1000)
+    record(alice, model_name="model-a", tokens=(100, 50))
+    record(bob, model_name="model-b", tokens=(5, 5))
+    client.force_login(alice)
+
+    page = client.get(reverse("my_usage")).content.decode()
+
+    assert "150 of 1000 tokens" in page
+    assert "model-a" in page and "model-b" not in page
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failed_request_logs_no_key(alice, model, sockets, fake_upstream, caplog):
+    fake_upstream.script("fake-model", http_error(401, f"Incorrect API key provided: {API_KEY}"))
+    socket = await sockets(alice)
+
+    with caplog.at_level(logging.DEBUG):
+        done = await reply_of(socket)
+
+    assert done["status"] == "failed"
+    assert API_KEY not in caplog.text
+    assert API_KEY not in str(done)
