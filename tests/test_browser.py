@@ -168,3 +168,65 @@ def test_a_dropped_connection_recovers_with_the_exact_text(server, page):
     assert all(full.startswith(text.strip()) or not text for text in seen), seen
     done = page.locator('article.role-assistant[data-status="complete"] .message-body')
     expect(done).to_have_text(full.strip())
+
+
+def test_an_administrator_sets_up_a_model_and_a_quota_that_a_user_runs_into(
+    server, context, fake_upstream
+):
+    fake_upstream.script("team-model", reply(["Hello ", "Bob."], usage=(20, 20)))
+    admin = context.new_page()
+    sign_up(admin, server)
+
+    admin.goto(server + "/admin/conversations/provider/add/")
+    admin.get_by_label("Name:").fill("Relay")
+    admin.get_by_label("Base URL:").fill(fake_upstream.url)
+    admin.get_by_label("API key:").fill("sk-relay-secret-9a1f")
+    admin.get_by_role("button", name="Save", exact=True).click()
+    expect(admin.get_by_text("set, ends in …9a1f")).to_be_visible()
+    for action, message in [
+        ("Test connection (GET /models)", "Relay answers:"),
+        ("Sync models (add new ones, disabled)", "new models, disabled until you enable them"),
+    ]:
+        admin.get_by_role("row", name="Relay").get_by_role("checkbox").check()
+        admin.get_by_label("Action:").select_option(label=action)
+        admin.get_by_role("button", name="Go").click()
+        expect(admin.locator(".messagelist")).to_contain_text(message)
+
+    admin.goto(server + "/admin/conversations/languagemodel/?provider__id__exact=2")
+    admin.get_by_role("link", name="team-model").click()
+    admin.get_by_label("Display name:").fill("Team model")
+    admin.get_by_label("Enabled").check()
+    admin.get_by_label("Max output tokens:").fill("20")
+    admin.locator("#id_prices-0-input").fill("1.5")
+    admin.locator("#id_prices-0-output").fill("6")
+    admin.get_by_role("button", name="Save", exact=True).click()
+    expect(admin.locator(".messagelist")).to_contain_text("was changed successfully")
+
+    admin.goto(server + "/admin/auth/user/add/")
+    admin.get_by_label("Username:").fill("bob")
+    admin.locator("#id_password1").fill("correct horse 42")
+    admin.locator("#id_password2").fill("correct horse 42")
+    admin.get_by_role("button", name="Save", exact=True).click()
+    admin.get_by_text("Add another Quota").click()
+    admin.locator("#id_quotas-0-max_tokens").fill("60")
+    admin.get_by_role("button", name="Save", exact=True).click()
+    expect(admin.locator(".messagelist")).to_contain_text("was changed successfully")
+
+    bob = context.browser.new_context().new_page()
+    bob.goto(server + "/accounts/login/")
+    bob.get_by_label("Username").fill("bob")
+    bob.get_by_label("Password").fill("correct horse 42")
+    bob.get_by_role("button", name="Sign in").click()
+    ask(bob, "Hello there", model="Team model")
+    expect(bob.locator('article.role-assistant[data-status="complete"]')).to_have_count(1)
+    expect(bob.locator(".usage")).to_have_text("20 + 20 = 40 tokens")
+    ask(bob, "And again", model="Team model")
+    expect(bob.get_by_role("alert")).to_contain_text(
+        "You have used 40 of your 60 tokens this month"
+    )
+    expect(bob.get_by_label("Message")).to_have_value("And again")  # nothing lost
+    bob.context.close()
+
+    admin.goto(server + "/admin/conversations/usagerecord/dashboard/")
+    expect(admin.locator("#top-users")).to_contain_text("bob")
+    expect(admin.locator("#dashboard-totals")).to_contain_text("40")
