@@ -329,8 +329,18 @@ class UsageRecordAdmin(admin.ModelAdmin):
             "start": start,
             "end": end,
             "totals": reports.totals(records),
-            "by_model": reports.daily_chart(records, "model", start, end),
-            "by_user": reports.daily_chart(records, "user", start, end),
+            "charts": [
+                (_("Tokens per day by model"), reports.daily_chart(records, "model", start, end)),
+                (_("Tokens per day by user"), reports.daily_chart(records, "user", start, end)),
+                (
+                    _("Cost per day by model"),
+                    reports.daily_chart(records, "model", start, end, measure="cost"),
+                ),
+                (
+                    _("Cost per day by user"),
+                    reports.daily_chart(records, "user", start, end, measure="cost"),
+                ),
+            ],
             "top_users": reports.top(records, "user"),
             "top_models": reports.top(records, "model"),
         }

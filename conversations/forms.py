@@ -202,6 +202,7 @@ class ParamsForm(forms.Form):
             self.add_error("stream", _("Confab always streams: only true is allowed."))
         if self.data.get("stream_options", {}) not in ({}, {"include_usage": True}):
             self.add_error("stream_options", _('Always {"include_usage": true}.'))
+        self._check_capabilities(cleaned)
         limit = self.model.max_output_tokens if self.model else None
         if limit and (cleaned.get("max_tokens") or 0) > limit:
             self.add_error(
@@ -216,6 +217,21 @@ class ParamsForm(forms.Form):
         elif choice in ("auto", "required") and not cleaned.get("tools"):
             self.add_error("tool_choice", _("Needs tools to choose from."))
         return cleaned
+
+    def _check_capabilities(self, cleaned):
+        """Refuse what the administrator says this model cannot do, before asking it."""
+        model = self.model
+        if model is None:
+            return
+        response_format = (cleaned.get("response_format") or {}).get("type", "text")
+        refused = [
+            ("tools", cleaned.get("tools") and not model.supports_tools),
+            ("response_format", response_format != "text" and not model.supports_json),
+            ("n", (cleaned.get("n") or 1) > 1 and not model.supports_n),
+        ]
+        for name, is_refused in refused:
+            if is_refused:
+                self.add_error(name, _("This model does not support it."))
 
     def params(self):
         return {

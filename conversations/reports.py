@@ -47,19 +47,20 @@ def key_field(key):
     return {"user": "user__username", "model": "model_name"}[key]
 
 
-def daily_chart(records, key, start, end, *, width=720, height=220, top_keys=6):
-    """Tokens per day, stacked by `key` ("model" or "user"), as bars ready to draw."""
+def daily_chart(records, key, start, end, *, measure="tokens", width=720, height=220,
+                top_keys=6):  # fmt: skip
+    """Tokens (or cost) per day, stacked by `key` ("model" or "user"), as bars to draw."""
     field = key_field(key)
     rows = (
         records.annotate(day=TruncDate("created"))
         .values("day", field)
-        .annotate(tokens=Sum("total_tokens"))
+        .annotate(amount=Sum("total_tokens" if measure == "tokens" else "cost"))
         .order_by("day")
     )
     per_day, per_key = defaultdict(dict), defaultdict(int)
     for row in rows:
-        per_day[row["day"]][row[field]] = row["tokens"]
-        per_key[row[field]] += row["tokens"]
+        per_day[row["day"]][row[field]] = row["amount"]
+        per_key[row[field]] += row["amount"]
     keys = sorted(per_key, key=per_key.get, reverse=True)
     shown, others = keys[:top_keys], set(keys[top_keys:])
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
@@ -87,9 +88,14 @@ def daily_chart(records, key, start, end, *, width=720, height=220, top_keys=6):
                     "width": round(slot * 0.8, 1),
                     "height": round(h, 1),
                     "fill": colours[label],
-                    "title": f"{day:%Y-%m-%d} · {label}: {value:,} tokens",
+                    "title": f"{day:%Y-%m-%d} · {label}: {_amount(value, measure)}",
                 }
             )
     legend = [{"label": k, "fill": colours[k]} for k in [*shown, *(["…"] if others else [])]]
-    return {"width": width, "height": height, "bars": bars, "legend": legend, "peak": peak,
-            "first": days[0] if days else None, "last": days[-1] if days else None}  # fmt: skip
+    return {"width": width, "height": height, "bars": bars, "legend": legend,
+            "peak": _amount(peak, measure), "first": days[0] if days else None,
+            "last": days[-1] if days else None}  # fmt: skip
+
+
+def _amount(value, measure):
+    return f"{value:,} tokens" if measure == "tokens" else f"{value:,.4f}"

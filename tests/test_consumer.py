@@ -390,3 +390,33 @@ async def test_it_rejects_outsider(alice, bob, model, sockets, fake_upstream):
     assert (await outsider.receive())["message"] == answers[0]["message"]
     assert await database_sync_to_async(Message.objects.count)() == 2
     assert await outsider.nothing_more()
+
+
+async def test_a_busy_process_refuses_new_replies_clearly(alice, bob, model, sockets,
+                                                          fake_upstream, settings):  # fmt: skip
+    settings.CONFAB_MAX_GENERATIONS_PER_PROCESS = 1
+    fake_upstream.script("fake-model", reply(SLOW_PARTS, delay=0.05))
+    first, second = await sockets(alice), await sockets(bob)
+    await first.send(**send_event())
+    started = await first.receive_until("message.delta")
+
+    await second.send(**send_event())
+    refusal = await second.receive()
+
+    assert (refusal["code"], refusal["retry_after"]) == ("busy", 5)
+    assert "busy" in refusal["message"]
+    await first.send(type="stop", message=started[2]["message"]["id"])
+    await first.receive_until("message.done")
+
+
+async def test_an_oversized_frame_gets_an_error_not_a_closed_socket(alice, model, sockets,
+                                                                   settings):  # fmt: skip
+    settings.CONFAB_MAX_FRAME_BYTES = 1000
+    socket = await sockets(alice)
+
+    await socket.send(**send_event("x" * 2000))
+    error = await socket.receive()
+
+    assert error["code"] == "too_large" and "1000 bytes" in error["message"]
+    await socket.send(**send_event("small"))
+    assert (await socket.receive_until("message.done"))[-1]["message"]["status"] == "complete"

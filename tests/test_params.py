@@ -302,3 +302,18 @@ def test_admin_refuses_a_provider_that_cannot_work(admin_client_for, changes, me
     )
 
     assert message in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("flag", "params"),
+    [
+        ("supports_tools", {"tools": VALID["tools"]}),
+        ("supports_json", {"response_format": {"type": "json_object"}}),
+        ("supports_n", {"n": 3}),
+    ],
+)
+def test_a_model_refuses_what_the_administrator_says_it_cannot_do(model, flag, params):
+    setattr(model, flag, False)
+
+    [name] = params
+    assert f"params.{name}: This model does not support it." in errors_for(params, model)
