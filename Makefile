@@ -36,9 +36,11 @@ run: $(VENV)/.app $(if $(OPENAI_BASE_URL),,$(VENV)/.local-model)
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 # Debian's chromium for the browser tests; Playwright drives it, never a downloaded browser.
+# The CJK fonts let it draw the Chinese UI and replies (screenshots included).
 chromium:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	@{ command -v chromium && [ -d /usr/share/fonts/opentype/noto ]; } >/dev/null || { \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		$(SUDO) apt-get install -y -qq chromium fonts-noto-cjk; }
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

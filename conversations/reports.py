@@ -70,7 +70,8 @@ def daily_chart(records, key, start, end, *, measure="tokens", width=720, height
         if others:
             values.append(("…", sum(v for k, v in per_day[day].items() if k in others)))
         stacks.append((day, values))
-    peak = max((sum(v for _, v in values) for _, values in stacks), default=0) or 1
+    peak = max((sum(v for _, v in values) for _, values in stacks), default=0)
+    scale = height / (peak or 1)
     colours = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate([*shown, "…"])}
     slot = width / max(len(days), 1)
     bars = []
@@ -79,7 +80,7 @@ def daily_chart(records, key, start, end, *, measure="tokens", width=720, height
         for label, value in values:
             if not value:
                 continue
-            h = value / peak * height
+            h = value * scale
             y -= h
             bars.append(
                 {

@@ -40,7 +40,8 @@ def chat(request, conversation_id=None):
         "conversations/chat.html",
         {
             "conversation": conversation,
-            "messages": conversation.branch() if conversation else [],
+            # Not "messages": that name belongs to django.contrib.messages in templates.
+            "thread": conversation.branch() if conversation else [],
             "sidebar": sidebar,
             "models": models,
             "selected_model": selected or (models[0] if models else None),

@@ -46,7 +46,8 @@ def test_the_first_account_becomes_the_administrator(client):
     assert response.status_code == 302
     alice = get_user_model().objects.get(username="alice")
     assert alice.is_superuser and alice.is_staff
-    assert client.get(reverse("chat")).status_code == 200
+    page = client.get(reverse("chat"))
+    assert "Welcome! You are the administrator of this Confab." in page.content.decode()
 
 
 def test_later_sign_ups_follow_the_administrators_setting(client, alice):
