@@ -80,8 +80,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+            help="ASGI worker processes on this port; more than one needs REDIS_URL.",
+        )
 
-    def handle(self, host, port, **options):
+    def handle(self, host, port, workers, **options):
+        if workers > 1 and not os.environ.get("REDIS_URL"):
+            raise CommandError(
+                "Several workers share replies through Redis: set REDIS_URL (and DATABASE_URL "
+                "to PostgreSQL), or run one worker."
+            )
         local = None
         try:
             if settings.OPENAI_BASE_URL:
@@ -105,8 +116,13 @@ class Command(BaseCommand):
                 "chatsite.asgi:application",
                 host=host,
                 port=port,
+                workers=workers,
                 lifespan="on",
                 ws_per_message_deflate=False,
+                # Our own limit (CONFAB_MAX_FRAME_BYTES) answers with an error; this one,
+                # far above it, only guards the server.
+                ws_max_size=16 * 1024 * 1024,
+                timeout_graceful_shutdown=settings.CONFAB_SHUTDOWN_GRACE_S + 5,
                 log_level="warning",
             )
         finally:
