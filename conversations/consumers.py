@@ -10,6 +10,8 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import translation
+from django.utils.translation import trans_real
 
 from conversations import runner
 from conversations.fanout import (
@@ -36,6 +38,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=4401)
             return
+        self.language = language_of(self.scope)
         self.conversations = set()
         self.watching_runners = set()  # conversations whose runners in other processes we asked
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
@@ -154,7 +157,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_event("message.snapshot", message=message, seq=0, checkpoint=True)
         if elsewhere:
             await self.ask_runners(conversation_id)
-        for message in await _ended_replies(conversation_id, streaming):
+        for message in await _ended_replies(conversation_id, streaming, self.language):
             await self.send_event("message.done", message=message)
 
     async def on_subscribe(self, data):
@@ -193,6 +196,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             messages=prepared["messages"],
             body=prepared["body"],
             user_id=self.user.pk,
+            language=self.language,
         ).start()
         # The sidebar of the user's other tabs: a new conversation, or one now generating.
         created = prepared["created_conversation"]
@@ -240,13 +244,30 @@ def _owned_message(user, message_id):
 
 
 @database_sync_to_async
-def _ended_replies(conversation_id, message_ids):
+def _ended_replies(conversation_id, message_ids, language):
     if not message_ids:
         return []
     replies = Message.objects.filter(conversation_id=conversation_id, id__in=message_ids).exclude(
         status=Message.Status.STREAMING
     )
-    return [reply.to_dict(with_html=True) for reply in replies]
+    with translation.override(language):
+        return [reply.to_dict(with_html=True) for reply in replies]
+
+
+def language_of(scope):
+    """The socket's UI language, chosen as Django chooses it for a page: the language
+    cookie, else the browser's Accept-Language, else the default."""
+    cookie = scope.get("cookies", {}).get(settings.LANGUAGE_COOKIE_NAME)
+    headers = dict(scope.get("headers", ()))
+    accept = headers.get(b"accept-language", b"").decode("latin-1")
+    candidates = [cookie] if cookie else []
+    candidates += [code for code, _ in trans_real.parse_accept_lang_header(accept)]
+    for code in candidates:
+        try:
+            return translation.get_supported_language_variant(code)
+        except LookupError:
+            continue
+    return settings.LANGUAGE_CODE
 
 
 @database_sync_to_async

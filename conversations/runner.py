@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from conversations.fanout import (
     PROCESS_ID,
@@ -158,7 +158,7 @@ class ReplyStream:
 class Generation:
     """One upstream request and the replies it produces (one per choice when n > 1)."""
 
-    def __init__(self, replies, *, provider, model, messages, body, user_id):
+    def __init__(self, replies, *, provider, model, messages, body, user_id, language=None):
         self.conversation_id = str(replies[0].conversation_id)
         self.provider = provider
         self.model = model
@@ -166,6 +166,7 @@ class Generation:
         self.stream = ChatStream(provider, body)
         self.replies = [ReplyStream(m, self.stream.choice(i)) for i, m in enumerate(replies)]
         self.user_id = user_id
+        self.language = language or settings.LANGUAGE_CODE  # for the finished reply's HTML
         self.request_id = uuid.uuid4()
         self.dirty = asyncio.Event()
         self.stop_requested = False
@@ -351,7 +352,9 @@ def _finish(generation, status, error, total, shares, duration_ms):
         )
         Conversation.objects.filter(id=generation.conversation_id).update(updated=now)
     conversation = Conversation.objects.get(id=generation.conversation_id)
-    return [message.to_dict(with_html=True) for message in done], {
+    with translation.override(generation.language):
+        finished = [message.to_dict(with_html=True) for message in done]
+    return finished, {
         **conversation.to_dict(),
         "generating": False,
     }

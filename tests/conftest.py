@@ -104,10 +104,10 @@ def _session_cookie(user):
     return client.cookies["sessionid"].value
 
 
-async def open_socket(user=None):
+async def open_socket(user=None, headers=()):
     from chatsite.asgi import application
 
-    headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
+    headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000"), *headers]
     if user is not None:
         cookie = await database_sync_to_async(_session_cookie)(user)
         headers.append((b"cookie", f"sessionid={cookie}".encode()))

@@ -230,3 +230,23 @@ def test_an_administrator_sets_up_a_model_and_a_quota_that_a_user_runs_into(
     admin.goto(server + "/admin/conversations/usagerecord/dashboard/")
     expect(admin.locator("#top-users")).to_contain_text("bob")
     expect(admin.locator("#dashboard-totals")).to_contain_text("40")
+
+
+def test_a_chinese_browser_gets_the_chinese_ui(server, context):
+    chinese = context.browser.new_context(locale="zh-CN").new_page()
+    chinese.goto(server + "/accounts/signup/")
+    expect(chinese.get_by_role("heading", name="创建账户")).to_be_visible()
+    chinese.get_by_label("用户名").fill("李雷")
+    chinese.locator("#id_password1").fill("correct horse 42")
+    chinese.locator("#id_password2").fill("correct horse 42")
+    chinese.get_by_role("button", name="注册").click()
+
+    chinese.get_by_label("模型").select_option(label="fake-model")
+    chinese.get_by_label("消息", exact=True).fill("你好")
+    chinese.get_by_label("消息", exact=True).press("Enter")
+
+    reply = chinese.locator('article.role-assistant[data-status="complete"]')
+    expect(reply.locator(".message-body")).to_have_text("You said: 你好")
+    expect(reply.locator(".usage")).to_have_text("11 + 7 = 18 个 token")
+    expect(chinese.get_by_role("link", name="新对话")).to_be_visible()
+    chinese.context.close()

@@ -1,0 +1,72 @@
+"""English and Simplified Chinese: chosen from the browser or the switcher, everywhere."""
+
+import ast
+import gettext
+import re
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from tests.test_consumer import send_event
+
+CATALOGUE = Path(__file__).resolve().parent.parent / "locale" / "zh_Hans" / "LC_MESSAGES"
+
+
+def po_entries():
+    """(msgid, msgstr) pairs of the Chinese catalogue, the header left out."""
+    text = (CATALOGUE / "django.po").read_text()
+    pattern = re.compile(r'^msgid ((?:".*"\n)+)msgstr ((?:".*"\n)+)', re.MULTILINE)
+
+    def join(block):  # PO strings are C-escaped, as Python string literals are
+        return "".join(ast.literal_eval(line) for line in block.splitlines())
+
+    return [(join(i), join(s)) for i, s in pattern.findall(text) if join(i)]
+
+
+def test_every_string_has_a_chinese_translation_and_is_compiled():
+    entries = po_entries()
+    with (CATALOGUE / "django.mo").open("rb") as mo:
+        compiled = gettext.GNUTranslations(mo)
+
+    assert len(entries) > 150
+    assert [msgid for msgid, msgstr in entries if not msgstr] == []
+    stale = [msgid for msgid, msgstr in entries if compiled.gettext(msgid) != msgstr]
+    assert stale == [], "run manage.py compilemessages"
+
+
+@pytest.mark.django_db
+def test_the_browsers_language_chooses_chinese(client, alice, model):
+    client.force_login(alice)
+
+    page = client.get(reverse("chat"), HTTP_ACCEPT_LANGUAGE="zh-CN,zh;q=0.9").content.decode()
+
+    assert '<html lang="zh-hans">' in page
+    assert "新对话" in page and "发送" in page and "给 Confab 发消息" in page
+
+
+@pytest.mark.django_db
+def test_the_switcher_keeps_the_choice(client, alice):
+    client.force_login(alice)
+
+    client.post(reverse("set_language"), {"language": "zh-hans", "next": "/"})
+    chinese = client.get(reverse("chat"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    client.post(reverse("set_language"), {"language": "en", "next": "/"})
+    english = client.get(reverse("chat"), HTTP_ACCEPT_LANGUAGE="zh-CN").content.decode()
+
+    assert "新对话" in chinese
+    assert "New chat" in english and "新对话" not in english
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_finished_reply_is_rendered_in_the_senders_language(alice, model, fake_upstream):
+    from tests.conftest import open_socket
+
+    socket = await open_socket(alice, headers=[(b"accept-language", b"zh-CN,zh;q=0.9")])
+    try:
+        await socket.send(**send_event())
+        done = (await socket.receive_until("message.done"))[-1]["message"]
+    finally:
+        await socket.close()
+
+    assert "11 + 7 = 18 个 token" in done["html"]
