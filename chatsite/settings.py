@@ -44,8 +44,10 @@ def secret_key():
     return path.read_text().strip()
 
 
-# Core
+# Core. To rotate the secret key, keep the old one in DJANGO_SECRET_KEY_FALLBACKS: sessions
+# and the stored provider keys (encrypted with a key derived from it) stay readable.
 SECRET_KEY = secret_key()
+SECRET_KEY_FALLBACKS = envlist("DJANGO_SECRET_KEY_FALLBACKS", "")
 DEBUG = envbool("DJANGO_DEBUG", "False")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")

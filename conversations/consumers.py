@@ -36,6 +36,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.user = self.scope.get("user")
         if self.user is None or not self.user.is_authenticated:
+            # Accepted, then closed: a browser sees code 4401 (signed out) and stops
+            # reconnecting; closing during the handshake would show it only 1006.
+            await self.accept()
             await self.close(code=4401)
             return
         self.language = language_of(self.scope)

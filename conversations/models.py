@@ -402,7 +402,7 @@ class Message(models.Model):
             "model": self.model_name or None,
             "params": self.params,
             "usage": self.usage_dict(),
-            "cost": str(self.cost) if self.cost is not None else None,
+            "cost": f"{self.cost:f}" if self.cost is not None else None,  # never "1E-8"
             "created": self.created.isoformat(),
             "completed": self.completed.isoformat() if self.completed else None,
             "ttft_ms": self.ttft_ms,

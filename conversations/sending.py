@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations import quotas, upstream
+from conversations.forms import ParamsForm
 from conversations.models import Conversation, LanguageModel, Message, newest_branch
 from conversations.usage import Usage, estimate_prompt_tokens
 
@@ -58,6 +59,11 @@ def prepare_send(user, data):
         raise EventError(
             "no_model", "No model is available. An administrator must add a provider first."
         )
+    if data["model"] is None:
+        # The form checked the parameters against no model; check them against this one.
+        params = ParamsForm(data["params"], model=model)
+        if not params.is_valid():
+            raise EventError("invalid", params.error_text())
 
     with transaction.atomic():
         running = (
@@ -154,7 +160,8 @@ def _check_quotas(user, model, body, prompt_estimate, now):
 
 
 def check_rate(user):
-    """At most CONFAB_USER_SENDS_PER_MINUTE sends a minute per user, in every process."""
+    """At most CONFAB_USER_SENDS_PER_MINUTE sends a minute per user: counted in Redis across
+    processes when REDIS_URL is set, per process otherwise (one process by default)."""
     window = int(time.time() // 60)
     key = f"confab:sends:{user.pk}:{window}"
     cache.add(key, 0, timeout=120)

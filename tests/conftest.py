@@ -116,6 +116,12 @@ async def open_socket(user=None, headers=()):
     return Socket(communicator) if connected else code
 
 
+async def refused_code(communicator):
+    """The close code of a socket the server accepted only to close it."""
+    closed = await communicator.receive_output()
+    return closed["code"] if closed["type"] == "websocket.close" else None
+
+
 @pytest.fixture
 async def sockets():
     """Open sockets for users; every socket and upstream client is closed afterwards."""

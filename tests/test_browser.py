@@ -89,6 +89,7 @@ def sign_up(page, server):
 
 
 def ask(page, text, model="slow-model"):
+    expect(page.locator('body[data-connection="open"]')).to_have_count(1)  # the page is live
     page.get_by_label("Model").select_option(label=model)
     page.get_by_label("Message").fill(text)
     page.get_by_label("Message").press("Enter")
@@ -241,6 +242,7 @@ def test_a_chinese_browser_gets_the_chinese_ui(server, context):
     chinese.locator("#id_password2").fill("correct horse 42")
     chinese.get_by_role("button", name="注册").click()
 
+    expect(chinese.locator('body[data-connection="open"]')).to_have_count(1)
     chinese.get_by_label("模型").select_option(label="fake-model")
     chinese.get_by_label("消息", exact=True).fill("你好")
     chinese.get_by_label("消息", exact=True).press("Enter")

@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.upstream import pseudonymous_user
-from tests.conftest import API_KEY, open_socket
+from tests.conftest import API_KEY, open_socket, refused_code
 from tests.fake_upstream import CLOSE, chunk, http_error, reply, sse, stream_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -362,7 +362,9 @@ async def test_it_refuses_a_message_that_is_too_long(alice, model, sockets, sett
 
 
 async def test_it_rejects_unauthenticated_sockets(db):
-    assert await open_socket(None) == 4401
+    socket = await open_socket(None)
+
+    assert await refused_code(socket.communicator) == 4401
 
 
 async def test_it_rejects_outsider(alice, bob, model, sockets, fake_upstream):
@@ -420,3 +422,21 @@ async def test_an_oversized_frame_gets_an_error_not_a_closed_socket(alice, model
     assert error["code"] == "too_large" and "1000 bytes" in error["message"]
     await socket.send(**send_event("small"))
     assert (await socket.receive_until("message.done"))[-1]["message"]["status"] == "complete"
+
+
+async def test_the_default_model_checks_the_parameters_too(alice, provider, sockets,
+                                                           fake_upstream):  # fmt: skip
+    from conversations.models import LanguageModel
+
+    await database_sync_to_async(LanguageModel.objects.create)(
+        provider=provider, upstream_id="fake-model", max_output_tokens=100, supports_n=False
+    )
+    socket = await sockets(alice)
+
+    await socket.send(**send_event(params={"max_tokens": 500, "n": 2}))
+    error = await socket.receive()
+
+    assert error["code"] == "invalid"
+    assert "params.n: This model does not support it." in error["message"]
+    assert "params.max_tokens: Must be between 1 and 100 for this model." in error["message"]
+    assert fake_upstream.requests == []

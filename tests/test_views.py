@@ -175,3 +175,10 @@ def test_the_api_key_is_encrypted_at_rest(provider):
 
     assert API_KEY not in stored
     assert Provider.objects.get(pk=provider.pk).api_key == API_KEY
+
+
+def test_a_rotated_secret_key_still_reads_stored_provider_keys(provider, settings):
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a brand new secret key for this server"
+
+    assert Provider.objects.get(pk=provider.pk).api_key == API_KEY

@@ -121,6 +121,7 @@ const socket = new ChatSocket(page.socket, {
     for (const event of pending.values()) socket.send(event);
   },
   onStatus: (status) => {
+    document.body.dataset.connection = status; // "open", "reconnecting" or "signed-out"
     connection.hidden = status === "open";
     connection.textContent = status === "signed-out" ? text.signedOut : text.reconnecting;
   },
