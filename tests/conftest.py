@@ -49,6 +49,15 @@ def charlie(db):
 
 
 @pytest.fixture
+def alice_admin(client, alice):
+    """A test client signed in as alice, who administers this Confab."""
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
 def provider(db, fake_upstream):
     return Provider.objects.create(name="Fake", base_url=fake_upstream.url, api_key=API_KEY)
 

@@ -30,6 +30,12 @@ def send_event(content="hello world", conversation=None, **extra):
     }
 
 
+async def slow_model(fake_upstream, model, delay):
+    """A model that streams SLOW_PARTS with `delay` seconds between them."""
+    fake_upstream.script("slow", reply(SLOW_PARTS, delay=delay))
+    return await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+
+
 def streamed_text(events):
     return "".join(e.get("content", "") for e in events if e["type"] == "message.delta")
 
@@ -138,8 +144,7 @@ async def test_it_coalesces_deltas_into_few_frames(alice, model, sockets, fake_u
 async def test_it_finishes_the_reply_after_the_socket_goes_away(
     alice, model, sockets, fake_upstream
 ):
-    fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.02))
-    slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+    slow = await slow_model(fake_upstream, model, delay=0.02)
     socket = await sockets(alice)
     await socket.send(**send_event(model=str(slow.public_id)))
     events = await socket.receive_until("message.delta")
@@ -155,8 +160,7 @@ async def test_it_finishes_the_reply_after_the_socket_goes_away(
 async def test_stop_ends_the_reply_at_once_and_keeps_the_partial_text(
     alice, model, sockets, fake_upstream
 ):
-    fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.05))
-    slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+    slow = await slow_model(fake_upstream, model, delay=0.05)
     socket = await sockets(alice)
     await socket.send(**send_event(model=str(slow.public_id)))
     events = await socket.receive_until("message.delta")
@@ -180,8 +184,7 @@ async def test_stop_ends_the_reply_at_once_and_keeps_the_partial_text(
 
 
 async def test_stop_from_another_tab_stops_it_in_both(alice, model, sockets, fake_upstream):
-    fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.05))
-    slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+    slow = await slow_model(fake_upstream, model, delay=0.05)
     first, second = await sockets(alice), await sockets(alice)
     await first.send(**send_event(model=str(slow.public_id)))
     events = await first.receive_until("message.delta")
@@ -200,8 +203,7 @@ async def test_stop_from_another_tab_stops_it_in_both(alice, model, sockets, fak
 
 
 async def test_a_late_subscriber_gets_the_exact_text(alice, model, sockets, fake_upstream):
-    fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.02))
-    slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+    slow = await slow_model(fake_upstream, model, delay=0.02)
     first, second = await sockets(alice), await sockets(alice)
     await first.send(**send_event(model=str(slow.public_id)))
     events = await first.receive_until("message.delta")
@@ -225,8 +227,7 @@ async def test_it_checkpoints_the_text_while_streaming(
     alice, model, sockets, fake_upstream, settings
 ):
     settings.CONFAB_CHECKPOINT_INTERVAL_MS = 100
-    fake_upstream.script("slow", reply(SLOW_PARTS, delay=0.05))
-    slow = await database_sync_to_async(model.provider.models.create)(upstream_id="slow")
+    slow = await slow_model(fake_upstream, model, delay=0.05)
     socket = await sockets(alice)
     await socket.send(**send_event(model=str(slow.public_id)))
     events = await socket.receive_until("message.delta")

@@ -181,14 +181,6 @@ def test_settings_reject_outsider(client, alice, bob):
     assert client.post(reverse("settings", args=[conversation.id]), {}).status_code == 404
 
 
-@pytest.fixture
-def admin_client_for(client, alice):
-    alice.is_staff = alice.is_superuser = True
-    alice.save()
-    client.force_login(alice)
-    return client
-
-
 def model_form_data(model, **changes):
     return {
         "provider": model.provider_id,
@@ -210,12 +202,12 @@ def model_form_data(model, **changes):
     }
 
 
-def test_admin_model_defaults_use_the_same_rules(admin_client_for, model):
+def test_admin_model_defaults_use_the_same_rules(alice_admin, model):
     url = reverse("admin:conversations_languagemodel_change", args=[model.pk])
 
-    bad = admin_client_for.post(url, model_form_data(model, default_params='{"top_p": 2}'))
-    clash = admin_client_for.post(url, model_form_data(model, extra_body='{"temperature": 1}'))
-    good = admin_client_for.post(
+    bad = alice_admin.post(url, model_form_data(model, default_params='{"top_p": 2}'))
+    clash = alice_admin.post(url, model_form_data(model, extra_body='{"temperature": 1}'))
+    good = alice_admin.post(
         url,
         model_form_data(model, default_params='{"top_p": 0.3}', extra_body='{"top_k": 20}'),
     )
@@ -228,11 +220,11 @@ def test_admin_model_defaults_use_the_same_rules(admin_client_for, model):
 
 
 def test_admin_syncs_a_providers_models_as_disabled_entries(
-    admin_client_for, provider, model, fake_upstream
+    alice_admin, provider, model, fake_upstream
 ):
     fake_upstream.script("another-model", [])
 
-    response = admin_client_for.post(
+    response = alice_admin.post(
         reverse("admin:conversations_provider_changelist"),
         {"action": "sync_models", "_selected_action": [provider.pk]},
         follow=True,
@@ -245,14 +237,14 @@ def test_admin_syncs_a_providers_models_as_disabled_entries(
     assert model.enabled  # known models keep their settings
 
 
-def test_admin_tests_a_connection_without_showing_the_key(admin_client_for, db):
+def test_admin_tests_a_connection_without_showing_the_key(alice_admin, db):
     from conversations.models import Provider
 
     dead = Provider.objects.create(
         name="Dead", base_url="http://127.0.0.1:9/v1", api_key="sk-never-shown-1234"
     )
 
-    response = admin_client_for.post(
+    response = alice_admin.post(
         reverse("admin:conversations_provider_changelist"),
         {"action": "test_connection", "_selected_action": [dead.pk]},
         follow=True,
@@ -276,12 +268,10 @@ def provider_form_data(**changes):
     }
 
 
-def test_admin_accepts_a_provider_on_a_host_without_a_dot(admin_client_for):
+def test_admin_accepts_a_provider_on_a_host_without_a_dot(alice_admin):
     from conversations.models import Provider
 
-    response = admin_client_for.post(
-        reverse("admin:conversations_provider_add"), provider_form_data()
-    )
+    response = alice_admin.post(reverse("admin:conversations_provider_add"), provider_form_data())
 
     assert response.status_code == 302
     assert Provider.objects.get(name="Local vLLM").base_url == "http://vllm:8000/v1"
@@ -296,8 +286,8 @@ def test_admin_accepts_a_provider_on_a_host_without_a_dot(admin_client_for):
         ({"extra_headers": '{"Authorization": "Bearer x"}'}, "Put the key in the API key field"),
     ],
 )
-def test_admin_refuses_a_provider_that_cannot_work(admin_client_for, changes, message):
-    response = admin_client_for.post(
+def test_admin_refuses_a_provider_that_cannot_work(alice_admin, changes, message):
+    response = alice_admin.post(
         reverse("admin:conversations_provider_add"), provider_form_data(**changes)
     )
 

@@ -45,8 +45,8 @@ def split_at(data, cuts):
     return [data[a:b] for a, b in pairwise(edges) if b > a]
 
 
-def read(server, steps):
-    """Stream `steps` from the fake upstream through ChatStream; the folded choices."""
+def stream_of(server, steps):
+    """Stream `steps` from the fake upstream through a ChatStream, to its end."""
     name = f"p-{uuid.uuid4().hex}"
     server.script(name, steps)
     provider = Provider(name="p", base_url=server.url, api_key="sk-property")
@@ -58,12 +58,17 @@ def read(server, steps):
                 pass
         finally:
             await upstream.close_clients()
-        return {
-            i: (c.content, c.reasoning, c.tool_call_list(), c.finish_reason)
-            for i, c in stream.choices.items()
-        }
+        return stream
 
     return asyncio.run(consume())
+
+
+def read(server, steps):
+    """The folded choices of a stream of `steps`."""
+    return {
+        i: (c.content, c.reasoning, c.tool_call_list(), c.finish_reason)
+        for i, c in stream_of(server, steps).choices.items()
+    }
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -151,19 +156,6 @@ def test_usage_of_the_wrong_shape_is_read_as_far_as_it_makes_sense(fake_upstream
            "prompt_tokens_details": [1], "completion_tokens_details": "x"}  # fmt: skip
     steps = [stream_headers(), sse(chunk({"content": "ok"}, finish_reason="stop")),
              sse(chunk(choices=False, usage=odd)), sse("[DONE]")]  # fmt: skip
-    name = f"u-{uuid.uuid4().hex}"
-    fake_upstream_server.script(name, steps)
-    provider = Provider(name="p", base_url=fake_upstream_server.url)
-
-    async def consume():
-        stream = upstream.ChatStream(provider, {"model": name, "messages": []})
-        try:
-            async for _ in stream:
-                pass
-        finally:
-            await upstream.close_clients()
-        return stream.usage
-
-    usage = asyncio.run(consume())
+    usage = stream_of(fake_upstream_server, steps).usage
 
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (0, 5, 5)

@@ -24,14 +24,6 @@ from tests.test_consumer import send_event
 SLOW = [f"tick{i} " for i in range(40)]
 
 
-@pytest.fixture
-def admin_client(client, alice):
-    alice.is_staff = alice.is_superuser = True
-    alice.save()
-    client.force_login(alice)
-    return client
-
-
 def record(user, model_name="fake-model", tokens=(10, 5), cost="0.01", days_ago=0, **fields):
     prompt, completion = tokens
     return UsageRecord.objects.create(
@@ -220,7 +212,7 @@ async def test_group_restricted_models_are_refused_to_outsiders(bob, model, sock
 
 
 @pytest.mark.django_db
-def test_dashboard_totals_add_up_to_the_ledger(admin_client, alice, bob):
+def test_dashboard_totals_add_up_to_the_ledger(alice_admin, alice, bob):
     for user, tokens, cost, status in [
         (alice, (10, 5), "0.10", "complete"),
         (alice, (20, 0), "0.20", "failed"),
@@ -229,7 +221,7 @@ def test_dashboard_totals_add_up_to_the_ledger(admin_client, alice, bob):
         record(user, tokens=tokens, cost=cost, status=status, ttft_ms=100)
     record(bob, tokens=(1000, 1000), cost="9", days_ago=90)  # outside the range
 
-    page = admin_client.get(reverse("admin:conversations_usagerecord_dashboard"))
+    page = alice_admin.get(reverse("admin:conversations_usagerecord_dashboard"))
 
     totals = page.context["totals"]
     recent = UsageRecord.objects.filter(created__gte=timezone.now() - timedelta(days=29))
@@ -243,13 +235,13 @@ def test_dashboard_totals_add_up_to_the_ledger(admin_client, alice, bob):
 
 
 @pytest.mark.django_db
-def test_the_ledger_changelist_totals_and_csv_follow_the_filters(admin_client, alice, bob):
+def test_the_ledger_changelist_totals_and_csv_follow_the_filters(alice_admin, alice, bob):
     record(alice, tokens=(10, 5), cost="0.10")
     record(bob, tokens=(1, 2), cost="0.03")
     changelist = reverse("admin:conversations_usagerecord_changelist")
 
-    page = admin_client.get(changelist, {"user__id__exact": bob.pk})
-    export = admin_client.get(
+    page = alice_admin.get(changelist, {"user__id__exact": bob.pk})
+    export = alice_admin.get(
         reverse("admin:conversations_usagerecord_export"), {"user__id__exact": bob.pk}
     )
 
@@ -260,13 +252,13 @@ def test_the_ledger_changelist_totals_and_csv_follow_the_filters(admin_client, a
 
 
 @pytest.mark.django_db
-def test_the_ledger_cannot_be_edited_in_admin(admin_client, alice):
+def test_the_ledger_cannot_be_edited_in_admin(alice_admin, alice):
     row = record(alice)
 
-    change = admin_client.post(
+    change = alice_admin.post(
         reverse("admin:conversations_usagerecord_change", args=[row.pk]), {"total_tokens": 1}
     )
-    delete = admin_client.post(
+    delete = alice_admin.post(
         reverse("admin:conversations_usagerecord_delete", args=[row.pk]), {"post": "yes"}
     )
 
@@ -276,22 +268,20 @@ def test_the_ledger_cannot_be_edited_in_admin(admin_client, alice):
 
 
 @pytest.mark.django_db
-def test_admin_resets_a_period_grants_more_and_disables_a_user(admin_client, bob):
+def test_admin_resets_a_period_grants_more_and_disables_a_user(alice_admin, bob):
     quota = Quota.objects.create(user=bob, max_tokens=100)
     record(bob, tokens=(80, 20))
     quotas_url = reverse("admin:conversations_quota_changelist")
 
-    admin_client.post(quotas_url, {"action": "reset_period", "_selected_action": [quota.pk]})
+    alice_admin.post(quotas_url, {"action": "reset_period", "_selected_action": [quota.pk]})
     [standing] = quotas.standings(bob)
     assert standing.used_tokens == 0
 
-    admin_client.post(
-        quotas_url, {"action": "grant_another_period", "_selected_action": [quota.pk]}
-    )
+    alice_admin.post(quotas_url, {"action": "grant_another_period", "_selected_action": [quota.pk]})
     [standing] = quotas.standings(bob)
     assert standing.token_limit == 200
 
-    admin_client.post(
+    alice_admin.post(
         reverse("admin:auth_user_changelist"),
         {"action": "disable_access", "_selected_action": [bob.pk]},
     )
