@@ -10,10 +10,12 @@ from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from conversations import quotas, reports, upstream
 from conversations.forms import ParamsForm
@@ -122,7 +124,11 @@ class ProviderAdmin(admin.ModelAdmin):
             added = provider.add_models(ids, enabled=False)
             self.message_user(
                 request,
-                _("%(provider)s: %(count)d new models, disabled until you enable them.")
+                ngettext(
+                    "%(provider)s: %(count)d new model, disabled until you enable it.",
+                    "%(provider)s: %(count)d new models, disabled until you enable them.",
+                    len(added),
+                )
                 % {"provider": provider, "count": len(added)},
                 messages.SUCCESS,
             )
@@ -417,8 +423,12 @@ class ConfabUserAdmin(UserAdmin):
 
 @admin.register(SiteSettings)
 class SiteSettingsAdmin(admin.ModelAdmin):
+    def changelist_view(self, request, extra_context=None):
+        """There is one row: go straight to it."""
+        return redirect("admin:conversations_sitesettings_change", SiteSettings.load().pk)
+
     def has_add_permission(self, request):
-        return not SiteSettings.objects.exists()
+        return False
 
     def has_delete_permission(self, request, obj=None):
         return False

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -491,3 +492,7 @@ class Quota(models.Model):
             "who": self.user or self.group,
             "period": self.get_period_display(),
         }
+
+    def clean(self):
+        if (self.user_id is None) == (self.group_id is None):
+            raise ValidationError(_("Choose a user or a group: one of them, not both."))

@@ -113,8 +113,14 @@ def check(user, *, expected_tokens, expected_cost, currency):
                 resets_at=standing.end,
             )
         limit = standing.cost_limit
-        same_currency = standing.quota.currency == currency
-        if limit is not None and same_currency and standing.used_cost + expected_cost > limit:
+        # This request's cost counts only in the quota's currency; usage already at the
+        # limit refuses any request, priced or not.
+        expected = expected_cost if standing.quota.currency == currency else 0
+        if (
+            limit is not None
+            and standing.used_cost + expected >= limit
+            and (expected or standing.used_cost >= limit)
+        ):
             raise QuotaExceeded(
                 f"You have used {currency} {standing.used_cost:.2f} of your {currency} "
                 f"{limit:.2f} this {period}. Your quota resets on {resets}.",

@@ -30,17 +30,20 @@ def reap_stale(conversation_id=None):
     if conversation_id is not None:
         stale = stale.filter(conversation_id=conversation_id)
     reaped = []
-    for reply in stale.select_related("conversation").exclude(id__in=list(generations)):
+    for reply in stale.select_related("conversation", "model").exclude(id__in=list(generations)):
         # The prompt was estimated when the reply began; the text is the last checkpoint.
         usage = Usage.estimate([], reply.content + reply.reasoning)
         usage.prompt_tokens = reply.prompt_tokens
         usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+        price = reply.model.price_at(reply.created) if reply.model else None
+        cost = price.cost(usage) if price else 0
         with transaction.atomic():
             updated = Message.objects.filter(id=reply.id, status=Message.Status.STREAMING).update(
                 status=Message.Status.INTERRUPTED,
                 error="The server stopped while this reply was being generated.",
                 completed=timezone.now(),
                 usage_estimated=True,
+                cost=cost,
                 **usage.as_fields(),
             )
             if not updated:
@@ -52,9 +55,12 @@ def reap_stale(conversation_id=None):
                     "conversation_id": reply.conversation_id,
                     "message": reply,
                     "model_id": reply.model_id,
+                    "provider_id": reply.model.provider_id if reply.model else None,
                     "model_name": reply.model_name,
                     "status": Message.Status.INTERRUPTED,
                     "estimated": True,
+                    "cost": cost,
+                    "currency": price.currency if price else "USD",
                     **usage.as_fields(),
                 },
             )

@@ -342,7 +342,8 @@ def _finish(generation, status, error, total, shares, duration_ms):
                 "status": status,
                 "estimated": total.estimated,
                 "cost": cost,
-                "currency": price.currency if price else "USD",
+                # A provider's own figure is in US dollars (OpenRouter's credits).
+                "currency": "USD" if total.cost is not None or not price else price.currency,
                 "provider_cost": total.cost,
                 "ttft_ms": generation.ttft_ms,
                 "duration_ms": duration_ms,

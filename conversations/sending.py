@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
@@ -45,6 +46,9 @@ def prepare_send(user, data):
         if Message.objects.filter(client_id=data["client_id"]).exists():
             raise EventError("invalid", "client_id: this id is already taken.")
 
+    if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
+        # A tab opened before an administrator disabled the account.
+        raise EventError("signed_out", "Your account is disabled. Ask an administrator.")
     check_rate(user)
     conversation = None
     if data["conversation"]:

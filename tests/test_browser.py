@@ -186,7 +186,7 @@ def test_an_administrator_sets_up_a_model_and_a_quota_that_a_user_runs_into(
     expect(admin.get_by_text("set, ends in …9a1f")).to_be_visible()
     for action, message in [
         ("Test connection (GET /models)", "Relay answers:"),
-        ("Sync models (add new ones, disabled)", "new models, disabled until you enable them"),
+        ("Sync models (add new ones, disabled)", "disabled until you enable"),
     ]:
         admin.get_by_role("row", name="Relay").get_by_role("checkbox").check()
         admin.get_by_label("Action:").select_option(label=action)

@@ -230,7 +230,7 @@ def test_admin_syncs_a_providers_models_as_disabled_entries(
         follow=True,
     )
 
-    assert "1 new models, disabled until you enable them" in response.content.decode()
+    assert "1 new model, disabled until you enable it." in response.content.decode()
     added = LanguageModel.objects.get(provider=provider, upstream_id="another-model")
     assert not added.enabled
     model.refresh_from_db()

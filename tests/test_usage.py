@@ -313,3 +313,72 @@ async def test_a_failed_request_logs_no_key(alice, model, sockets, fake_upstream
     assert done["status"] == "failed"
     assert API_KEY not in caplog.text
     assert API_KEY not in str(done)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_user_over_a_money_quota_is_refused_even_by_an_unpriced_model(
+    alice, provider, sockets, fake_upstream
+):
+    await database_sync_to_async(LanguageModel.objects.create)(
+        provider=provider, upstream_id="fake-model"
+    )
+    await database_sync_to_async(Quota.objects.create)(user=alice, max_cost=Decimal("0.01"))
+    await database_sync_to_async(record)(alice, cost="5")
+    socket = await sockets(alice)
+
+    await socket.send(**send_event())
+    refusal = await socket.receive()
+
+    assert refusal["code"] == "quota_exceeded" and fake_upstream.requests == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_disabled_user_cannot_send_from_a_tab_left_open(alice, model, sockets,
+                                                                fake_upstream):  # fmt: skip
+    socket = await sockets(alice)
+    alice.is_active = False
+    await database_sync_to_async(alice.save)()
+
+    await socket.send(**send_event())
+    refusal = await socket.receive()
+
+    assert refusal["code"] == "signed_out" and fake_upstream.requests == []
+
+
+@pytest.mark.django_db
+def test_a_reaped_reply_is_priced_like_any_other(alice, model, settings):
+    from conversations.models import Conversation
+
+    settings.CONFAB_STALE_AFTER_S = 0
+    message = Message.objects.create(
+        conversation=Conversation.objects.create(owner=alice), role="assistant",
+        status="streaming", content="x" * 40, model=model, prompt_tokens=100,
+        created=timezone.now() - timedelta(minutes=5),
+        checkpointed=timezone.now() - timedelta(minutes=5),
+    )  # fmt: skip
+
+    reap_stale()
+
+    [row] = UsageRecord.objects.all()
+    assert row.cost == Decimal(100 * 2 + 10 * 8) / 1_000_000
+    assert row.provider == model.provider
+    message.refresh_from_db()
+    assert message.cost == row.cost
+
+
+@pytest.mark.django_db
+def test_site_settings_open_on_their_one_row(alice_admin):
+    response = alice_admin.get(reverse("admin:conversations_sitesettings_changelist"))
+
+    assert response.status_code == 302 and response.url.endswith("/1/change/")
+
+
+@pytest.mark.django_db
+def test_a_quota_is_for_a_user_or_a_group(alice_admin, alice):
+    both = alice_admin.post(
+        reverse("admin:conversations_quota_add"),
+        {"user": alice.pk, "group": Group.objects.create(name="g").pk, "period": "month",
+         "currency": "USD", "extra_tokens": 0, "extra_cost": 0},
+    )  # fmt: skip
+
+    assert "Choose a user or a group: one of them, not both." in both.content.decode()
