@@ -1,6 +1,8 @@
 """Start Confab: the ASGI server and, with no OPENAI_BASE_URL, the bundled local model."""
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +34,14 @@ def free_port():
         return s.getsockname()[1]
 
 
+def _die_with_parent():
+    """Linux: the model server gets SIGTERM if `serve` dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def start_local_model(port):
     """Run llama-cpp-python's OpenAI-compatible server on loopback; wait until it answers."""
     model = local_model_path()
@@ -60,6 +70,7 @@ def start_local_model(port):
         stderr=subprocess.DEVNULL,
         # Its settings also come from the environment, where our HOST and PORT would win.
         env={k: v for k, v in os.environ.items() if k not in {"HOST", "PORT"}},
+        preexec_fn=_die_with_parent,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -112,6 +123,9 @@ class Command(BaseCommand):
                 + f"  administrator. Providers, models and users: http://{host}:{port}/admin/\n"
                 + "  Press Ctrl-C to stop.\n"
             )
+            # uvicorn re-raises SIGTERM once it has shut down; as SystemExit it lets the
+            # `finally` below stop the model server instead of killing us on the spot.
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             uvicorn.run(
                 "chatsite.asgi:application",
                 host=host,
