@@ -474,3 +474,19 @@ async def test_14_a_json_reply_that_does_not_parse_says_so(stream):
     )
 
     assert "asked for as JSON but does not parse" in message.html
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "wait"),
+    [("3", 3.0), ("0.5", 0.5), ("120", 10.0), ("Wed, 21 Oct 2015 07:28:00 GMT", None)],
+)
+def test_a_429_waits_as_long_as_retry_after_says_within_reason(settings, retry_after, wait):
+    from conversations.upstream import ChatStream
+
+    settings.CONFAB_RETRY_BASE_MS = 500
+    delay = ChatStream._backoff(0, retry_after)
+
+    if wait is None:  # a date we do not parse: exponential backoff with jitter instead
+        assert 0.5 <= delay <= 0.75
+    else:
+        assert delay == wait
