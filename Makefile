@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/confab
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test lint test-sqlite test-postgres chromium clean
+.PHONY: run test lint test-sqlite test-postgres chromium bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,12 +50,18 @@ lint: $(VENV)/.dev
 test-sqlite: $(VENV)/.dev $(VENV)/.local-model chromium
 	$(BIN)/python -X dev -m pytest
 
-# The same websocket and page tests on PostgreSQL with the Redis channel layer.
+# The websocket, page, parameter and usage tests again on PostgreSQL with the Redis layer.
 test-postgres: $(VENV)/.dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
-		$(BIN)/python -X dev -m pytest tests/test_consumer.py tests/test_views.py
+		$(BIN)/python -X dev -m pytest tests/test_consumer.py tests/test_views.py \
+		tests/test_params.py tests/test_usage.py tests/test_languages.py
 
 test: lint test-sqlite test-postgres
+
+# The streaming benchmark (docs/performance.md): a fake upstream, a real server, N clients,
+# and the floor of reading the upstream directly, in one run. `--quick` runs in make test.
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench.relay $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -99,7 +99,10 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'confab.sqlite3'}"),
-        conn_max_age=0,
+        # Kept open between database_sync_to_async calls: opening one per call cost ~7 % of
+        # the server's CPU while relaying (docs/performance.md).
+        conn_max_age=envint("CONN_MAX_AGE", 600),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -183,7 +186,9 @@ CONFAB_IDLE_TIMEOUT_S = envint("CONFAB_IDLE_TIMEOUT_S", 60)
 CONFAB_RETRY_BASE_MS = envint("CONFAB_RETRY_BASE_MS", 500)
 CONFAB_MAX_MESSAGE_CHARS = envint("CONFAB_MAX_MESSAGE_CHARS", 100_000)
 CONFAB_MAX_FRAME_BYTES = envint("CONFAB_MAX_FRAME_BYTES", 1_000_000)
-CONFAB_MAX_GENERATIONS_PER_PROCESS = envint("CONFAB_MAX_GENERATIONS_PER_PROCESS", 400)
+# Past ~160 streams one core falls behind (docs/performance.md): refuse, rather than let
+# every reply's latency grow.
+CONFAB_MAX_GENERATIONS_PER_PROCESS = envint("CONFAB_MAX_GENERATIONS_PER_PROCESS", 150)
 CONFAB_USER_MAX_CONCURRENT = envint("CONFAB_USER_MAX_CONCURRENT", 3)
 CONFAB_USER_SENDS_PER_MINUTE = envint("CONFAB_USER_SENDS_PER_MINUTE", 20)
 CONFAB_SHUTDOWN_GRACE_S = envint("CONFAB_SHUTDOWN_GRACE_S", 10)

@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections import defaultdict
 
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +75,15 @@ def relayed(event, **routing):
     return {"type": "relay", "origin": PROCESS_ID, "event": event, **routing}
 
 
+def single_process():
+    """With the in-memory layer every socket is in this process: the hub reaches them all."""
+    return isinstance(get_channel_layer(), InMemoryChannelLayer)
+
+
 async def publish(conversation_id, event, *, everywhere=True):
     """To every socket subscribed to the conversation: here directly, elsewhere by layer."""
     await hub.publish(conversation_id, event)
-    if everywhere:
+    if everywhere and not single_process():
         await get_channel_layer().group_send(conversation_group(conversation_id), relayed(event))
 
 

@@ -33,6 +33,7 @@ def chat(request, conversation_id=None):
         .with_generating(),
         settings.CONFAB_CONVERSATIONS_PER_PAGE,
     ).get_page(request.GET.get("page"))
+    _mark_days(sidebar)
     models = list(LanguageModel.objects.available_to(request.user))
     selected = conversation.model if conversation and conversation.model in models else None
     return render(
@@ -57,11 +58,32 @@ def chat(request, conversation_id=None):
                 "reconnecting": _("Connection lost. Reconnecting…"),
                 "signedOut": _("You are signed out. Reload the page to sign in."),
                 "replyFinished": _("The reply is finished."),
+                "today": _("Today"),
                 "reasoning": _("Reasoning"),
                 "toolCall": _("Tool call: %s"),
             },
         },
     )
+
+
+DAYS = {
+    "today": _("Today"),
+    "yesterday": _("Yesterday"),
+    "week": _("Previous 7 days"),
+    "older": _("Earlier"),
+}
+
+
+def _mark_days(conversations):
+    """Give each conversation its day group; `new_day` marks the first of a group."""
+    today = timezone.localdate()
+    previous = None
+    for conversation in conversations:
+        age = (today - timezone.localdate(conversation.updated)).days
+        day = "today" if age <= 0 else "yesterday" if age == 1 else "week" if age <= 7 else "older"
+        conversation.day, conversation.day_label = day, DAYS[day]
+        conversation.new_day = day != previous
+        previous = day
 
 
 @login_required

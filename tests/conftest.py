@@ -17,6 +17,15 @@ API_KEY = "sk-test-0123456789-secret-4f2a"
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """Close connections after each use, as pytest-django's own threads never close the
+    ones database_sync_to_async keeps: PostgreSQL would refuse to drop the test database."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(scope="session")
 def fake_upstream_server():
     server = FakeUpstream().start()
     yield server

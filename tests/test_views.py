@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -182,3 +183,21 @@ def test_a_rotated_secret_key_still_reads_stored_provider_keys(provider, setting
     settings.SECRET_KEY = "a brand new secret key for this server"
 
     assert Provider.objects.get(pk=provider.pk).api_key == API_KEY
+
+
+def test_the_sidebar_groups_conversations_by_day(client, alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    for title, age in [("fresh", 0), ("late", 1), ("this week", 3), ("ancient", 40)]:
+        Conversation.objects.create(owner=alice, title=title, updated=now - timedelta(days=age))
+    client.force_login(alice)
+
+    page = client.get(reverse("chat")).content.decode()
+    headings = re.findall(r'<li class="day" data-day="(\w+)"', page)
+
+    assert headings == ["today", "yesterday", "week", "older"]
+    assert page.index("Today") < page.index("fresh") < page.index("Yesterday") < page.index("late")
+    assert page.index("Previous 7 days") < page.index("this week") < page.index("Earlier")

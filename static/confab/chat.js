@@ -52,7 +52,7 @@ function showInSidebar(item, { current = false } = {}) {
     link.href = page.conversationUrl.replace("{id}", item.id);
     link.dataset.id = item.id;
     li.append(link);
-    sidebar.prepend(li);
+    todayHeading(sidebar).after(li);
   }
   link.textContent = item.title || text.newChat;
   if (item.generating !== undefined) link.classList.toggle("generating", item.generating);
@@ -60,6 +60,20 @@ function showInSidebar(item, { current = false } = {}) {
     sidebar.querySelector('[aria-current="page"]')?.removeAttribute("aria-current");
     link.setAttribute("aria-current", "page");
   }
+}
+
+// New conversations go first, under "Today" (made when the list has none yet).
+function todayHeading(sidebar) {
+  let heading = sidebar.querySelector('li.day[data-day="today"]');
+  if (!heading) {
+    heading = document.createElement("li");
+    heading.className = "day";
+    heading.dataset.day = "today";
+    heading.setAttribute("role", "presentation");
+    heading.textContent = text.today;
+    sidebar.prepend(heading);
+  }
+  return heading;
 }
 
 function subscribe() {

@@ -1,0 +1,129 @@
+"""Run Confab exactly as `manage.py serve` does, counting the database queries it makes.
+
+    python -m bench.server --port 8123 --counts /tmp/counts.json [--server daphne]
+
+`--server uvicorn` (the default) runs the `serve` management command itself: one uvicorn
+process, no permessage-deflate. `--server daphne` registers the same provider, then runs
+daphne on the same ASGI application, to compare the two with the same code (daphne runs
+no ASGI lifespan, so the reaper and the heartbeat are off there).
+
+On SIGUSR1 the counts so far are written to --counts as JSON: statements by kind
+("SELECT", "UPDATE conversations_message", "BEGIN", ...), writes made outside a transaction
+(each one its own commit), database connections opened, and channel layer calls
+(group_send, and send: one per message delivered, group members included). Counting costs
+a dictionary update per call, which is noise next to the call itself.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import threading
+from collections import Counter
+
+WRITE = re.compile(r'^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+def statement_kind(sql):
+    """'SELECT', 'SAVEPOINT', ... or, for a write, the verb and its table."""
+    if match := WRITE.match(sql):
+        return f"{match[1].split()[0].upper()} {match[2]}"
+    return sql.split(None, 1)[0].upper() if sql.strip() else "EMPTY"
+
+
+class QueryCounter:
+    """An execute wrapper for every connection Django opens, counting what runs through it."""
+
+    def __init__(self):
+        self.statements = Counter()
+        self.autocommit_writes = 0  # each one a commit of its own
+        self.connections = 0
+        self.layer = Counter()  # channel layer calls: group_send, and send (one per delivery)
+        # Re-entrant: the SIGUSR1 handler may interrupt the main thread inside __call__.
+        self.lock = threading.RLock()
+
+    def __call__(self, execute, sql, params, many, context):
+        kind = statement_kind(sql)
+        with self.lock:
+            self.statements[kind] += 1
+            if " " in kind and not context["connection"].in_atomic_block:
+                self.autocommit_writes += 1
+        return execute(sql, params, many, context)
+
+    def on_connection_created(self, sender, connection, **kwargs):
+        with self.lock:
+            self.connections += 1
+        # A thread's connection object reconnects whenever CONN_MAX_AGE has expired (with the
+        # default 0, around every database_sync_to_async call): wrap it once.
+        if self not in connection.execute_wrappers:
+            connection.execute_wrappers.append(self)
+
+    def write(self, path):
+        with self.lock:
+            counts = {
+                "statements": dict(self.statements),
+                "autocommit_writes": self.autocommit_writes,
+                "connections": self.connections,
+                "layer": dict(self.layer),
+            }
+        temporary = f"{path}.tmp"
+        with open(temporary, "w") as file:
+            json.dump(counts, file)
+        os.replace(temporary, path)
+
+
+def count_channel_layer(counter):
+    """Count the channel layer's group_send calls and the messages it delivers (its sends)."""
+    from channels.layers import get_channel_layer
+
+    layer_class = type(get_channel_layer())
+    for name in ("send", "group_send"):
+        original = getattr(layer_class, name)
+
+        async def counted(self, *args, _original=original, _name=name, **kwargs):
+            with counter.lock:
+                counter.layer[_name] += 1
+            return await _original(self, *args, **kwargs)
+
+        setattr(layer_class, name, counted)
+
+
+def run_daphne(port):
+    from daphne.cli import CommandLineInterface
+    from django.conf import settings
+
+    from conversations.management.commands.connect_provider import connect_provider
+
+    connect_provider("Default", settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
+    CommandLineInterface().run(
+        ["-b", "127.0.0.1", "-p", str(port), "--verbosity", "0", "chatsite.asgi:application"]
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--counts", required=True, help="where SIGUSR1 writes the counts")
+    parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db.backends.signals import connection_created
+
+    counter = QueryCounter()
+    connection_created.connect(counter.on_connection_created, weak=False)
+    count_channel_layer(counter)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: counter.write(args.counts))
+    if args.server == "daphne":
+        run_daphne(args.port)
+    else:
+        call_command("serve", host="127.0.0.1", port=args.port)
+
+
+if __name__ == "__main__":
+    main()
