@@ -61,6 +61,7 @@ test: lint test-sqlite test-postgres
 # The streaming benchmark (docs/performance.md): a fake upstream, a real server, N clients,
 # and the floor of reading the upstream directly, in one run. `--quick` runs in make test.
 bench: $(VENV)/.dev
+	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.relay $(BENCH_ARGS)
 
 clean:

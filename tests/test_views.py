@@ -201,3 +201,20 @@ def test_the_sidebar_groups_conversations_by_day(client, alice):
     assert headings == ["today", "yesterday", "week", "older"]
     assert page.index("Today") < page.index("fresh") < page.index("Yesterday") < page.index("late")
     assert page.index("Previous 7 days") < page.index("this week") < page.index("Earlier")
+
+
+def test_the_chat_page_costs_the_same_queries_however_many_conversations(client, alice):
+    def queries_for_page():
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(reverse("chat")).status_code == 200
+        return len(queries)
+
+    client.force_login(alice)
+    Conversation.objects.create(owner=alice, title="one")
+    few = queries_for_page()
+    Conversation.objects.bulk_create(Conversation(owner=alice, title=f"c{i}") for i in range(80))
+
+    assert queries_for_page() == few
