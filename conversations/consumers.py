@@ -72,8 +72,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             event = self._decode(text_data, bytes_data)
             client_id = event.get("client_id") if isinstance(event.get("client_id"), str) else None
-            form = await database_sync_to_async(self._validate)(event)
-            await getattr(self, "on_" + event["type"])(form.cleaned_data)
+            await getattr(self, "on_" + event["type"])(event)
         except EventError as error:
             await self.send_event(
                 "error", code=error.code, message=str(error), client_id=client_id, **error.extra
@@ -102,10 +101,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return event
 
     def _validate(self, event):
+        """The event's fields, cleaned; only a send's form touches the database."""
         form = EVENT_FORMS[event["type"]](event, user=self.user)
         if not form.is_valid():
             raise EventError("invalid", error_text(form))
-        return form
+        return form.cleaned_data
+
+    def _validate_and_prepare(self, event):
+        """A send in one trip to the database thread, which all sockets share."""
+        data = self._validate(event)
+        return data, prepare_send(self.user, data)
 
     async def send_event(self, type, **fields):
         await self.send(text_data=json.dumps({"type": type, **fields}, ensure_ascii=False))
@@ -163,17 +168,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for message in await _ended_replies(conversation_id, streaming, self.language):
             await self.send_event("message.done", message=message)
 
-    async def on_subscribe(self, data):
+    async def on_subscribe(self, event):
+        data = self._validate(event)
         if not await _owns_conversation(self.user, data["conversation"]):
             raise EventError("not_found", "No such conversation.")
         await self.subscribe(data["conversation"], data["streaming"])
 
-    async def on_send(self, data):
+    async def on_send(self, event):
         if not runner.accepting:
             raise EventError("unavailable", "The server is restarting. Try again.", retry_after=5)
         if len(runner.running_requests()) >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS:
             raise EventError("busy", "The server is busy. Try again shortly.", retry_after=5)
-        prepared = await database_sync_to_async(prepare_send)(self.user, data)
+        data, prepared = await database_sync_to_async(self._validate_and_prepare)(event)
         conversation = prepared["conversation"]
         client_id = str(data["client_id"]) if data.get("client_id") else None
         if prepared["duplicate"]:
@@ -212,8 +218,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             except_channel=self.channel_name if created else None,
         )
 
-    async def on_stop(self, data):
-        message_id = str(data["message"])
+    async def on_stop(self, event):
+        message_id = str(self._validate(event)["message"])
         reply = await _owned_message(self.user, message_id)
         if reply is None:
             raise EventError("not_found", "No such message.")
