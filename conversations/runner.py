@@ -226,7 +226,10 @@ class Generation:
             logger.exception("request %s failed", self.request_id)
             status, error = Message.Status.FAILED, "Confab failed while generating this reply."
         finally:
-            flusher.cancel()
+            # Under the lock the flusher is never mid-frame: a frame it had counted as sent
+            # but not yet handed to every socket would be lost.
+            async with self.lock:
+                flusher.cancel()
         try:
             await self._flush()
             messages, conversation = await self._save(status, error)
