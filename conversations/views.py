@@ -59,6 +59,8 @@ def chat(request, conversation_id=None):
                 "signedOut": _("You are signed out. Reload the page to sign in."),
                 "replyFinished": _("The reply is finished."),
                 "today": _("Today"),
+                "copy": _("Copy"),
+                "copied": _("Copied"),
                 "reasoning": _("Reasoning"),
                 "toolCall": _("Tool call: %s"),
             },

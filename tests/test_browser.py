@@ -252,3 +252,20 @@ def test_a_chinese_browser_gets_the_chinese_ui(server, context):
     expect(reply.locator(".usage")).to_have_text("11 + 7 = 18 个 token")
     expect(chinese.get_by_role("link", name="新对话")).to_be_visible()
     chinese.context.close()
+
+
+def test_code_blocks_copy_and_escape_stops(server, context):
+    code = "def add(a, b):\n    return a + b"
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    sign_up(page, server)
+
+    ask(page, f"\n\n```python\n{code}\n```", model="fake-model")  # echoed back
+    page.get_by_role("button", name="Copy").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == code
+
+    ask(page, "Count slowly")
+    expect(page.locator('article.role-assistant[data-status="streaming"]')).to_have_count(1)
+    page.keyboard.press("Escape")
+    expect(page.locator('article.role-assistant[data-status="cancelled"]')).to_have_count(1)

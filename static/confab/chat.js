@@ -181,8 +181,17 @@ input.addEventListener("keydown", (event) => {
   }
 });
 input.addEventListener("input", resize);
-stopButton.addEventListener("click", () => {
+function stop() {
   for (const id of list.streamingIds()) socket.send({ type: "stop", message: id });
+}
+
+stopButton.addEventListener("click", stop);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && list.streamingIds().length) {
+    event.preventDefault();
+    stop();
+  }
 });
+list.addCopyButtons(document.getElementById("messages"));
 refreshControls();
 input.focus();

@@ -87,8 +87,27 @@ export class MessageList {
     const rendered = template.content.firstElementChild;
     if (article) article.replaceWith(rendered);
     else this.container.append(rendered);
+    this.addCopyButtons(rendered);
     this.seqs.delete(message.id);
     this.scroll();
+  }
+
+  // A copy button on every code block of finished replies.
+  addCopyButtons(root) {
+    for (const pre of root.querySelectorAll(".markdown pre")) {
+      if (pre.querySelector(".copy-code")) continue;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "copy-code";
+      button.textContent = this.labels.copy;
+      button.addEventListener("click", async () => {
+        const code = pre.querySelector("code")?.textContent ?? "";
+        await navigator.clipboard.writeText(code.replace(/\n$/, "")); // markdown adds one
+        button.textContent = this.labels.copied;
+        setTimeout(() => (button.textContent = this.labels.copy), 1500);
+      });
+      pre.append(button);
+    }
   }
 
   // The reasoning block, open while the model thinks; the server's version comes closed.
