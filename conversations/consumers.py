@@ -27,7 +27,7 @@ from conversations.forms import EVENT_FORMS, error_text
 from conversations.models import Conversation, Message
 from conversations.reaper import reap
 from conversations.runner import generations
-from conversations.sending import EventError, prepare_send
+from conversations.sending import EventError, prepare_regenerate, prepare_send
 
 logger = logging.getLogger(__name__)
 
@@ -174,26 +174,43 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise EventError("not_found", "No such conversation.")
         await self.subscribe(data["conversation"], data["streaming"])
 
-    async def on_send(self, event):
+    def _check_capacity(self):
         if not runner.accepting:
             raise EventError("unavailable", "The server is restarting. Try again.", retry_after=5)
         if len(runner.running_requests()) >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS:
             raise EventError("busy", "The server is busy. Try again shortly.", retry_after=5)
+
+    async def on_send(self, event):
+        self._check_capacity()
         data, prepared = await database_sync_to_async(self._validate_and_prepare)(event)
         conversation = prepared["conversation"]
         client_id = str(data["client_id"]) if data.get("client_id") else None
+        await self.join(conversation.id)
         if prepared["duplicate"]:
             # A send retried after a reconnect: the same messages again, to this tab only.
-            await self.join(conversation.id)
             for message in (prepared["user_message"], *prepared["replies"]):
                 await self.send_event("message.created", message=message.to_dict(),
                                       client_id=client_id)  # fmt: skip
             return
-        await self.join(conversation.id)
-        summary = {**conversation.to_dict(), "generating": True}
-        if prepared["created_conversation"]:
+        created = prepared["created_conversation"]
+        if created:
+            summary = {**conversation.to_dict(), "generating": True}
             await self.send_event("conversation.created", conversation=summary, client_id=client_id)
-        for message in (prepared["user_message"], *prepared["replies"]):
+        await self._launch(prepared, [prepared["user_message"]], client_id, created=created)
+
+    async def on_regenerate(self, event):
+        self._check_capacity()
+        prepared = await database_sync_to_async(self._validate_and_regenerate)(event)
+        await self.join(prepared["conversation"].id)
+        await self._launch(prepared, [], None, created=False)
+
+    def _validate_and_regenerate(self, event):
+        return prepare_regenerate(self.user, self._validate(event))
+
+    async def _launch(self, prepared, new_messages, client_id, *, created):
+        """Tell every tab of the new messages, start the runner, update the sidebars."""
+        conversation = prepared["conversation"]
+        for message in (*new_messages, *prepared["replies"]):
             event = {"type": "message.created", "message": message.to_dict()}
             if client_id:
                 event["client_id"] = client_id
@@ -208,12 +225,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             language=self.language,
         ).start()
         # The sidebar of the user's other tabs: a new conversation, or one now generating.
-        created = prepared["created_conversation"]
         await publish_to_user(
             self.user.pk,
             {
                 "type": "conversation.created" if created else "conversation.updated",
-                "conversation": summary,
+                "conversation": {**conversation.to_dict(), "generating": True},
             },
             except_channel=self.channel_name if created else None,
         )

@@ -297,11 +297,31 @@ class SendForm(EventForm):
         return cleaned
 
 
+class RegenerateForm(EventForm):
+    message = forms.UUIDField()
+    model = forms.UUIDField(required=False)
+    params = JSONObjectField(required=False)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("model") is not None:
+            available = LanguageModel.objects.available_to(self.user)
+            cleaned["model"] = available.filter(public_id=cleaned["model"]).first()
+            if cleaned["model"] is None:
+                self.add_error("model", _("This model is not available."))
+        return cleaned
+
+
 class StopForm(EventForm):
     message = forms.UUIDField()
 
 
-EVENT_FORMS = {"subscribe": SubscribeForm, "send": SendForm, "stop": StopForm}
+EVENT_FORMS = {
+    "subscribe": SubscribeForm,
+    "send": SendForm,
+    "regenerate": RegenerateForm,
+    "stop": StopForm,
+}
 
 
 def error_text(form, prefix=""):

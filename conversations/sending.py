@@ -46,10 +46,7 @@ def prepare_send(user, data):
         if Message.objects.filter(client_id=data["client_id"]).exists():
             raise EventError("invalid", "client_id: this id is already taken.")
 
-    if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
-        # A tab opened before an administrator disabled the account.
-        raise EventError("signed_out", "Your account is disabled. Ask an administrator.")
-    check_rate(user)
+    _check_user(user)
     conversation = None
     if data["conversation"]:
         conversation = (
@@ -70,19 +67,7 @@ def prepare_send(user, data):
             raise EventError("invalid", params.error_text())
 
     with transaction.atomic():
-        running = (
-            Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
-            .values("parent_id")
-            .distinct()
-            .count()
-        )
-        if running >= quotas.max_concurrent(user):
-            raise EventError(
-                "too_many",
-                f"You already have {running} replies generating. Wait for one to finish "
-                "or stop it, then try again.",
-                retry_after=5,
-            )
+        _check_running(user)
         created = conversation is None
         if created:
             conversation = Conversation.objects.create(
@@ -94,51 +79,107 @@ def prepare_send(user, data):
         parent = _parent_for(history, data["parent"])
         if parent is not None and parent.status == Message.Status.STREAMING:
             raise EventError("busy", "A reply is still being generated; stop it or wait.")
-        now = timezone.now()
         user_message = Message.objects.create(
             conversation=conversation,
             parent=parent,
             role=Message.Role.USER,
             content=data["content"],
             client_id=data["client_id"],
-            created=now,
+            created=timezone.now(),
         )
         params = {**conversation.params, **data["params"]}
-        messages = _api_messages(conversation, history, user_message)
-        body = upstream.build_body(model, messages, params, user.pk)
-        prompt_estimate = estimate_prompt_tokens(messages)
-        _check_quotas(user, model, body, prompt_estimate, now)
-        # With n > 1 each choice becomes a reply of its own, siblings under the message.
-        replies = Message.objects.bulk_create(
-            Message(
-                conversation=conversation,
-                parent=user_message,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.STREAMING,
-                model=model,
-                model_name=model.upstream_id,
-                params=params,
-                created=now + timedelta(microseconds=index + 1),
-                checkpointed=now,
-                # An estimate until the provider reports usage (or never does).
-                prompt_tokens=prompt_estimate,
-                total_tokens=prompt_estimate,
-                usage_estimated=True,
-            )
-            for index in range(body.get("n") or 1)
-        )
-        Conversation.objects.filter(id=conversation.id).update(updated=now, model=model)
-
+        started = _start_replies(user, conversation, history, user_message, model, params)
     return {
         "conversation": conversation,
         "created_conversation": created,
         "user_message": user_message,
-        "replies": replies,
         "duplicate": False,
-        "model": model,
-        "messages": messages,
-        "body": body,
+        **started,
     }
+
+
+def prepare_regenerate(user, data):
+    """Another reply to the same user message: a sibling of the one asked about."""
+    earlier = (
+        Message.objects.filter(
+            id=data["message"],
+            role=Message.Role.ASSISTANT,
+            conversation__in=Conversation.objects.for_user(user),
+        )
+        .select_related("conversation", "parent")
+        .first()
+    )
+    if earlier is None or earlier.parent is None:
+        raise EventError("not_found", "No such reply.")
+    if earlier.status == Message.Status.STREAMING:
+        raise EventError("busy", "This reply is still being generated; stop it first.")
+    _check_user(user)
+    conversation = earlier.conversation
+    model = data["model"] or default_model(user, conversation, preferred=earlier.model_id)
+    if model is None:
+        raise EventError("no_model", "No model is available.")
+    params = data["params"] if data["params"] else earlier.params
+    check = ParamsForm(params, model=model)
+    if not check.is_valid():
+        raise EventError("invalid", check.error_text())
+    with transaction.atomic():
+        _check_running(user)
+        history = list(conversation.messages.order_by("created"))
+        started = _start_replies(user, conversation, history, earlier.parent, model, check.params())
+    return {"conversation": conversation, "user_message": earlier.parent, **started}
+
+
+def _check_user(user):
+    if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
+        # A tab opened before an administrator disabled the account.
+        raise EventError("signed_out", "Your account is disabled. Ask an administrator.")
+    check_rate(user)
+
+
+def _check_running(user):
+    running = (
+        Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
+        .values("parent_id")
+        .distinct()
+        .count()
+    )
+    if running >= quotas.max_concurrent(user):
+        raise EventError(
+            "too_many",
+            f"You already have {running} replies generating. Wait for one to finish "
+            "or stop it, then try again.",
+            retry_after=5,
+        )
+
+
+def _start_replies(user, conversation, history, user_message, model, params):
+    """The reply placeholders under `user_message` and the request that will fill them."""
+    now = timezone.now()
+    messages = _api_messages(conversation, history, user_message)
+    body = upstream.build_body(model, messages, params, user.pk)
+    prompt_estimate = estimate_prompt_tokens(messages)
+    _check_quotas(user, model, body, prompt_estimate, now)
+    # With n > 1 each choice becomes a reply of its own, siblings under the message.
+    replies = Message.objects.bulk_create(
+        Message(
+            conversation=conversation,
+            parent=user_message,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            model=model,
+            model_name=model.upstream_id,
+            params=params,
+            created=now + timedelta(microseconds=index + 1),
+            checkpointed=now,
+            # An estimate until the provider reports usage (or never does).
+            prompt_tokens=prompt_estimate,
+            total_tokens=prompt_estimate,
+            usage_estimated=True,
+        )
+        for index in range(body.get("n") or 1)
+    )
+    Conversation.objects.filter(id=conversation.id).update(updated=now, model=model)
+    return {"replies": replies, "model": model, "messages": messages, "body": body}
 
 
 def _check_quotas(user, model, body, prompt_estimate, now):
@@ -180,11 +221,11 @@ def check_rate(user):
         )
 
 
-def default_model(user, conversation):
+def default_model(user, conversation, preferred=None):
+    """The model asked for, else the conversation's, else the first the user may use."""
     available = LanguageModel.objects.available_to(user)
-    if conversation is not None and conversation.model_id:
-        model = available.filter(id=conversation.model_id).first()
-        if model is not None:
+    for model_id in (preferred, conversation.model_id if conversation else None):
+        if model_id and (model := available.filter(id=model_id).first()):
             return model
     return available.first()
 

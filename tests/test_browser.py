@@ -13,7 +13,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from conversations.management.commands.serve import free_port
 from tests.conftest import API_KEY
-from tests.fake_upstream import reply
+from tests.fake_upstream import http_error, reply
 
 pytestmark = pytest.mark.browser
 
@@ -269,3 +269,24 @@ def test_code_blocks_copy_and_escape_stops(server, context):
     expect(page.locator('article.role-assistant[data-status="streaming"]')).to_have_count(1)
     page.keyboard.press("Escape")
     expect(page.locator('article.role-assistant[data-status="cancelled"]')).to_have_count(1)
+
+
+def test_a_failed_reply_offers_retry(server, context, fake_upstream):
+    calls = []
+
+    def flaky(body):
+        calls.append(body)
+        return http_error(500, "The model is overloaded") if len(calls) == 1 else reply(["Fine."])
+
+    fake_upstream.script("fake-model", flaky)
+    page = context.new_page()
+    sign_up(page, server)
+
+    ask(page, "Hello?", model="fake-model")
+    failed = page.locator('article.role-assistant[data-status="failed"]')
+    expect(failed).to_contain_text("The model is overloaded")
+    failed.get_by_role("button", name="Retry").click()
+
+    done = page.locator('article.role-assistant[data-status="complete"]')
+    expect(done.locator(".message-body")).to_have_text("Fine.")
+    expect(page.locator("article.role-assistant")).to_have_count(1)

@@ -441,3 +441,39 @@ async def test_the_default_model_checks_the_parameters_too(alice, provider, sock
     assert "params.n: This model does not support it." in error["message"]
     assert "params.max_tokens: Must be between 1 and 100 for this model." in error["message"]
     assert fake_upstream.requests == []
+
+
+async def test_regenerate_makes_a_sibling_reply(alice, model, sockets, fake_upstream):
+    fake_upstream.script("fake-model", http_error(500, "overloaded"))
+    socket = await sockets(alice)
+    await socket.send(**send_event("try me"))
+    failed = (await socket.receive_until("message.done"))[-1]["message"]
+    fake_upstream.reset()
+
+    await socket.send(type="regenerate", message=failed["id"])
+    events = await socket.receive_until("message.done")
+
+    created, done = events[0]["message"], events[-1]["message"]
+    assert (created["parent"], created["status"]) == (failed["parent"], "streaming")
+    assert (done["id"], done["status"], done["content"]) == (created["id"], "complete",
+                                                             "You said: try me")  # fmt: skip
+    conversation = await database_sync_to_async(Conversation.objects.get)(id=done["conversation"])
+    branch = await database_sync_to_async(conversation.branch)()
+    assert [m.id for m in branch][-1] == uuid.UUID(done["id"])  # the new one is shown
+    assert await database_sync_to_async(Message.objects.filter(id=failed["id"]).exists)()
+
+
+async def test_regenerate_rejects_outsider_and_user_messages(alice, bob, model, sockets,
+                                                             fake_upstream):  # fmt: skip
+    owner = await sockets(alice)
+    await owner.send(**send_event())
+    events = await owner.receive_until("message.done")
+    outsider = await sockets(bob)
+
+    await outsider.send(type="regenerate", message=events[-1]["message"]["id"])
+    stolen = await outsider.receive()
+    await owner.send(type="regenerate", message=events[1]["message"]["id"])
+    not_a_reply = (await owner.receive_until("error"))[-1]
+
+    assert stolen["code"] == not_a_reply["code"] == "not_found"
+    assert len(fake_upstream.requests) == 1

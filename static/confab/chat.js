@@ -193,5 +193,11 @@ document.addEventListener("keydown", (event) => {
   }
 });
 list.addCopyButtons(document.getElementById("messages"));
+document.getElementById("messages").addEventListener("click", (event) => {
+  const retry = event.target.closest("[data-retry]");
+  if (!retry) return;
+  showError("");
+  socket.send({ type: "regenerate", message: retry.dataset.retry });
+});
 refreshControls();
 input.focus();

@@ -24,10 +24,16 @@ export class MessageList {
   add(message) {
     if (this.element(message.id)) return;
     document.getElementById("welcome")?.remove();
+    if (message.role === "assistant") {
+      // A new reply to the same message (Retry) takes the place of the finished one.
+      const selector = `article.role-assistant[data-parent="${message.parent}"]:not([data-status="streaming"])`;
+      for (const sibling of this.container.querySelectorAll(selector)) sibling.remove();
+    }
     const article = document.createElement("article");
     article.className = `message role-${message.role}`;
     article.id = `m-${message.id}`;
     article.dataset.id = message.id;
+    article.dataset.parent = message.parent ?? "";
     article.dataset.status = message.status;
     const role = document.createElement("div");
     role.className = "message-role";
