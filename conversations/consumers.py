@@ -27,7 +27,7 @@ from conversations.forms import EVENT_FORMS, error_text
 from conversations.models import Conversation, Message
 from conversations.reaper import reap
 from conversations.runner import generations
-from conversations.sending import EventError, prepare_regenerate, prepare_send
+from conversations.sending import EventError, prepare_edit, prepare_regenerate, prepare_send
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +107,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise EventError("invalid", error_text(form))
         return form.cleaned_data
 
-    def _validate_and_prepare(self, event):
+    def _validate_and_prepare(self, event, prepare):
         """A send in one trip to the database thread, which all sockets share."""
         data = self._validate(event)
-        return data, prepare_send(self.user, data)
+        return data, prepare(self.user, data)
 
     async def send_event(self, type, **fields):
         await self.send(text_data=json.dumps({"type": type, **fields}, ensure_ascii=False))
@@ -181,8 +181,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise EventError("busy", "The server is busy. Try again shortly.", retry_after=5)
 
     async def on_send(self, event):
+        await self._send(event, prepare_send)
+
+    async def on_edit(self, event):
+        await self._send(event, prepare_edit)
+
+    async def _send(self, event, prepare):
         self._check_capacity()
-        data, prepared = await database_sync_to_async(self._validate_and_prepare)(event)
+        data, prepared = await database_sync_to_async(self._validate_and_prepare)(event, prepare)
         conversation = prepared["conversation"]
         client_id = str(data["client_id"]) if data.get("client_id") else None
         await self.join(conversation.id)

@@ -297,6 +297,18 @@ class SendForm(EventForm):
         return cleaned
 
 
+class EditForm(EventForm):
+    message = forms.UUIDField()
+    content = StrictCharField(max_length=settings.CONFAB_MAX_MESSAGE_CHARS, strip=False)
+    client_id = forms.UUIDField(required=False)
+
+    def clean_content(self):
+        content = self.cleaned_data["content"]
+        if not content.strip():
+            raise forms.ValidationError(_("The message is empty."), code="required")
+        return content
+
+
 class RegenerateForm(EventForm):
     message = forms.UUIDField()
     model = forms.UUIDField(required=False)
@@ -320,6 +332,7 @@ EVENT_FORMS = {
     "subscribe": SubscribeForm,
     "send": SendForm,
     "regenerate": RegenerateForm,
+    "edit": EditForm,
     "stop": StopForm,
 }
 

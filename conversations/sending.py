@@ -26,8 +26,12 @@ class EventError(Exception):
         self.extra = extra
 
 
-def prepare_send(user, data):
-    """Everything a send writes, in one transaction: conversation, user message, reply."""
+def prepare_send(user, data, *, sibling_of=None):
+    """Everything a send writes, in one transaction: conversation, user message, reply.
+
+    `sibling_of`, a user message, makes the new one its sibling (an edit): same parent,
+    the original and its replies kept on their own branch.
+    """
     conversations = Conversation.objects.for_user(user)
     if data["client_id"]:
         existing = (
@@ -76,7 +80,10 @@ def prepare_send(user, data):
             history = []
         else:
             history = list(conversation.messages.order_by("created"))
-        parent = _parent_for(history, data["parent"])
+        if sibling_of is not None:
+            parent = next((m for m in history if m.id == sibling_of.parent_id), None)
+        else:
+            parent = _parent_for(history, data["parent"])
         if parent is not None and parent.status == Message.Status.STREAMING:
             raise EventError("busy", "A reply is still being generated; stop it or wait.")
         user_message = Message.objects.create(
@@ -96,6 +103,30 @@ def prepare_send(user, data):
         "duplicate": False,
         **started,
     }
+
+
+def prepare_edit(user, data):
+    """The user's message said again, differently: a new branch from the same point."""
+    original = (
+        Message.objects.filter(
+            id=data["message"],
+            role=Message.Role.USER,
+            conversation__in=Conversation.objects.for_user(user),
+        )
+        .select_related("conversation")
+        .first()
+    )
+    if original is None:
+        raise EventError("not_found", "No such message.")
+    send = {
+        "conversation": original.conversation_id,
+        "content": data["content"],
+        "parent": None,
+        "model": None,
+        "params": {},
+        "client_id": data["client_id"],
+    }
+    return prepare_send(user, send, sibling_of=original)
 
 
 def prepare_regenerate(user, data):

@@ -60,6 +60,7 @@ def chat(request, conversation_id=None):
                 "replyFinished": _("The reply is finished."),
                 "today": _("Today"),
                 "copy": _("Copy"),
+                "edit": _("Edit"),
                 "copied": _("Copied"),
                 "reasoning": _("Reasoning"),
                 "toolCall": _("Tool call: %s"),

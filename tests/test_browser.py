@@ -290,3 +290,20 @@ def test_a_failed_reply_offers_retry(server, context, fake_upstream):
     done = page.locator('article.role-assistant[data-status="complete"]')
     expect(done.locator(".message-body")).to_have_text("Fine.")
     expect(page.locator("article.role-assistant")).to_have_count(1)
+
+
+def test_editing_a_message_starts_a_new_branch(server, page):
+    sign_up(page, server)
+    ask(page, "Tell me about cats", model="fake-model")
+    expect(page.locator('article.role-assistant[data-status="complete"]')).to_have_count(1)
+
+    page.locator("article.role-user").get_by_role("button", name="Edit").click()
+    expect(page.get_by_label("Message")).to_have_value("Tell me about cats")
+    page.get_by_label("Message").fill("Tell me about dogs")
+    page.get_by_label("Message").press("Enter")
+
+    reply = page.locator('article.role-assistant[data-status="complete"] .message-body')
+    expect(reply).to_have_text("You said: Tell me about dogs")
+    expect(page.locator("article.role-user .message-body")).to_have_text("Tell me about dogs")
+    page.reload()
+    expect(page.locator("article.role-user .message-body")).to_have_text("Tell me about dogs")

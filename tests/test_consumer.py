@@ -477,3 +477,42 @@ async def test_regenerate_rejects_outsider_and_user_messages(alice, bob, model, 
 
     assert stolen["code"] == not_a_reply["code"] == "not_found"
     assert len(fake_upstream.requests) == 1
+
+
+async def test_edit_starts_a_new_branch_from_the_same_point(alice, model, sockets, fake_upstream):
+    socket = await sockets(alice)
+    await socket.send(**send_event("first question"))
+    first = await socket.receive_until("message.done")
+    conversation = first[0]["conversation"]["id"]
+    await socket.send(**send_event("second question", conversation=conversation))
+    second = await socket.receive_until("message.done")
+    original = second[0]["message"]
+
+    await socket.send(type="edit", message=original["id"], content="second, better",
+                      client_id=str(uuid.uuid4()))  # fmt: skip
+    edited = await socket.receive_until("message.done")
+
+    new_question = edited[0]["message"]
+    assert (new_question["role"], new_question["content"]) == ("user", "second, better")
+    assert new_question["parent"] == original["parent"] and new_question["id"] != original["id"]
+    assert edited[-1]["message"]["content"] == "You said: second, better"
+    assert fake_upstream.requests[-1]["body"]["messages"] == [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "You said: first question"},
+        {"role": "user", "content": "second, better"},
+    ]
+
+
+async def test_edit_rejects_outsider_and_replies(alice, bob, model, sockets, fake_upstream):
+    owner = await sockets(alice)
+    await owner.send(**send_event())
+    events = await owner.receive_until("message.done")
+    outsider = await sockets(bob)
+
+    await outsider.send(type="edit", message=events[1]["message"]["id"], content="mine now")
+    stolen = await outsider.receive()
+    await owner.send(type="edit", message=events[-1]["message"]["id"], content="a reply?")
+    not_a_question = (await owner.receive_until("error"))[-1]
+
+    assert stolen["code"] == not_a_question["code"] == "not_found"
+    assert len(fake_upstream.requests) == 1

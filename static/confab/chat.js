@@ -10,12 +10,14 @@ const input = document.getElementById("composer-input");
 const picker = document.getElementById("model-picker");
 const stopButton = document.getElementById("stop-button");
 const errorBox = document.getElementById("composer-error");
+const editNote = document.getElementById("composer-note");
 const connection = document.getElementById("connection");
 const announcer = document.getElementById("announcer");
 const list = new MessageList(document.getElementById("messages"), text, {
   onGap: () => subscribe(),
 });
 let conversation = page.conversation;
+let editing = null; // the user message being edited, if any
 const pending = new Map(); // client_id -> the send event, until the server confirms it
 
 function uuid() {
@@ -147,15 +149,18 @@ window.confab = { socket };
 function send() {
   const content = input.value;
   if (!content.trim()) return;
-  const event = {
-    type: "send",
-    conversation,
-    content,
-    parent: null,
-    model: picker.value || null,
-    params: {},
-    client_id: uuid(),
-  };
+  const event = editing
+    ? { type: "edit", message: editing, content, client_id: uuid() }
+    : {
+        type: "send",
+        conversation,
+        content,
+        parent: null,
+        model: picker.value || null,
+        params: {},
+        client_id: uuid(),
+      };
+  setEditing(null);
   pending.set(event.client_id, event);
   showError("");
   socket.send(event);
@@ -186,8 +191,17 @@ function stop() {
 }
 
 stopButton.addEventListener("click", stop);
+function setEditing(messageId) {
+  editing = messageId;
+  editNote.hidden = !messageId;
+}
+
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && list.streamingIds().length) {
+  if (event.key !== "Escape") return;
+  if (editing) {
+    setEditing(null);
+    input.value = "";
+  } else if (list.streamingIds().length) {
     event.preventDefault();
     stop();
   }
@@ -195,9 +209,16 @@ document.addEventListener("keydown", (event) => {
 list.addCopyButtons(document.getElementById("messages"));
 document.getElementById("messages").addEventListener("click", (event) => {
   const retry = event.target.closest("[data-retry]");
-  if (!retry) return;
-  showError("");
-  socket.send({ type: "regenerate", message: retry.dataset.retry });
+  const edit = event.target.closest("[data-edit]");
+  if (retry) {
+    showError("");
+    socket.send({ type: "regenerate", message: retry.dataset.retry });
+  } else if (edit) {
+    setEditing(edit.dataset.edit);
+    input.value = list.element(edit.dataset.edit).querySelector(".message-body").textContent;
+    resize();
+    input.focus();
+  }
 });
 refreshControls();
 input.focus();

@@ -28,6 +28,11 @@ export class MessageList {
       // A new reply to the same message (Retry) takes the place of the finished one.
       const selector = `article.role-assistant[data-parent="${message.parent}"]:not([data-status="streaming"])`;
       for (const sibling of this.container.querySelectorAll(selector)) sibling.remove();
+    } else {
+      // An edited message starts a new branch: the old one leaves the view from there on.
+      const old = this.container.querySelector(`article.role-user[data-parent="${message.parent ?? ""}"]`);
+      while (old?.nextElementSibling) old.nextElementSibling.remove();
+      old?.remove();
     }
     const article = document.createElement("article");
     article.className = `message role-${message.role}`;
@@ -42,6 +47,17 @@ export class MessageList {
     body.className = "message-body plain";
     body.textContent = message.content;
     article.append(role, body);
+    if (message.role === "user") {
+      const meta = document.createElement("footer");
+      meta.className = "message-meta";
+      const edit = document.createElement("button");
+      edit.type = "button";
+      edit.className = "link edit";
+      edit.dataset.edit = message.id;
+      edit.textContent = this.labels.edit;
+      meta.append(edit);
+      article.append(meta);
+    }
     if (message.status === "streaming") {
       const meta = document.createElement("footer");
       meta.className = "message-meta";
