@@ -220,6 +220,10 @@ class Conversation(models.Model):
     system_prompt = models.TextField(_("system prompt"), blank=True)
     model = models.ForeignKey(LanguageModel, null=True, blank=True, on_delete=models.SET_NULL)
     params = models.JSONField(_("parameters"), default=dict, blank=True)
+    # The message whose branch the user last chose to see (`< 2 / 3 >`); null: the newest.
+    shown = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
 
@@ -244,20 +248,32 @@ class Conversation(models.Model):
         }
 
     def branch(self):
-        """The messages shown: from the root down, following the newest child each time."""
-        return newest_branch(self.messages.order_by("created"))
+        """The messages shown: the branch through `shown`, else the newest one."""
+        return branch_through(self.messages.order_by("created"), self.shown_id)
 
 
-def newest_branch(messages):
-    """From messages in creation order, the path from the root that takes the newest child."""
-    children = defaultdict(list)
+def branch_through(messages, through=None):
+    """From messages in creation order, the path from the root through `through` (a
+    message id), then down the newest child each time; the newest branch without one.
+
+    Each message shown gets `siblings`, the ids of its parent's children of its role, in
+    order, for the `< 2 / 3 >` switcher.
+    """
+    children, by_id = defaultdict(list), {}
     for message in messages:
         children[message.parent_id].append(message)
-    shown, parent = [], None
-    while children.get(parent):
-        shown.append(children[parent][-1])
-        parent = shown[-1].id
-    return shown
+        by_id[message.id] = message
+    path = []
+    node = by_id.get(through)
+    while node is not None:  # up from the chosen message to the root
+        path.append(node)
+        node = by_id.get(node.parent_id)
+    path.reverse()
+    while children.get(path[-1].id if path else None):  # down by the newest child
+        path.append(children[path[-1].id if path else None][-1])
+    for message in path:
+        message.siblings = [m.id for m in children[message.parent_id] if m.role == message.role]
+    return path
 
 
 class Message(models.Model):
@@ -326,6 +342,16 @@ class Message(models.Model):
     def is_streaming(self):
         return self.status == self.Status.STREAMING
 
+    def sibling_switch(self):
+        """(position, count, previous id, next id) among siblings, or None when alone."""
+        siblings = getattr(self, "siblings", [self.id])
+        if len(siblings) < 2:
+            return None
+        i = siblings.index(self.id)
+        previous = siblings[i - 1] if i > 0 else None
+        following = siblings[i + 1] if i + 1 < len(siblings) else None
+        return {"position": i + 1, "count": len(siblings), "previous": previous, "next": following}
+
     @property
     def duration_s(self):
         return self.duration_ms / 1000 if self.duration_ms is not None else None
@@ -386,6 +412,14 @@ class Message(models.Model):
         """
         if with_html:
             from django.template.loader import render_to_string
+
+            if not hasattr(self, "siblings"):  # for the `< 2 / 3 >` switcher
+                self.siblings = list(
+                    Message.objects.filter(parent_id=self.parent_id, role=self.role)
+                    .filter(conversation_id=self.conversation_id)
+                    .order_by("created")
+                    .values_list("id", flat=True)
+                )
 
             html = render_to_string("conversations/chat.html#message", {"message": self})
             return {**self.to_dict(), "html": html}

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from conversations import quotas, upstream
 from conversations.forms import ParamsForm
-from conversations.models import Conversation, LanguageModel, Message, newest_branch
+from conversations.models import Conversation, LanguageModel, Message, branch_through
 from conversations.usage import Usage, estimate_prompt_tokens
 
 
@@ -83,7 +83,7 @@ def prepare_send(user, data, *, sibling_of=None):
         if sibling_of is not None:
             parent = next((m for m in history if m.id == sibling_of.parent_id), None)
         else:
-            parent = _parent_for(history, data["parent"])
+            parent = _parent_for(history, data["parent"], conversation.shown_id)
         if parent is not None and parent.status == Message.Status.STREAMING:
             raise EventError("busy", "A reply is still being generated; stop it or wait.")
         user_message = Message.objects.create(
@@ -209,7 +209,10 @@ def _start_replies(user, conversation, history, user_message, model, params):
         )
         for index in range(body.get("n") or 1)
     )
-    Conversation.objects.filter(id=conversation.id).update(updated=now, model=model)
+    # The new reply is what the conversation shows now, on every page load.
+    Conversation.objects.filter(id=conversation.id).update(
+        updated=now, model=model, shown=replies[0]
+    )
     return {"replies": replies, "model": model, "messages": messages, "body": body}
 
 
@@ -261,13 +264,14 @@ def default_model(user, conversation, preferred=None):
     return available.first()
 
 
-def _parent_for(history, parent_id):
+def _parent_for(history, parent_id, shown_id):
+    """The message to answer: the one named, else the end of the branch on show."""
     if parent_id is not None:
         for message in history:
             if message.id == parent_id:
                 return message
         raise EventError("not_found", "No such message.")
-    branch = newest_branch(history)
+    branch = branch_through(history, shown_id)
     return branch[-1] if branch else None
 
 

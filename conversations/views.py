@@ -1,4 +1,5 @@
 import json
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -19,6 +20,13 @@ from conversations.forms import ConversationSettingsForm, SignupForm
 from conversations.models import Conversation, LanguageModel, SiteSettings, UsageRecord
 
 
+def _uuid_or_none(value):
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
 def _conversation_or_404(request, conversation_id):
     return get_object_or_404(Conversation.objects.for_user(request.user), id=conversation_id)
 
@@ -27,6 +35,12 @@ def _conversation_or_404(request, conversation_id):
 @require_GET
 def chat(request, conversation_id=None):
     conversation = _conversation_or_404(request, conversation_id) if conversation_id else None
+    if conversation and "show" in request.GET:
+        # The `< 2 / 3 >` switcher: show (and remember) the branch through that message.
+        shown = conversation.messages.filter(id=_uuid_or_none(request.GET["show"])).first()
+        if shown is not None:
+            Conversation.objects.filter(id=conversation.id).update(shown=shown)
+        return redirect("conversation", conversation.id)
     sidebar = Paginator(
         Conversation.objects.for_user(request.user)
         .only("id", "title", "updated")

@@ -516,3 +516,20 @@ async def test_edit_rejects_outsider_and_replies(alice, bob, model, sockets, fak
 
     assert stolen["code"] == not_a_question["code"] == "not_found"
     assert len(fake_upstream.requests) == 1
+
+
+async def test_a_send_continues_the_branch_on_show(alice, model, sockets, fake_upstream):
+    socket = await sockets(alice)
+    await socket.send(**send_event("question"))
+    first = (await socket.receive_until("message.done"))[-1]["message"]
+    await socket.send(type="regenerate", message=first["id"])
+    await socket.receive_until("message.done")
+    conversation = await database_sync_to_async(Conversation.objects.get)(id=first["conversation"])
+    conversation.shown_id = uuid.UUID(first["id"])  # the user switched back to the first
+    await database_sync_to_async(conversation.save)()
+
+    await socket.send(**send_event("and then?", conversation=first["conversation"]))
+    created = await socket.receive_until("message.created")
+
+    assert created[-1]["message"]["parent"] == first["id"]
+    await socket.receive_until("message.done")

@@ -218,3 +218,39 @@ def test_the_chat_page_costs_the_same_queries_however_many_conversations(client,
     Conversation.objects.bulk_create(Conversation(owner=alice, title=f"c{i}") for i in range(80))
 
     assert queries_for_page() == few
+
+
+def test_the_version_switcher_shows_and_remembers_a_branch(client, alice):
+    conversation = Conversation.objects.create(owner=alice, title="Versions")
+    question = Message.objects.create(conversation=conversation, role="user", content="Q")
+    first = Message.objects.create(
+        conversation=conversation, parent=question, role="assistant", content="First answer"
+    )
+    second = Message.objects.create(
+        conversation=conversation, parent=question, role="assistant", content="Second answer"
+    )
+    client.force_login(alice)
+    url = reverse("conversation", args=[conversation.id])
+
+    newest = client.get(url).content.decode()
+    switched = client.get(url, {"show": str(first.id)})
+    remembered = client.get(url).content.decode()
+
+    assert "Second answer" in newest and "First answer" not in newest
+    assert "<span>2 / 2</span>" in newest and f'href="?show={first.id}"' in newest
+    assert switched.status_code == 302
+    assert "First answer" in remembered and "Second answer" not in remembered
+    assert "<span>1 / 2</span>" in remembered and f'href="?show={second.id}"' in remembered
+
+
+def test_the_switcher_ignores_other_conversations_messages(client, alice, bob):
+    mine = Conversation.objects.create(owner=alice)
+    theirs = Conversation.objects.create(owner=bob)
+    foreign = Message.objects.create(conversation=theirs, role="user", content="secret")
+    client.force_login(alice)
+
+    client.get(reverse("conversation", args=[mine.id]), {"show": str(foreign.id)})
+    client.get(reverse("conversation", args=[mine.id]), {"show": "not-a-uuid"})
+
+    mine.refresh_from_db()
+    assert mine.shown is None
