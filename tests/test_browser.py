@@ -26,10 +26,23 @@ CHROMIUM_ARGS = [
 SLOW_PARTS = [f"word{i} " for i in range(50)]
 
 
+XSS = [
+    "<script>alert('script')</script>",
+    '<img src="http://127.0.0.1:9/x.png" onerror="alert(\'img\')">',
+    "[click me](javascript:alert('link'))",
+    "<iframe src=\"javascript:alert('iframe')\"></iframe>",
+    '<svg onload="alert(\'svg\')"><circle r="5"/></svg>',
+    "![pic](http://127.0.0.1:9/tracker.png)",
+    "```html\n<script>alert('fenced')</script>\n```",
+    '<a href="http://127.0.0.1:9/" onclick="alert(\'a\')">a link</a>',
+]
+
+
 @pytest.fixture
 def server(tmp_path, fake_upstream):
     """Confab as `make run` starts it, on a fresh SQLite database, using the fake upstream."""
     fake_upstream.script("slow-model", reply(SLOW_PARTS, delay=0.1, usage=(20, 50)))
+    fake_upstream.script("hostile-model", reply([f"{line}\n\n" for line in XSS], delay=0.05))
     port = free_port()
     env = {
         **os.environ,
@@ -307,3 +320,30 @@ def test_editing_a_message_starts_a_new_branch(server, page):
     expect(page.locator("article.role-user .message-body")).to_have_text("Tell me about dogs")
     page.reload()
     expect(page.locator("article.role-user .message-body")).to_have_text("Tell me about dogs")
+
+
+def test_a_hostile_reply_renders_harmlessly(server, page):
+    dialogs, requests = [], []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("request", lambda request: requests.append(request.url))
+    sign_up(page, server)
+
+    ask(page, "Say something nasty", model="hostile-model")
+    streaming = page.locator('article.role-assistant[data-status="streaming"] .message-body')
+    expect(streaming).to_contain_text("<script>")  # shown as text while it streams
+    done = page.locator('article.role-assistant[data-status="complete"] .message-body')
+    expect(done).to_contain_text("a link")
+    page.reload()
+    expect(done).to_contain_text("alert('fenced')")  # code stays code
+    expect(done).to_contain_text("[click me](javascript:alert('link'))")  # no link made
+    page.wait_for_timeout(300)  # time for any stray script or request to show itself
+
+    assert dialogs == []
+    assert [url for url in requests if not url.startswith(server)] == []
+    body = page.locator("article.role-assistant .message-body")
+    for tag in ("script", "img", "iframe", "svg"):
+        assert body.locator(tag).count() == 0, tag
+    assert body.locator("[onerror], [onload], [onclick]").count() == 0
+    assert body.locator('a[href^="javascript"]').count() == 0
+    injected = "iframe, script:not([src]):not([type='application/json'])"
+    assert page.evaluate(f'document.querySelectorAll("{injected}").length') == 0
