@@ -350,6 +350,18 @@ class SignupForm(UserCreationForm):
     pass
 
 
+class RenameForm(forms.ModelForm):
+    class Meta:
+        model = Conversation
+        fields = ["title"]
+
+    def clean_title(self):
+        title = " ".join(self.cleaned_data["title"].split())
+        if not title:
+            raise forms.ValidationError(_("A title cannot be empty."))
+        return title
+
+
 class ConversationSettingsForm(forms.ModelForm):
     """A conversation's title, system prompt, model and request fields."""
 

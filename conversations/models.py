@@ -201,7 +201,13 @@ class ConversationQuerySet(models.QuerySet):
         """The only way to reach conversations: those the user owns."""
         if not user.is_authenticated:
             return self.none()
-        return self.filter(owner=user)
+        return self.filter(owner=user, deleted__isnull=True)
+
+    def deleted_by(self, user):
+        """The user's deleted conversations, restorable until they are purged."""
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(owner=user, deleted__isnull=False)
 
     def with_generating(self):
         """Mark the conversations that have a reply being generated."""
@@ -224,6 +230,10 @@ class Conversation(models.Model):
     shown = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    pinned = models.BooleanField(_("pinned"), default=False)
+    archived = models.BooleanField(_("archived"), default=False)
+    # Deleted, but restorable for CONFAB_UNDO_DELETE_S; then purged.
+    deleted = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
 
@@ -240,6 +250,8 @@ class Conversation(models.Model):
         return {
             "id": str(self.id),
             "title": self.title,
+            "pinned": self.pinned,
+            "archived": self.archived,
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),
             "model": self.model.upstream_id if self.model else None,

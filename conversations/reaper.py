@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.fanout import publish
-from conversations.models import Message, UsageRecord
+from conversations.models import Conversation, Message, UsageRecord
 from conversations.runner import generations
 from conversations.usage import Usage
 
@@ -85,10 +85,18 @@ async def reap(conversation_id=None):
     return reaped
 
 
+def purge_deleted():
+    """Delete for good the conversations deleted longer ago than Undo allows."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CONFAB_UNDO_DELETE_S)
+    deleted, _ = Conversation.objects.filter(deleted__lt=cutoff).delete()
+    return deleted
+
+
 async def reap_periodically():
     while True:
         try:
             await reap()
+            await database_sync_to_async(purge_deleted)()
         except Exception:
             logger.exception("the reaper failed; trying again later")
         await asyncio.sleep(settings.CONFAB_STALE_AFTER_S / 2)

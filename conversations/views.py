@@ -2,6 +2,7 @@ import json
 import uuid
 from datetime import timedelta
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import get_user_model, login
@@ -13,10 +14,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from conversations import quotas, reports
-from conversations.forms import ConversationSettingsForm, SignupForm
+from conversations.fanout import publish_to_user
+from conversations.forms import ConversationSettingsForm, RenameForm, SignupForm
 from conversations.models import Conversation, LanguageModel, SiteSettings, UsageRecord
 
 
@@ -41,9 +43,12 @@ def chat(request, conversation_id=None):
         if shown is not None:
             Conversation.objects.filter(id=conversation.id).update(shown=shown)
         return redirect("conversation", conversation.id)
+    archived = request.GET.get("archived") == "1"
     sidebar = Paginator(
         Conversation.objects.for_user(request.user)
-        .only("id", "title", "updated")
+        .filter(archived=archived)
+        .order_by("-pinned", "-updated")
+        .only("id", "title", "updated", "pinned")
         .with_generating(),
         settings.CONFAB_CONVERSATIONS_PER_PAGE,
     ).get_page(request.GET.get("page"))
@@ -58,6 +63,8 @@ def chat(request, conversation_id=None):
             # Not "messages": that name belongs to django.contrib.messages in templates.
             "thread": conversation.branch() if conversation else [],
             "sidebar": sidebar,
+            "archived": archived,
+            "undo_delete": request.session.pop("undo_delete", None),
             "models": models,
             "selected_model": selected or (models[0] if models else None),
             "page_data": {
@@ -84,6 +91,7 @@ def chat(request, conversation_id=None):
 
 
 DAYS = {
+    "pinned": _("Pinned"),
     "today": _("Today"),
     "yesterday": _("Yesterday"),
     "week": _("Previous 7 days"),
@@ -98,6 +106,8 @@ def _mark_days(conversations):
     for conversation in conversations:
         age = (today - timezone.localdate(conversation.updated)).days
         day = "today" if age <= 0 else "yesterday" if age == 1 else "week" if age <= 7 else "older"
+        if conversation.pinned:
+            day = "pinned"
         conversation.day, conversation.day_label = day, DAYS[day]
         conversation.new_day = day != previous
         previous = day
@@ -154,6 +164,61 @@ def export_markdown(request, conversation_id):
         "\n".join(lines),
         content_type="text/markdown; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{_filename(conversation)}.md"'},
+    )
+
+
+@login_required
+@require_POST
+def rename(request, conversation_id):
+    conversation = _conversation_or_404(request, conversation_id)
+    form = RenameForm(request.POST, instance=conversation)
+    if form.is_valid():
+        form.save()
+        _tell_other_tabs(conversation)
+    else:
+        flash.error(request, " ".join(form.errors.get("title", [])))
+    return redirect("conversation", conversation.id)
+
+
+@login_required
+@require_POST
+def toggle(request, conversation_id, flag):
+    """Pin or unpin, archive or unarchive."""
+    conversation = _conversation_or_404(request, conversation_id)
+    setattr(conversation, flag, not getattr(conversation, flag))
+    conversation.save(update_fields=[flag])
+    _tell_other_tabs(conversation)
+    return redirect("conversation", conversation.id)
+
+
+@login_required
+@require_POST
+def delete(request, conversation_id):
+    conversation = _conversation_or_404(request, conversation_id)
+    conversation.deleted = timezone.now()
+    conversation.save(update_fields=["deleted"])
+    _tell_other_tabs(conversation)
+    flash.success(request, _("“%(title)s” was deleted.") % {"title": conversation})
+    request.session["undo_delete"] = str(conversation.id)  # the Undo button, once
+    return redirect("chat")
+
+
+@login_required
+@require_POST
+def restore(request, conversation_id):
+    conversation = get_object_or_404(
+        Conversation.objects.deleted_by(request.user), id=conversation_id
+    )
+    conversation.deleted = None
+    conversation.save(update_fields=["deleted"])
+    _tell_other_tabs(conversation)
+    return redirect("conversation", conversation.id)
+
+
+def _tell_other_tabs(conversation):
+    summary = {**conversation.to_dict(), "deleted": conversation.deleted is not None}
+    async_to_sync(publish_to_user)(
+        conversation.owner_id, {"type": "conversation.updated", "conversation": summary}
     )
 
 

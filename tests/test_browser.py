@@ -347,3 +347,27 @@ def test_a_hostile_reply_renders_harmlessly(server, page):
     assert body.locator('a[href^="javascript"]').count() == 0
     injected = "iframe, script:not([src]):not([type='application/json'])"
     assert page.evaluate(f'document.querySelectorAll("{injected}").length') == 0
+
+
+def test_rename_pin_delete_and_undo(server, page):
+    sign_up(page, server)
+    ask(page, "A conversation to tidy up", model="fake-model")
+    expect(page.locator('article.role-assistant[data-status="complete"]')).to_have_count(1)
+    page.reload()  # the page of the conversation itself, with its menu
+
+    page.get_by_text("Manage").click()
+    page.get_by_label("Title").fill("Tidy")
+    page.get_by_role("button", name="Rename").click()
+    expect(page.get_by_role("heading", name="Tidy")).to_be_visible()
+    page.get_by_text("Manage").click()
+    page.get_by_role("button", name="Pin", exact=True).click()
+    expect(page.locator('li.day[data-day="pinned"]')).to_have_text("Pinned")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_text("Manage").click()
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status")).to_contain_text("“Tidy” was deleted.")
+    expect(page.get_by_role("navigation", name="Conversations")).not_to_contain_text("Tidy")
+    page.get_by_role("button", name="Undo delete").click()
+    expect(page.get_by_role("heading", name="Tidy")).to_be_visible()
+    expect(page.get_by_role("navigation", name="Conversations")).to_contain_text("Tidy")

@@ -254,3 +254,60 @@ def test_the_switcher_ignores_other_conversations_messages(client, alice, bob):
 
     mine.refresh_from_db()
     assert mine.shown is None
+
+
+def test_rename_pin_and_archive_a_conversation(client, alice):
+    older = Conversation.objects.create(owner=alice, title="older")
+    Conversation.objects.create(owner=alice, title="newer")
+    client.force_login(alice)
+
+    client.post(reverse("rename", args=[older.id]), {"title": "  Renamed   title "})
+    client.post(reverse("pin", args=[older.id]))
+    page = client.get(reverse("chat"))
+
+    older.refresh_from_db()
+    assert (older.title, older.pinned) == ("Renamed title", True)
+    assert [c.title for c in page.context["sidebar"]] == ["Renamed title", "newer"]
+    assert 'data-day="pinned"' in page.content.decode()
+
+    client.post(reverse("archive", args=[older.id]))
+    assert [c.title for c in client.get(reverse("chat")).context["sidebar"]] == ["newer"]
+    archived = client.get(reverse("chat"), {"archived": "1"}).context["sidebar"]
+    assert [c.title for c in archived] == ["Renamed title"]
+
+
+def test_a_deleted_conversation_can_be_undone_then_is_purged(client, alice, settings):
+    from conversations.reaper import purge_deleted
+
+    conversation = conversation_with_reply(alice)
+    client.force_login(alice)
+
+    after_delete = client.post(reverse("delete", args=[conversation.id]), follow=True)
+    page = after_delete.content.decode()
+    assert "was deleted." in page and "Undo delete" in page
+    assert client.get(reverse("conversation", args=[conversation.id])).status_code == 404
+
+    client.post(reverse("restore", args=[conversation.id]))
+    assert client.get(reverse("conversation", args=[conversation.id])).status_code == 200
+
+    client.post(reverse("delete", args=[conversation.id]))
+    settings.CONFAB_UNDO_DELETE_S = 0
+    assert purge_deleted() == 3  # the conversation and its two messages
+    assert not Conversation.objects.filter(id=conversation.id).exists()
+
+
+def test_conversation_actions_reject_outsider(client, alice, bob):
+    conversation = Conversation.objects.create(owner=alice, title="mine")
+    client.force_login(bob)
+
+    for name in ["rename", "pin", "archive", "delete", "restore"]:
+        assert client.post(reverse(name, args=[conversation.id]), {"title": "x"}).status_code == 404
+    conversation.refresh_from_db()
+    assert (conversation.title, conversation.pinned, conversation.deleted) == ("mine", False, None)
+
+
+def test_conversation_actions_need_post(client, alice):
+    conversation = Conversation.objects.create(owner=alice)
+    client.force_login(alice)
+
+    assert client.get(reverse("delete", args=[conversation.id])).status_code == 405

@@ -96,6 +96,10 @@ const handlers = {
     showInSidebar(event.conversation, { current: ours });
   },
   "conversation.updated"(event) {
+    if (event.conversation.deleted || event.conversation.archived) {
+      sidebarLink(event.conversation.id)?.parentElement.remove();
+      return;
+    }
     showInSidebar(event.conversation);
     if (event.conversation.id === conversation) {
       document.getElementById("conversation-title").textContent = event.conversation.title;
@@ -142,6 +146,13 @@ const socket = new ChatSocket(page.socket, {
     connection.textContent = status === "signed-out" ? text.signedOut : text.reconnecting;
   },
 });
+
+// Forms that ask first (deleting a conversation).
+for (const confirmed of document.querySelectorAll("form[data-confirm]")) {
+  confirmed.addEventListener("submit", (event) => {
+    if (!window.confirm(confirmed.dataset.confirm)) event.preventDefault();
+  });
+}
 
 // A handle for debugging from the console and for the browser tests (dropping the socket).
 window.confab = { socket };
