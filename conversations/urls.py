@@ -15,4 +15,5 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/export.md", views.export_markdown, name="export_markdown"),
     path("accounts/signup/", views.signup, name="signup"),
     path("usage/", views.my_usage, name="my_usage"),
+    path("search/", views.search, name="search"),
 ]

@@ -8,10 +8,12 @@ from django.contrib import messages as flash
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
@@ -19,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from conversations import quotas, reports
 from conversations.fanout import publish_to_user
 from conversations.forms import ConversationSettingsForm, RenameForm, SignupForm
-from conversations.models import Conversation, LanguageModel, SiteSettings, UsageRecord
+from conversations.models import Conversation, LanguageModel, Message, SiteSettings, UsageRecord
 
 
 def _uuid_or_none(value):
@@ -164,6 +166,62 @@ def export_markdown(request, conversation_id):
         "\n".join(lines),
         content_type="text/markdown; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{_filename(conversation)}.md"'},
+    )
+
+
+@login_required
+@require_GET
+def search(request):
+    """Titles and message text of the user's conversations; each hit links to its message."""
+    query = " ".join(request.GET.get("q", "").split())[:200]
+    hits = []
+    if query:
+        conversations = Conversation.objects.for_user(request.user)
+        for conversation in conversations.filter(title__icontains=query)[:20]:
+            hits.append({"conversation": conversation, "message": None, "snippet": ""})
+        messages = Message.objects.filter(conversation__in=conversations).select_related(
+            "conversation"
+        )
+        for message in _matching(messages, query)[:50]:
+            hits.append(
+                {
+                    "conversation": message.conversation,
+                    "message": message,
+                    "snippet": _snippet(message.content, query),
+                }
+            )
+    return render(request, "conversations/search.html", {"query": query, "hits": hits})
+
+
+def _matching(messages, query):
+    """PostgreSQL's full-text search where it can segment the words; a substring elsewhere
+    (SQLite, and text without spaces between words, such as Chinese)."""
+    if connection.vendor == "postgresql" and query.isascii():
+        from django.contrib.postgres.search import SearchQuery, SearchVector
+
+        return (
+            messages.annotate(found=SearchVector("content", config="simple"))
+            .filter(found=SearchQuery(query, config="simple", search_type="websearch"))
+            .order_by("-created")
+        )
+    return messages.filter(content__icontains=query).order_by("-created")
+
+
+def _snippet(text, query, width=80):
+    """The text around the first match, the match marked, everything else escaped."""
+    start = text.lower().find(query.lower())
+    if start < 0:
+        return escape(text[: width * 2]) + ("…" if len(text) > width * 2 else "")
+    before = max(0, start - width)
+    end = start + len(query)
+    return mark_safe(
+        ("…" if before else "")
+        + escape(text[before:start])
+        + "<mark>"
+        + escape(text[start:end])
+        + "</mark>"
+        + escape(text[end : end + width])
+        + ("…" if end + width < len(text) else "")
     )
 
 

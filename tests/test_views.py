@@ -311,3 +311,25 @@ def test_conversation_actions_need_post(client, alice):
     client.force_login(alice)
 
     assert client.get(reverse("delete", args=[conversation.id])).status_code == 405
+
+
+def test_search_finds_my_titles_and_messages_and_links_to_the_message(client, alice, bob):
+    mine = conversation_with_reply(alice, title="Arithmetic")
+    answer = mine.messages.get(role="assistant")
+    Message.objects.create(conversation=mine, role="user", content="我想学习数据库索引")
+    theirs = Conversation.objects.create(owner=bob, title="Arithmetic secrets")
+    Message.objects.create(conversation=theirs, role="user", content="It is 4, bob's answer")
+    client.force_login(alice)
+
+    by_title = client.get(reverse("search"), {"q": "arithmetic"}).content.decode()
+    by_text = client.get(reverse("search"), {"q": "It is"}).content.decode()
+    in_chinese = client.get(reverse("search"), {"q": "数据库"}).content.decode()
+    hostile = client.get(reverse("search"), {"q": "<script>"}).content.decode()
+    nothing = client.get(reverse("search"), {"q": "zebra"}).content.decode()
+
+    assert "Arithmetic" in by_title and "secrets" not in by_title
+    assert f"?show={answer.id}#m-{answer.id}" in by_text
+    assert "<mark>It is</mark> **4**." in by_text and "bob" not in by_text
+    assert "我想学习<mark>数据库</mark>索引" in in_chinese
+    assert "<script>alert" not in hostile and "&lt;script&gt;" in hostile
+    assert "Nothing matches “zebra”." in nothing
