@@ -354,6 +354,11 @@ class Message(models.Model):
     def is_streaming(self):
         return self.status == self.Status.STREAMING
 
+    @property
+    def cost_display(self):
+        """The cost without trailing zeros or exponent: "0.0012", "0.00000001"."""
+        return f"{self.cost.normalize():f}" if self.cost else ""
+
     def sibling_switch(self):
         """(position, count, previous id, next id) among siblings, or None when alone."""
         siblings = getattr(self, "siblings", [self.id])

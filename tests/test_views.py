@@ -333,3 +333,19 @@ def test_search_finds_my_titles_and_messages_and_links_to_the_message(client, al
     assert "我想学习<mark>数据库</mark>索引" in in_chinese
     assert "<script>alert" not in hostile and "&lt;script&gt;" in hostile
     assert "Nothing matches “zebra”." in nothing
+
+
+def test_a_reply_shows_its_cached_and_reasoning_tokens_cost_and_first_token_time(client, alice):
+    conversation = Conversation.objects.create(owner=alice)
+    question = Message.objects.create(conversation=conversation, role="user", content="Q")
+    Message.objects.create(
+        conversation=conversation, parent=question, role="assistant", content="A",
+        prompt_tokens=50, completion_tokens=20, total_tokens=70, cached_tokens=32,
+        reasoning_tokens=12, cost="0.00120000", ttft_ms=240, duration_ms=900,
+    )  # fmt: skip
+    client.force_login(alice)
+
+    page = client.get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    assert "50 + 20 = 70 tokens" in page and "32 cached" in page and "12 reasoning" in page
+    assert ">0.0012<" in page and "first token 240 ms" in page
