@@ -384,6 +384,11 @@ class ConversationSettingsForm(forms.ModelForm):
         self.fields["model"].queryset = LanguageModel.objects.available_to(user)
         self.fields["model"].required = False
 
+    def save(self, commit=True):
+        if "title" in self.changed_data:
+            self.instance.auto_title = False  # the user's own title stays
+        return super().save(commit)
+
     def clean(self):
         cleaned = super().clean()
         params = ParamsForm(cleaned.get("params") or {}, model=cleaned.get("model"))

@@ -23,6 +23,15 @@ class SiteSettings(models.Model):
         default=False,
         help_text=_("When off, only an administrator can create accounts."),
     )
+    title_model = models.ForeignKey(
+        "LanguageModel",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("model for titles"),
+        help_text=_("Writes each new conversation's title. Empty: the conversation's own model."),
+    )
 
     class Meta:
         verbose_name = verbose_name_plural = _("site settings")
@@ -230,6 +239,9 @@ class Conversation(models.Model):
     shown = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # True while the title is Confab's (the first message, then a generated one); a title
+    # the user gives is never overwritten.
+    auto_title = models.BooleanField(default=True)
     pinned = models.BooleanField(_("pinned"), default=False)
     archived = models.BooleanField(_("archived"), default=False)
     # Deleted, but restorable for CONFAB_UNDO_DELETE_S; then purged.

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone, translation
 
+from conversations import titles
 from conversations.fanout import (
     PROCESS_ID,
     conversation_group,
@@ -238,6 +239,8 @@ class Generation:
             await publish_to_user(
                 self.user_id, {"type": "conversation.updated", "conversation": conversation}
             )
+            if status == Message.Status.COMPLETE and settings.CONFAB_AUTO_TITLE:
+                _in_background(titles.write_title(self.conversation_id, self.user_id))
         finally:
             for reply in self.replies:
                 generations.pop(str(reply.message.id), None)
@@ -362,6 +365,16 @@ def _finish(generation, status, error, total, shares, duration_ms):
         **conversation.to_dict(),
         "generating": False,
     }
+
+
+_background = set()
+
+
+def _in_background(coroutine):
+    """A task that outlives its caller, kept referenced until it ends."""
+    task = asyncio.create_task(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def running_requests():

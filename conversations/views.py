@@ -231,6 +231,7 @@ def rename(request, conversation_id):
     conversation = _conversation_or_404(request, conversation_id)
     form = RenameForm(request.POST, instance=conversation)
     if form.is_valid():
+        form.instance.auto_title = False
         form.save()
         _tell_other_tabs(conversation)
     else:

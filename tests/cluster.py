@@ -51,6 +51,7 @@ class Cluster:
             "DJANGO_SECRET_KEY": "several-workers-test-" + uuid.uuid4().hex,
             "OPENAI_BASE_URL": upstream_url,
             "OPENAI_API_KEY": "sk-cluster-test",
+            "CONFAB_AUTO_TITLE": "false",
             **{name: str(value) for name, value in settings.items()},
         }
         self.workers = {}

@@ -25,6 +25,13 @@ def django_db_modify_db_settings():
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 
+@pytest.fixture(autouse=True)
+def no_titles_unless_asked(settings):
+    """A generated title is one more upstream request; tests that count requests, tokens
+    or quotas would have to allow for it. The title's own test turns it back on."""
+    settings.CONFAB_AUTO_TITLE = False
+
+
 @pytest.fixture(scope="session")
 def fake_upstream_server():
     server = FakeUpstream().start()

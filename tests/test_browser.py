@@ -49,6 +49,7 @@ def server(tmp_path, fake_upstream):
         "CONFAB_VAR_DIR": str(tmp_path),
         "OPENAI_BASE_URL": fake_upstream.url,
         "OPENAI_API_KEY": API_KEY,
+        "CONFAB_AUTO_TITLE": "false",  # the journeys count tokens and name conversations
     }
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
