@@ -372,3 +372,35 @@ def test_rename_pin_delete_and_undo(server, page):
     page.get_by_role("button", name="Undo delete").click()
     expect(page.get_by_role("heading", name="Tidy")).to_be_visible()
     expect(page.get_by_role("navigation", name="Conversations")).to_contain_text("Tidy")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_chat_page_has_no_serious_accessibility_violations(server, context, scheme):
+    from axe_playwright_python.sync_playwright import Axe
+
+    page = context.new_page()
+    page.emulate_media(color_scheme=scheme)
+    sign_up(page, server)
+    ask(page, "Check me", model="fake-model")
+    expect(page.locator('article.role-assistant[data-status="complete"]')).to_have_count(1)
+
+    results = Axe().run(page)
+
+    serious = [
+        (v["id"], [n["target"] for n in v["nodes"]])
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert serious == [], serious
+
+
+def test_a_phone_sized_screen_needs_no_sideways_scrolling(server, context):
+    page = context.new_page()
+    page.set_viewport_size({"width": 360, "height": 740})
+    sign_up(page, server)
+    ask(page, "A long question " * 20, model="fake-model")
+    expect(page.locator('article.role-assistant[data-status="complete"]')).to_have_count(1)
+
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    expect(page.get_by_label("Message")).to_be_in_viewport()
+    expect(page.get_by_role("button", name="Send")).to_be_in_viewport()

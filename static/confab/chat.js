@@ -71,7 +71,6 @@ function todayHeading(sidebar) {
     heading = document.createElement("li");
     heading.className = "day";
     heading.dataset.day = "today";
-    heading.setAttribute("role", "presentation");
     heading.textContent = text.today;
     sidebar.prepend(heading);
   }
@@ -146,6 +145,13 @@ const socket = new ChatSocket(page.socket, {
     connection.textContent = status === "signed-out" ? text.signedOut : text.reconnecting;
   },
 });
+
+// Notices go away after a while, or when clicked.
+for (const notice of document.querySelectorAll(".flash")) {
+  const hide = () => notice.remove();
+  notice.addEventListener("click", hide);
+  setTimeout(hide, 8000);
+}
 
 // Forms that ask first (deleting a conversation).
 for (const confirmed of document.querySelectorAll("form[data-confirm]")) {
