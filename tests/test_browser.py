@@ -404,3 +404,25 @@ def test_a_phone_sized_screen_needs_no_sideways_scrolling(server, context):
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     expect(page.get_by_label("Message")).to_be_in_viewport()
     expect(page.get_by_role("button", name="Send")).to_be_in_viewport()
+
+
+def test_the_theme_follows_the_system_or_the_users_choice(server, context):
+    page = context.new_page()
+    page.emulate_media(color_scheme="light")
+    sign_up(page, server)
+
+    def background():
+        return page.evaluate("getComputedStyle(document.body).backgroundColor")
+
+    assert background() == "rgb(255, 255, 255)"
+    toggle = page.locator("#theme-toggle")
+    toggle.click()
+    expect(toggle).to_have_text("Theme: light")
+    toggle.click()
+    expect(toggle).to_have_text("Theme: dark")
+    assert background() == "rgb(22, 24, 29)"
+    page.reload()
+    assert background() == "rgb(22, 24, 29)"  # remembered
+    page.locator("#theme-toggle").click()
+    expect(page.locator("#theme-toggle")).to_have_text("Theme: system")
+    assert background() == "rgb(255, 255, 255)"
