@@ -426,3 +426,19 @@ def test_the_theme_follows_the_system_or_the_users_choice(server, context):
     page.locator("#theme-toggle").click()
     expect(page.locator("#theme-toggle")).to_have_text("Theme: system")
     assert background() == "rgb(255, 255, 255)"
+
+
+def test_question_mark_lists_the_shortcuts_and_slash_goes_to_the_composer(server, page):
+    sign_up(page, server)
+    expect(page.locator('body[data-connection="open"]')).to_have_count(1)
+    page.locator("body").click(position={"x": 5, "y": 700})
+
+    page.keyboard.press("?")
+    shortcuts = page.get_by_role("dialog", name="Keyboard shortcuts")
+    expect(shortcuts).to_be_visible()
+    expect(shortcuts).to_contain_text("Shift + Enter")
+    page.keyboard.press("Escape")
+    expect(shortcuts).to_be_hidden()
+
+    page.keyboard.press("/")
+    expect(page.get_by_label("Message")).to_be_focused()

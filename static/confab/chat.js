@@ -214,6 +214,17 @@ function setEditing(messageId) {
 }
 
 document.addEventListener("keydown", (event) => {
+  const typing = event.target.closest("input, textarea, select, [contenteditable]");
+  if (!typing && event.key === "?") {
+    event.preventDefault();
+    document.getElementById("shortcuts").showModal();
+    return;
+  }
+  if (!typing && event.key === "/") {
+    event.preventDefault();
+    input.focus();
+    return;
+  }
   if (event.key !== "Escape") return;
   if (editing) {
     setEditing(null);
