@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/confab
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test lint test-sqlite test-postgres chromium bench clean
+.PHONY: run test lint test-sqlite test-postgres chromium bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ test: lint test-sqlite test-postgres
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.relay $(BENCH_ARGS)
+
+# The pictures in README.md and docs/administration.md, taken from a fresh server.
+screenshots: $(VENV)/.dev chromium
+	$(BIN)/python docs/screenshots/make_chat_screenshots.py
+	$(BIN)/python docs/screenshots/make_admin_screenshots.py
 
 clean:
 	rm -rf $(VENV) var
