@@ -63,7 +63,7 @@ def chat(request, conversation_id=None):
         {
             "conversation": conversation,
             # Not "messages": that name belongs to django.contrib.messages in templates.
-            "thread": conversation.branch() if conversation else [],
+            **_thread(conversation, request.GET.get("earlier")),
             "sidebar": sidebar,
             "archived": archived,
             "undo_delete": request.session.pop("undo_delete", None),
@@ -99,6 +99,16 @@ DAYS = {
     "week": _("Previous 7 days"),
     "older": _("Earlier"),
 }
+
+
+def _thread(conversation, earlier):
+    """The branch on show, its last CONFAB_MESSAGES_SHOWN messages unless asked for all."""
+    if conversation is None:
+        return {"thread": [], "hidden": 0}
+    branch = conversation.branch()
+    shown = len(branch) if earlier == "all" else settings.CONFAB_MESSAGES_SHOWN
+    hidden = max(len(branch) - shown, 0)
+    return {"thread": branch[hidden:], "hidden": hidden}
 
 
 def _mark_days(conversations):

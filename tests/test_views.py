@@ -349,3 +349,24 @@ def test_a_reply_shows_its_cached_and_reasoning_tokens_cost_and_first_token_time
 
     assert "50 + 20 = 70 tokens" in page and "32 cached" in page and "12 reasoning" in page
     assert ">0.0012<" in page and "first token 240 ms" in page
+
+
+def test_a_long_conversation_shows_its_last_messages_first(client, alice, settings):
+    settings.CONFAB_MESSAGES_SHOWN = 4
+    conversation = Conversation.objects.create(owner=alice)
+    parent = None
+    for i in range(10):
+        parent = Message.objects.create(
+            conversation=conversation, parent=parent, role="user" if i % 2 == 0 else "assistant",
+            content=f"message number {i}",
+        )  # fmt: skip
+    client.force_login(alice)
+    url = reverse("conversation", args=[conversation.id])
+
+    recent = client.get(url).content.decode()
+    everything = client.get(url, {"earlier": "all"}).content.decode()
+
+    assert "message number 9" in recent and "message number 6" in recent
+    assert "message number 5" not in recent and "Show 6 earlier messages" in recent
+    assert all(f"message number {i}" in everything for i in range(10))
+    assert "earlier message" not in everything
