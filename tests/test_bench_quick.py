@@ -6,6 +6,7 @@ failed, and that the database is not written per delta.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ def test_the_quick_benchmark_relays_every_reply_whole_without_a_write_per_delta(
     run = subprocess.run(
         [sys.executable, "-m", "bench.relay", "--quick", "--output", str(output)],
         cwd=ROOT,
+        # One upstream request per reply: a conversation's title would be one more.
+        env={**os.environ, "CONFAB_AUTO_TITLE": "false"},
         capture_output=True,
         text=True,
         timeout=300,
