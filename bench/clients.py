@@ -146,6 +146,87 @@ async def ask_confab(tab, stream, *, model, tokens):
     stream.error = "the websocket closed before message.done"
 
 
+# From another process: a second tab of the same user on the other server (--redis)
+
+
+@dataclass
+class Watch(Stream):
+    """The reply of a `Stream` of the same key, as a tab on the other server rebuilds it.
+
+    `sent_at` is when it subscribed; text arrives first in the runner's snapshot (all that
+    frames had carried by then), then in the frames the runner sends across the layer.
+    """
+
+    conversation: str | None = None
+    live_from: float | None = None  # the runner's snapshot arrived: later text is live
+    checkpoints: int = 0  # snapshots from the database (seq 0), before the runner's
+    snapshots: int = 0  # the runner's own snapshots
+    early_deltas: int = 0  # frames before the runner's snapshot: cannot be placed, ignored
+
+    def catch_up(self, now, content):
+        """A snapshot: the whole text so far, which must extend what was shown."""
+        shown = self.text
+        if not content.startswith(shown):
+            self.error = "a snapshot disagrees with the text already shown"
+        elif len(content) > len(shown):
+            self.receive(now, content[len(shown) :])
+
+
+async def watch_confab(tab, watch):
+    """Wait for the user's new conversation, subscribe to it at once, rebuild its reply.
+
+    By seq, as the page does: a snapshot replaces the text up to its seq, each later delta
+    must carry the next seq. A gap is counted and the text goes on (the page would ask for
+    a snapshot again), so a lost frame shows as lost text. Ends at `message.done`.
+    """
+    reply_id, last_seq = None, None  # last_seq None: waiting for the runner's snapshot
+    async for frame in tab:
+        now = time.monotonic()
+        event = json.loads(frame)
+        kind = event["type"]
+        if watch.conversation is not None:
+            watch.frames += 1
+        if kind == "conversation.created" and watch.conversation is None:
+            watch.conversation = event["conversation"]["id"]
+            watch.sent_at = now
+            await tab.send(json.dumps({"type": "subscribe", "conversation": watch.conversation}))
+        elif kind == "message.snapshot" and event["message"]["role"] == "assistant":
+            message = event["message"]
+            reply_id = reply_id or message["id"]
+            if message["id"] != reply_id:
+                continue
+            if event.get("checkpoint"):
+                watch.checkpoints += 1
+                if last_seq is None:
+                    watch.catch_up(now, message["content"])
+            elif last_seq is None or event["seq"] >= last_seq:
+                watch.snapshots += 1
+                watch.catch_up(now, message["content"])
+                last_seq = event["seq"]
+                if watch.live_from is None:
+                    watch.live_from = now
+        elif kind == "message.delta" and event["message"] == reply_id:
+            if last_seq is None:
+                watch.early_deltas += 1
+                continue
+            watch.delta_frames += 1
+            watch.check_seq(event["seq"], last_seq)
+            if event["seq"] > last_seq:
+                last_seq = event["seq"]
+                if event.get("content"):
+                    watch.receive(now, event["content"])
+        elif kind == "message.done" and event["message"]["id"] == reply_id:
+            watch.done_at = now
+            watch.final_text = event["message"]["content"]
+            if event["message"]["status"] != "complete":
+                watch.error = f"reply ended {event['message']['status']}"
+            return
+        elif kind == "error":
+            watch.error = f"{event.get('code')}: {event.get('message')}"
+            return
+    watch.error = "the websocket closed before message.done"
+
+
 # Directly from the upstream: the floor
 
 

@@ -102,6 +102,118 @@ def cores(numbers):
     return ",".join(map(str, numbers))
 
 
+# Several processes (--redis): a sender and a watching tab per user
+
+
+def side_problems(side):
+    names = ("lost_chunks", "seq_reorders", "bad_replies", "errors")
+    return " / ".join(str(side[name]) for name in names)
+
+
+def pair(low, high, digits=1):
+    return f"{number(low, digits)} / {number(high, digits)}"
+
+
+def where(phase):
+    return "one process" if phase["processes"] == 1 else "A → Redis → B"
+
+
+def pair_latency_row(phase):
+    sender, watcher, live = phase["sender"], phase["watcher"], phase["live_delivery_ms"]
+    return [
+        phase["clients"],
+        where(phase),
+        side_problems(sender),
+        side_problems(watcher),
+        watcher["never_caught_up"],
+        pair(sender["ttft_ms"]["p50"], sender["ttft_ms"]["p99"]),
+        pair(watcher["catch_up_ms"]["p50"], watcher["catch_up_ms"]["p99"]),
+        pair(live["sender"]["p50"], live["sender"]["p99"]),
+        pair(live["watcher"]["p50"], live["watcher"]["p99"]),
+        pair(live["watcher_behind_sender"]["p50"], live["watcher_behind_sender"]["p99"]),
+        pair(sender["done_after_upstream_done_ms_p99"], watcher["done_after_upstream_done_ms_p99"]),
+    ]
+
+
+def pair_latency_table(pairs):
+    header = [
+        "N", "watchers on", "sender lost / reordered / bad / errors",
+        "watcher lost / reordered / bad / errors", "watchers never caught up",
+        "sender TTFT p50 / p99 ms",
+        "watcher catch-up p50 / p99 ms", "delivery at sender p50 / p99 ms",
+        "delivery at watcher p50 / p99 ms", "watcher behind sender p50 / p99 ms",
+        "done after [DONE] p99 ms, sender / watcher",
+    ]  # fmt: skip
+    return table(header, [pair_latency_row(phase) for phase in pairs])
+
+
+def pair_cost_row(phase):
+    servers, cpu = phase["servers"], phase["cpu"]
+    a, b = servers["a"], servers.get("b")
+    alone = phase.get("alone", {}).get("cpu_s_per_1k_chunks")
+    services = cpu["service_us_per_watcher_frame"] or {}
+    frame_layer = a["layer_per_watcher_frame"]
+    received_b = b["layer_per_watcher_frame"]["receive"] if b else None
+    per_reply = {
+        call: sum(server["layer_per_reply"][call] for server in servers.values())
+        for call in ("group_send", "send", "receive")
+    }
+    return [
+        phase["clients"],
+        where(phase),
+        number(alone, 3),
+        number(a["cpu_s_per_1k_chunks"], 3),
+        number(b["cpu_s_per_1k_chunks"], 3) if b else "–",
+        number(cpu["servers_s_per_1k_chunks"], 3),
+        number(cpu["servers_us_per_watcher_frame"], 0),
+        number(cpu.get("added_us_per_watcher_frame"), 0),
+        pair(services.get("redis"), services.get("postgres"), 0) if services else "–",
+        number(frame_layer["group_send"], 2),
+        number(frame_layer["receive"], 2),
+        number(received_b, 2) if b else "–",
+        " / ".join(number(per_reply[call]) for call in ("group_send", "send", "receive")),
+        " / ".join(str(server["layer"]["dropped_over_capacity"]) for server in servers.values()),
+        number(phase["watcher"]["delta_frames_per_reply"]),
+        " / ".join(number(server["rss_mb"]["peak"]) for server in servers.values()),
+        f"{cpu['other_programs_cores']:.2f}",
+    ]
+
+
+def pair_cost_table(pairs):
+    header = [
+        "N", "watchers on", "one process, senders only: CPU s / 1k chunks",
+        "A CPU s / 1k chunks", "B CPU s / 1k chunks", "A + B CPU s / 1k chunks",
+        "A + B µs / watcher frame", "added µs / watcher frame (vs senders only)",
+        "Redis / PostgreSQL µs / watcher frame", "layer group_sends / frame (A)",
+        "layer messages received / frame, A", "layer messages received / frame, B",
+        "layer group_send / send / receive per reply, all processes",
+        "layer messages dropped, channel full (logged by A's / B's group_sends)",
+        "frames / reply at watcher", "peak RSS MB (A / B)", "other programs, cores",
+    ]  # fmt: skip
+    return table(header, [pair_cost_row(phase) for phase in pairs])
+
+
+def render_pairs(result):
+    pairs = result.get("pairs")
+    if not pairs:
+        return []
+    redis = result["config"]["redis"]
+    placement = (
+        f"A on core {cores(redis['a_cores'])}, B on core {cores(redis['b_cores'])}"
+        if redis["a_cores"] != redis["b_cores"]
+        else f"A and B on core {cores(redis['a_cores'])}"
+    )
+    return [
+        "Several processes: N senders, each user's second tab subscribed to the sender's "
+        f"conversation ({placement}, PostgreSQL and Redis not pinned; the one-process rows: "
+        "SQLite and the in-memory layer). Delivery: chunks written after the watcher caught up.",
+        pair_latency_table(pairs),
+        "Several processes, cost: CPU per 1,000 upstream chunks and per frame a watcher got; "
+        "layer calls of the frames themselves (message.delta) per frame, and all per reply.",
+        pair_cost_table(pairs),
+    ]
+
+
 def render(result):
     config, machine = result["config"], result["machine"]
     pinning = (
@@ -117,6 +229,7 @@ def render(result):
             latency_table(result["phases"]),
             "Cost: server CPU against the floor's httpx reader; database counts per reply.",
             cost_table(result["phases"]),
+            *render_pairs(result),
         ]
     )
 
@@ -156,6 +269,8 @@ def summary_line(result, path):
     """The last line a run prints: correctness first, then the headline figures."""
     phases = result["phases"]
     failed = sum(problems(phase["relay"]) for phase in phases)
+    for phase in result.get("pairs", ()):
+        failed += problems(phase["sender"]) + problems(phase["watcher"])
     per_chunk = {
         p["clients"]: p["relay"]["cpu_us_per_chunk"] for p in phases if p["kind"] == "steady"
     }
@@ -172,4 +287,25 @@ def summary_line(result, path):
             )
         if phase["kind"] == "start":
             parts.append(f"{number(phase['relay']['cpu_ms_per_reply'])} ms CPU per 1-token reply")
+    parts += [pair_summary(phase) for phase in result.get("pairs", ()) if phase["processes"] > 1]
     return " | ".join(parts) + f" -> {path}"
+
+
+def pair_summary(phase):
+    """'Redis N=100: 1.00 group_send + 2.00 deliveries/frame, A+B 420 µs/frame (+300), …'"""
+    a, b, cpu = phase["servers"]["a"], phase["servers"]["b"], phase["cpu"]
+    per_frame = a["layer_per_watcher_frame"]
+    received = per_frame["receive"] + b["layer_per_watcher_frame"]["receive"]
+    added = cpu.get("added_us_per_watcher_frame")
+    behind = phase["live_delivery_ms"]["watcher_behind_sender"]["p99"]
+    watcher = phase["watcher"]
+    dropped = sum(server["layer"]["dropped_over_capacity"] for server in phase["servers"].values())
+    return (
+        f"Redis N={phase['clients']}: watchers {side_problems(watcher)} lost/reordered/bad/errors"
+        f" ({watcher['never_caught_up']} never caught up), layer"
+        f" {number(per_frame['group_send'], 2)} group_send + {number(received, 2)} received"
+        f" per frame ({dropped} dropped, channel full),"
+        f" A+B {number(cpu['servers_us_per_watcher_frame'], 0)} µs CPU/frame"
+        + (f" (+{number(added, 0)} over one process)" if added is not None else "")
+        + f", watcher p99 +{number(behind)} ms behind sender"
+    )

@@ -10,12 +10,15 @@ no ASGI lifespan, so the reaper and the heartbeat are off there).
 On SIGUSR1 the counts so far are written to --counts as JSON: statements by kind
 ("SELECT", "UPDATE conversations_message", "BEGIN", ...), writes made outside a transaction
 (each one its own commit), database connections opened, and channel layer calls
-(group_send, and send: one per message delivered, group members included). Counting costs
-a dictionary update per call, which is noise next to the call itself.
+(group_send; send; and receive: the messages this process read from the layer), in total
+and by the event each carried ("group_send message.delta"); with channels_redis also the
+group messages it dropped because a member's channel was full (it only logs them).
+Counting costs a dictionary update or two per call, which is noise next to the call itself.
 """
 
 import argparse
 import json
+import logging
 import os
 import re
 import signal
@@ -39,7 +42,8 @@ class QueryCounter:
         self.statements = Counter()
         self.autocommit_writes = 0  # each one a commit of its own
         self.connections = 0
-        self.layer = Counter()  # channel layer calls: group_send, and send (one per delivery)
+        self.layer = Counter()  # channel layer calls: group_send, send, receive
+        self.layer_events = Counter()  # the same by the event carried: "group_send message.delta"
         # Re-entrant: the SIGUSR1 handler may interrupt the main thread inside __call__.
         self.lock = threading.RLock()
 
@@ -66,6 +70,7 @@ class QueryCounter:
                 "autocommit_writes": self.autocommit_writes,
                 "connections": self.connections,
                 "layer": dict(self.layer),
+                "layer_events": dict(self.layer_events),
             }
         temporary = f"{path}.tmp"
         with open(temporary, "w") as file:
@@ -73,8 +78,24 @@ class QueryCounter:
         os.replace(temporary, path)
 
 
+def event_type(message):
+    """What a layer message carries: the event a `relay` wraps, or its own type."""
+    if not isinstance(message, dict):
+        return "?"
+    event = message.get("event")
+    if message.get("type") == "relay" and isinstance(event, dict):
+        return str(event.get("type"))
+    return str(message.get("type"))
+
+
 def count_channel_layer(counter):
-    """Count the channel layer's group_send calls and the messages it delivers (its sends)."""
+    """Count the channel layer's calls: group_send, send and the messages `receive` returns.
+
+    The in-memory layer's group_send calls its own send once per member, so there `send`
+    counts deliveries; channels_redis's group_send pushes to every member in one Lua script
+    and calls no send, so there deliveries show as `receive` in the processes they reach
+    (every socket's reader and the runner mailbox read through `receive`).
+    """
     from channels.layers import get_channel_layer
 
     layer_class = type(get_channel_layer())
@@ -82,11 +103,45 @@ def count_channel_layer(counter):
         original = getattr(layer_class, name)
 
         async def counted(self, *args, _original=original, _name=name, **kwargs):
+            message = args[1] if len(args) > 1 else kwargs.get("message")
             with counter.lock:
                 counter.layer[_name] += 1
+                counter.layer_events[f"{_name} {event_type(message)}"] += 1
             return await _original(self, *args, **kwargs)
 
         setattr(layer_class, name, counted)
+
+    original_receive = layer_class.receive
+
+    async def counted_receive(self, *args, **kwargs):
+        message = await original_receive(self, *args, **kwargs)
+        with counter.lock:
+            counter.layer["receive"] += 1
+            counter.layer_events[f"receive {event_type(message)}"] += 1
+        return message
+
+    layer_class.receive = counted_receive
+
+
+class DroppedMessages(logging.Handler):
+    """channels_redis drops a group message for a member whose channel is full and only
+    logs "N of M channels over capacity in group G" (at INFO): count those N."""
+
+    def __init__(self, counter):
+        super().__init__(logging.INFO)
+        self.counter = counter
+
+    def emit(self, record):
+        if "over capacity" in str(record.msg) and record.args:
+            with self.counter.lock:
+                self.counter.layer["dropped_over_capacity"] += int(record.args[0])
+
+
+def count_dropped_messages(counter):
+    logger = logging.getLogger("channels_redis.core")
+    logger.addHandler(DroppedMessages(counter))
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def run_daphne(port):
@@ -118,6 +173,7 @@ def main():
     counter = QueryCounter()
     connection_created.connect(counter.on_connection_created, weak=False)
     count_channel_layer(counter)
+    count_dropped_messages(counter)
     signal.signal(signal.SIGUSR1, lambda signum, frame: counter.write(args.counts))
     if args.server == "daphne":
         run_daphne(args.port)

@@ -122,8 +122,53 @@ def summarise(all_streams, timelines, tokens):
     }
 
 
+def pair_delivery(streams, watches, timelines, tokens):
+    """Delivery latency at the sender and at the watching tab of the same reply, over the
+    chunks written once the watcher had caught up (its runner snapshot), and per chunk how
+    much later the watcher had it than the sender. Intact replies only, on both sides."""
+    at_sender, at_watcher, behind = [], [], []
+    watch_of = {watch.key: watch for watch in watches}
+    for stream in streams:
+        watch = watch_of.get(stream.key)
+        if stream.refused or watch is None or watch.live_from is None:
+            continue
+        expected = reply_tokens(stream.key, tokens)
+        whole = "".join(expected)
+        if any(side.error or side.text != whole for side in (stream, watch)):
+            continue
+        written = timelines.get(stream.key, {"chunks": []})["chunks"]
+        sender = delivery(stream, expected, written)
+        watcher = delivery(watch, expected, written)
+        # Both lists hold chunk 0, 1, ... in order; keep the live part.
+        for (written_at, lag_a), (_, lag_b) in zip(sender, watcher, strict=False):
+            if written_at >= watch.live_from:
+                at_sender.append(lag_a)
+                at_watcher.append(lag_b)
+                behind.append(lag_b - lag_a)
+
+    def figures(values):
+        return {
+            "p50": seconds_to_ms(percentile(values, 0.5)),
+            "p99": seconds_to_ms(percentile(values, 0.99)),
+        }
+
+    return {
+        "sender": figures(at_sender),
+        "watcher": figures(at_watcher),
+        "watcher_behind_sender": figures(behind),
+        "samples": len(behind),
+    }
+
+
 def layer_change(before, after, call):
     return after.get("layer", {}).get(call, 0) - before.get("layer", {}).get(call, 0)
+
+
+def layer_events_change(before, after):
+    """Channel layer calls by the event carried ("group_send message.delta": n) between two
+    snapshots of bench.server's counts."""
+    old, new = before.get("layer_events", {}), after.get("layer_events", {})
+    return {key: new[key] - old.get(key, 0) for key in sorted(new) if new[key] != old.get(key, 0)}
 
 
 def per_reply(before, after, replies):

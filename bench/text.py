@@ -52,9 +52,13 @@ def prompt(key):
 
 
 def key_from(messages):
-    """The stream key named by the last user message of a Chat Completions request."""
+    """The stream key named by the last user message of a Chat Completions request.
+
+    Only at the start of the message: a request that quotes a benchmark prompt (Confab's
+    auto-title request does) is another request, and must not take over its timeline.
+    """
     for message in reversed(messages or ()):
         if message.get("role") == "user" and isinstance(message.get("content"), str):
-            match = PROMPT.search(message["content"])
+            match = PROMPT.match(message["content"])
             return match["key"] if match else None
     return None
