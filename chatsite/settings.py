@@ -114,7 +114,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer and cache: Redis when REDIS_URL is set (several processes share them),
-# in memory otherwise (one process). A subscriber's channel holds up to 1000 frames.
+# in memory otherwise (one process). channels_redis queues up to `capacity` messages per
+# process (all its sockets share one queue), then drops; docs/performance.md.
 if REDIS_URL := os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {

@@ -214,14 +214,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return prepare_regenerate(self.user, self._validate(event))
 
     async def _launch(self, prepared, new_messages, client_id, *, created):
-        """Tell every tab of the new messages, start the runner, update the sidebars."""
+        """Start the runner, tell every tab of the new messages, update the sidebars."""
         conversation = prepared["conversation"]
-        for message in (*new_messages, *prepared["replies"]):
-            event = {"type": "message.created", "message": message.to_dict()}
-            if client_id:
-                event["client_id"] = client_id
-            await publish(conversation.id, event)
-        runner.Generation(
+        # The runner first: a tab in another process that hears of the reply asks it.
+        await runner.Generation(
             prepared["replies"],
             provider=prepared["model"].provider,
             model=prepared["model"],
@@ -230,6 +226,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             user_id=self.user.pk,
             language=self.language,
         ).start()
+        for message in (*new_messages, *prepared["replies"]):
+            event = {"type": "message.created", "message": message.to_dict()}
+            if client_id:
+                event["client_id"] = client_id
+            await publish(conversation.id, event)
         # The sidebar of the user's other tabs: a new conversation, or one now generating.
         await publish_to_user(
             self.user.pk,

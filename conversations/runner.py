@@ -23,7 +23,6 @@ from django.utils import timezone, translation
 from conversations import titles
 from conversations.fanout import (
     PROCESS_ID,
-    conversation_group,
     hub,
     publish,
     publish_to_user,
@@ -182,9 +181,12 @@ class Generation:
         # Keeps snapshots and frames for other processes in order (see send_snapshots).
         self.lock = asyncio.Lock()
 
-    def start(self):
+    async def start(self):
+        """Register with this process and its mailbox first: a socket of another process
+        that hears of the reply can then always reach its runner."""
         for reply in self.replies:
             generations[str(reply.message.id)] = self
+        await mailbox.join(self.conversation_id)
         self.task = asyncio.create_task(self._run(), name=f"request-{self.request_id}")
         return self
 
@@ -212,7 +214,6 @@ class Generation:
         return [reply.snapshot() for reply in self.replies]
 
     async def _run(self):
-        await mailbox.join(self.conversation_id)
         flusher = asyncio.create_task(self._flush_continuously())
         self.reader = asyncio.create_task(self._read())
         status, error = Message.Status.COMPLETE, ""
@@ -266,10 +267,10 @@ class Generation:
             for reply in self.replies:
                 if frame := reply.next_frame():
                     await hub.publish(self.conversation_id, frame)
-                    if self.remote:
-                        await get_channel_layer().group_send(
-                            conversation_group(self.conversation_id), relayed(frame)
-                        )
+                    # Straight to each socket of another process that asked: a group
+                    # send would also echo every frame back to this process's sockets.
+                    for channel in list(self.remote):
+                        await get_channel_layer().send(channel, relayed(frame))
 
     def _maybe_checkpoint(self):
         now = time.monotonic()
