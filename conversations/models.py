@@ -253,7 +253,9 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-updated"]
-        indexes = [models.Index(fields=["owner", "-updated"], name="conversation_sidebar")]
+        indexes = [
+            models.Index(fields=["owner", "archived", "-pinned", "-updated"], name="sidebar")
+        ]
 
     def __str__(self):
         return self.title or str(_("New conversation"))
