@@ -267,28 +267,41 @@ class SubscribeForm(EventForm):
     streaming = UUIDListField(required=False)
 
 
-class SendForm(EventForm):
+class MessageField(StrictCharField):
+    """What a user writes: a string, not only whitespace, at most CONFAB_MAX_MESSAGE_CHARS."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=settings.CONFAB_MAX_MESSAGE_CHARS, strip=False, **kwargs)
+
+    def validate(self, value):
+        super().validate(value)
+        if not value.strip():
+            raise forms.ValidationError(_("The message is empty."), code="required")
+
+
+class ModelChoiceMixin:
+    """`model`, a model's public id, becomes the model, if the user may use it."""
+
+    def clean_model(self):
+        public_id = self.cleaned_data["model"]
+        if public_id is None:
+            return None
+        model = LanguageModel.objects.available_to(self.user).filter(public_id=public_id).first()
+        if model is None:
+            raise forms.ValidationError(_("This model is not available."))
+        return model
+
+
+class SendForm(ModelChoiceMixin, EventForm):
     conversation = forms.UUIDField(required=False)
-    content = StrictCharField(max_length=settings.CONFAB_MAX_MESSAGE_CHARS, strip=False)
+    content = MessageField()
     parent = forms.UUIDField(required=False)
     model = forms.UUIDField(required=False)
     params = JSONObjectField(required=False)
     client_id = forms.UUIDField(required=False)
 
-    def clean_content(self):
-        content = self.cleaned_data["content"]
-        if not content.strip():
-            raise forms.ValidationError(_("The message is empty."), code="required")
-        return content
-
     def clean(self):
         cleaned = super().clean()
-        model_id = cleaned.get("model")
-        if model_id is not None:
-            available = LanguageModel.objects.available_to(self.user)
-            cleaned["model"] = available.filter(public_id=model_id).first()
-            if cleaned["model"] is None:
-                self.add_error("model", _("This model is not available."))
         params = ParamsForm(cleaned.get("params") or {}, model=cleaned.get("model"))
         if params.is_valid():
             cleaned["params"] = params.params()
@@ -299,29 +312,14 @@ class SendForm(EventForm):
 
 class EditForm(EventForm):
     message = forms.UUIDField()
-    content = StrictCharField(max_length=settings.CONFAB_MAX_MESSAGE_CHARS, strip=False)
+    content = MessageField()
     client_id = forms.UUIDField(required=False)
 
-    def clean_content(self):
-        content = self.cleaned_data["content"]
-        if not content.strip():
-            raise forms.ValidationError(_("The message is empty."), code="required")
-        return content
 
-
-class RegenerateForm(EventForm):
+class RegenerateForm(ModelChoiceMixin, EventForm):
     message = forms.UUIDField()
     model = forms.UUIDField(required=False)
     params = JSONObjectField(required=False)
-
-    def clean(self):
-        cleaned = super().clean()
-        if cleaned.get("model") is not None:
-            available = LanguageModel.objects.available_to(self.user)
-            cleaned["model"] = available.filter(public_id=cleaned["model"]).first()
-            if cleaned["model"] is None:
-                self.add_error("model", _("This model is not available."))
-        return cleaned
 
 
 class StopForm(EventForm):
