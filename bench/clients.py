@@ -48,6 +48,13 @@ class Stream:
         self.received += len(content)
         self.arrivals.append((now, self.received))
 
+    def finish(self, now, message):
+        """`message.done` arrived with `message`: the reply as the server saved it."""
+        self.done_at = now
+        self.final_text = message["content"]
+        if message["status"] != "complete":
+            self.error = f"reply ended {message['status']}"
+
     def check_seq(self, seq, last_seq):
         if seq <= last_seq:
             self.seq_reorders += 1
@@ -131,10 +138,7 @@ async def ask_confab(tab, stream, *, model, tokens):
             if event.get("content"):
                 stream.receive(now, event["content"])
         elif kind == "message.done" and event["message"]["id"] == reply_id:
-            stream.done_at = now
-            stream.final_text = event["message"]["content"]
-            if event["message"]["status"] != "complete":
-                stream.error = f"reply ended {event['message']['status']}"
+            stream.finish(now, event["message"])
             return
         elif kind == "error":
             text = f"{event.get('code')}: {event.get('message')}"
@@ -216,10 +220,7 @@ async def watch_confab(tab, watch):
                 if event.get("content"):
                     watch.receive(now, event["content"])
         elif kind == "message.done" and event["message"]["id"] == reply_id:
-            watch.done_at = now
-            watch.final_text = event["message"]["content"]
-            if event["message"]["status"] != "complete":
-                watch.error = f"reply ended {event['message']['status']}"
+            watch.finish(now, event["message"])
             return
         elif kind == "error":
             watch.error = f"{event.get('code')}: {event.get('message')}"
