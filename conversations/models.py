@@ -226,6 +226,26 @@ class ConversationQuerySet(models.QuerySet):
         return self.annotate(generating=models.Exists(streaming))
 
 
+class Preferences(models.Model):
+    """A user's defaults for new conversations: model, system prompt and request fields."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences"
+    )
+    model = models.ForeignKey(
+        LanguageModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    system_prompt = models.TextField(_("system prompt"), blank=True)
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("preferences")
+        verbose_name_plural = _("preferences")
+
+    def __str__(self):
+        return str(self.user)
+
+
 class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
@@ -335,6 +355,10 @@ class Message(models.Model):
     model = models.ForeignKey(LanguageModel, null=True, blank=True, on_delete=models.SET_NULL)
     model_name = models.CharField(max_length=200, blank=True)
     params = models.JSONField(default=dict, blank=True)
+    # A reply's request body as sent upstream, for "view request". The conversation's own
+    # messages are left out (they are this reply's ancestors, rebuilt when shown), so a long
+    # conversation does not store its history once per reply; a system message is kept.
+    request = models.JSONField(default=dict, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)

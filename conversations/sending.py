@@ -200,6 +200,8 @@ def _start_replies(user, conversation, history, user_message, model, params):
             model=model,
             model_name=model.upstream_id,
             params=params,
+            # The history is left out; request_sent() puts it back.
+            request={**body, "messages": _system_messages(conversation)},
             created=now + timedelta(microseconds=index + 1),
             checkpointed=now,
             # An estimate until the provider reports usage (or never does).
@@ -277,20 +279,39 @@ def _parent_for(history, parent_id, shown_id):
 
 def _api_messages(conversation, history, user_message):
     """The branch that ends at the user's message, as Chat Completions messages."""
+    return _system_messages(conversation) + _as_api_messages(history, user_message)
+
+
+def _system_messages(conversation):
+    if not conversation.system_prompt:
+        return []
+    return [{"role": "system", "content": conversation.system_prompt}]
+
+
+def _as_api_messages(history, last):
+    """The path from the root to `last` among `history`, as Chat Completions messages."""
     by_id = {m.id: m for m in history}
-    branch, message = [user_message], by_id.get(user_message.parent_id)
+    branch, message = [last], by_id.get(last.parent_id)
     while message is not None:
         branch.append(message)
         message = by_id.get(message.parent_id)
-    messages = (
-        [{"role": "system", "content": conversation.system_prompt}]
-        if (conversation.system_prompt)
-        else []
-    )
-    for message in reversed(branch):
-        if message.content or message.role == Message.Role.USER:
-            messages.append({"role": message.role, "content": message.content})
-    return messages
+    return [
+        {"role": message.role, "content": message.content}
+        for message in reversed(branch)
+        if message.content or message.role == Message.Role.USER
+    ]
+
+
+def request_sent(reply):
+    """The body sent upstream for `reply`, its stored part joined with its ancestors again."""
+    request = dict(reply.request)
+    if not request:
+        return None  # replies from before requests were kept
+    history = list(reply.conversation.messages.only("id", "parent_id", "role", "content"))
+    parent = next((m for m in history if m.id == reply.parent_id), None)
+    tree = _as_api_messages(history, parent) if parent else []
+    request["messages"] = [*request.get("messages", []), *tree]
+    return request
 
 
 def _title_from(content):

@@ -13,6 +13,9 @@ from conversations import runner, upstream
 from conversations.models import LanguageModel, Provider
 from tests.fake_upstream import DEFAULT_MODEL, FakeUpstream
 
+# The browser journeys' fixtures: server, context, page.
+pytest_plugins = ["tests.browsing"]
+
 API_KEY = "sk-test-0123456789-secret-4f2a"
 
 

@@ -1,0 +1,108 @@
+"""The browser journeys' shared parts: Confab as `make run` starts it, Debian's chromium
+driven by Playwright, and the steps every journey takes (sign up, ask)."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.error import URLError
+from urllib.request import urlopen
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conversations.management.commands.serve import free_port
+from tests.conftest import API_KEY
+from tests.fake_upstream import reply
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SLOW_PARTS = [f"word{i} " for i in range(50)]
+
+
+XSS = [
+    "<script>alert('script')</script>",
+    '<img src="http://127.0.0.1:9/x.png" onerror="alert(\'img\')">',
+    "[click me](javascript:alert('link'))",
+    "<iframe src=\"javascript:alert('iframe')\"></iframe>",
+    '<svg onload="alert(\'svg\')"><circle r="5"/></svg>',
+    "![pic](http://127.0.0.1:9/tracker.png)",
+    "```html\n<script>alert('fenced')</script>\n```",
+    '<a href="http://127.0.0.1:9/" onclick="alert(\'a\')">a link</a>',
+]
+
+
+@pytest.fixture
+def server(tmp_path, fake_upstream):
+    """Confab as `make run` starts it, on a fresh SQLite database, using the fake upstream."""
+    fake_upstream.script("slow-model", reply(SLOW_PARTS, delay=0.1, usage=(20, 50)))
+    fake_upstream.script("hostile-model", reply([f"{line}\n\n" for line in XSS], delay=0.05))
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONFAB_VAR_DIR": str(tmp_path),
+        "OPENAI_BASE_URL": fake_upstream.url,
+        "OPENAI_API_KEY": API_KEY,
+        "CONFAB_AUTO_TITLE": "false",  # the journeys count tokens and name conversations
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(
+        [*manage, "serve", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urlopen(url + "/accounts/login/", timeout=1).close()
+            break
+        except (URLError, OSError):
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("the server did not start: " + (tmp_path / "server.log").read_text())
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(15)
+    log.close()
+    assert API_KEY not in (tmp_path / "server.log").read_text()
+
+
+@pytest.fixture
+def context():
+    """One browser profile: its tabs share the signed-in session."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context()
+        yield context
+        context.close()
+        browser.close()
+
+
+@pytest.fixture
+def page(context):
+    return context.new_page()
+
+
+def sign_up(page, server):
+    page.goto(server + "/accounts/signup/")
+    page.get_by_label("Username").fill("alice")
+    page.locator("#id_password1").fill("correct horse 42")
+    page.locator("#id_password2").fill("correct horse 42")
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("link", name="Admin")).to_be_visible()
+
+
+def ask(page, text, model="slow-model"):
+    expect(page.locator('body[data-connection="open"]')).to_have_count(1)  # the page is live
+    page.get_by_label("Model").select_option(label=model)
+    page.get_by_label("Message").fill(text)
+    page.get_by_label("Message").press("Enter")
