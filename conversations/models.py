@@ -407,6 +407,18 @@ class Message(models.Model):
         following = siblings[i + 1] if i + 1 < len(siblings) else None
         return {"position": i + 1, "count": len(siblings), "previous": previous, "next": following}
 
+    def descendants(self, family):
+        """This message and everything under it, among `family` (its conversation's)."""
+        children = defaultdict(list)
+        for message in family:
+            children[message.parent_id].append(message)
+        found, todo = [], [self]
+        while todo:
+            message = todo.pop()
+            found.append(message)
+            todo.extend(children[message.id])
+        return found
+
     @property
     def duration_s(self):
         return self.duration_ms / 1000 if self.duration_ms is not None else None

@@ -1,5 +1,6 @@
 // The chat page: wires the socket, the message list and the composer together.
 
+import { wireMessageActions } from "./actions.js";
 import { MessageList } from "./messages.js";
 import { ChatSocket } from "./socket.js";
 
@@ -235,13 +236,10 @@ document.addEventListener("keydown", (event) => {
   }
 });
 list.addCopyButtons(document.getElementById("messages"));
+wireMessageActions({ container: document.getElementById("messages"), socket, text, page, showError });
 document.getElementById("messages").addEventListener("click", (event) => {
-  const retry = event.target.closest("[data-retry]");
   const edit = event.target.closest("[data-edit]");
-  if (retry) {
-    showError("");
-    socket.send({ type: "regenerate", message: retry.dataset.retry });
-  } else if (edit) {
+  if (edit) {
     setEditing(edit.dataset.edit);
     input.value = list.element(edit.dataset.edit).querySelector(".message-body").textContent;
     resize();

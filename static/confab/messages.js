@@ -40,6 +40,7 @@ export class MessageList {
     article.dataset.id = message.id;
     article.dataset.parent = message.parent ?? "";
     article.dataset.status = message.status;
+    article.dataset.created = message.created;
     const role = document.createElement("div");
     role.className = "message-role";
     role.textContent = message.role === "user" ? this.labels.you : message.model || "";
@@ -48,14 +49,17 @@ export class MessageList {
     body.textContent = message.content;
     article.append(role, body);
     if (message.role === "user") {
+      // The same actions as the server's rendering of a user message.
       const meta = document.createElement("footer");
-      meta.className = "message-meta";
-      const edit = document.createElement("button");
-      edit.type = "button";
-      edit.className = "link edit";
-      edit.dataset.edit = message.id;
-      edit.textContent = this.labels.edit;
-      meta.append(edit);
+      meta.className = "message-meta message-actions";
+      for (const action of ["copy", "edit", "delete"]) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = action === "edit" ? "link edit" : "link";
+        button.dataset[action] = message.id;
+        button.textContent = this.labels[action];
+        meta.append(button);
+      }
       article.append(meta);
     }
     if (message.status === "streaming") {
@@ -107,7 +111,13 @@ export class MessageList {
     const template = document.createElement("template");
     template.innerHTML = message.html; // rendered and sanitised by the server
     const rendered = template.content.firstElementChild;
-    if (article) article.replaceWith(rendered);
+    // With n > 1 the first alternative stays on show, as after a reload; the others are
+    // one click away in its `< 1 / 2 >` switcher.
+    const shownSibling = this.container.querySelector(
+      `article.role-assistant[data-parent="${message.parent}"]:not(#m-${message.id})`,
+    );
+    if (shownSibling && message.created > shownSibling.dataset.created) article?.remove();
+    else if (article) article.replaceWith(rendered);
     else this.container.append(rendered);
     this.addCopyButtons(rendered);
     this.seqs.delete(message.id);
