@@ -103,6 +103,6 @@ def sign_up(page, server):
 
 def ask(page, text, model="slow-model"):
     expect(page.locator('body[data-connection="open"]')).to_have_count(1)  # the page is live
-    page.get_by_label("Model").select_option(label=model)
+    page.locator("#model-picker").select_option(label=model)  # the composer's own
     page.get_by_label("Message").fill(text)
     page.get_by_label("Message").press("Enter")

@@ -161,7 +161,7 @@ def test_a_chinese_browser_gets_the_chinese_ui(server, context):
     chinese.get_by_role("button", name="注册").click()
 
     expect(chinese.locator('body[data-connection="open"]')).to_have_count(1)
-    chinese.get_by_label("模型").select_option(label="fake-model")
+    chinese.get_by_label("模型", exact=True).select_option(label="fake-model")
     chinese.get_by_label("消息", exact=True).fill("你好")
     chinese.get_by_label("消息", exact=True).press("Enter")
 
@@ -179,8 +179,9 @@ def test_code_blocks_copy_and_escape_stops(server, context):
     sign_up(page, server)
 
     ask(page, f"\n\n```python\n{code}\n```", model="fake-model")  # echoed back
-    page.get_by_role("button", name="Copy").click()
-    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    block = page.locator("article.role-assistant pre")
+    block.get_by_role("button", name="Copy").click()
+    expect(block.get_by_role("button", name="Copied")).to_be_visible()
     assert page.evaluate("navigator.clipboard.readText()") == code
 
     ask(page, "Count slowly")

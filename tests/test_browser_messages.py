@@ -1,0 +1,82 @@
+"""Journeys through what each message offers, and through search, in Debian's chromium."""
+
+import json
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browsing import SLOW_PARTS, ask, sign_up
+from tests.conftest import API_KEY
+
+pytestmark = pytest.mark.browser
+
+
+def finished_replies(page):
+    return page.locator('article.role-assistant:not([data-status="streaming"])')
+
+
+def test_copy_regenerate_with_another_model_view_the_request_and_delete(server, context):
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    sign_up(page, server)
+
+    ask(page, "Say **bold** things", model="fake-model")
+    reply = finished_replies(page)
+    expect(reply.locator(".message-body strong")).to_have_text("bold")
+    reply.get_by_role("button", name="Copy", exact=True).click()
+    expect(reply.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == "You said: Say **bold** things"
+
+    reply.get_by_role("button", name="Another model…").click()
+    dialog = page.get_by_role("dialog", name="Regenerate with another model")
+    dialog.get_by_label("Model for the new reply").select_option(label="slow-model")
+    dialog.get_by_role("button", name="Regenerate").click()
+    expect(page.locator('article.role-assistant[data-status="streaming"]')).to_have_count(1)
+    regenerated = page.locator('article.role-assistant[data-status="complete"]')
+    expect(regenerated.locator(".message-body")).to_have_text(
+        "".join(SLOW_PARTS).strip(), timeout=15_000
+    )
+    expect(regenerated.locator(".message-role")).to_contain_text("slow-model")
+    expect(regenerated.locator(".siblings")).to_contain_text("2 / 2")
+
+    regenerated.get_by_role("button", name="View request").click()
+    drawer = page.get_by_role("dialog", name="Request sent upstream")
+    expect(drawer).to_be_visible()
+    shown = json.loads(drawer.locator("#request-json").inner_text())
+    assert shown["model"] == "slow-model"
+    assert shown["messages"] == [{"role": "user", "content": "Say **bold** things"}]
+    assert shown["stream_options"] == {"include_usage": True}
+    expect(drawer.locator("#request-usage")).to_contain_text("70")
+    assert API_KEY not in page.content()
+    drawer.get_by_role("button", name="Close").click()
+    expect(drawer).to_be_hidden()
+
+    regenerated.locator(".siblings").get_by_role("link", name="Previous version").click()
+    expect(finished_replies(page).locator(".message-body")).to_have_text(
+        "You said: Say **bold** things".replace("**", "")
+    )
+
+    page.once("dialog", lambda confirm: confirm.accept())
+    page.locator("article.role-user").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("The message was deleted.")).to_be_visible()
+    expect(page.locator("article.message")).to_have_count(0)
+
+
+def test_search_finds_a_message_and_leads_to_it(server, page):
+    sign_up(page, server)
+    ask(page, "Where do zebras sleep?", model="fake-model")
+    expect(finished_replies(page)).to_have_count(1)
+    ask(page, "And giraffes?", model="fake-model")
+    expect(finished_replies(page)).to_have_count(2)
+
+    page.get_by_role("searchbox", name="Search conversations").fill("zebras")
+    page.keyboard.press("Enter")
+
+    results = page.locator(".search-results li")
+    # The title, the reply that repeats the question (newest first), and the question.
+    expect(results).to_have_count(3)
+    expect(results.nth(1).locator("mark")).to_have_text("zebras")
+    results.last.get_by_role("link").click()
+    target = page.locator("article.role-user:target")
+    expect(target).to_have_count(1)
+    expect(target.locator(".message-body")).to_have_text("Where do zebras sleep?")
