@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.db import connection, transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
@@ -42,9 +43,14 @@ def chat(request, conversation_id=None):
     if conversation and "show" in request.GET:
         # The `< 2 / 3 >` switcher: show (and remember) the branch through that message.
         shown = conversation.messages.filter(id=_uuid_or_none(request.GET["show"])).first()
+        url = reverse("conversation", args=[conversation.id])
         if shown is not None:
             Conversation.objects.filter(id=conversation.id).update(shown=shown)
-        return redirect("conversation", conversation.id)
+            conversation.shown = shown
+            branch = [m.id for m in conversation.branch()]
+            if len(branch) - branch.index(shown.id) > settings.CONFAB_MESSAGES_SHOWN:
+                url += "?earlier=all"  # a search hit far back: it must be on the page
+        return redirect(url)
     archived = request.GET.get("archived") == "1"
     sidebar = Paginator(
         Conversation.objects.for_user(request.user)

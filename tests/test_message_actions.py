@@ -162,3 +162,24 @@ def test_a_reply_from_before_requests_were_kept_says_so(alice, thread):
 
     assert response.status_code == 404
     assert json.loads(response.content)["error"] == "This reply's request was not kept."
+
+
+@pytest.mark.django_db
+def test_a_message_far_back_opens_with_the_earlier_messages_shown(alice, model, settings):
+    settings.CONFAB_MESSAGES_SHOWN = 10
+    conversation = Conversation.objects.create(owner=alice, title="Long", model=model)
+    parent, chain = None, []
+    for i in range(30):
+        role = "user" if i % 2 == 0 else "assistant"
+        parent = Message.objects.create(
+            conversation=conversation, role=role, content=f"message {i}", parent=parent
+        )
+        chain.append(parent)
+    client = signed_in(alice)
+
+    far_back = client.get(f"/c/{conversation.id}/?show={chain[2].id}")
+    recent = client.get(f"/c/{conversation.id}/?show={chain[25].id}")
+
+    assert far_back.url == f"/c/{conversation.id}/?earlier=all"
+    assert f'id="m-{chain[2].id}"' in client.get(far_back.url).content.decode()
+    assert recent.url == f"/c/{conversation.id}/"
