@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import translation
+from django.utils.translation import gettext as _
 from django.utils.translation import trans_real
 
 from conversations import runner
@@ -68,6 +69,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
 
     async def receive(self, text_data=None, bytes_data=None):
+        # Errors are answered in the language of the socket's page.
+        with translation.override(self.language):
+            await self._receive(text_data, bytes_data)
+
+    async def _receive(self, text_data, bytes_data):
         client_id = None
         try:
             event = self._decode(text_data, bytes_data)
@@ -80,23 +86,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("websocket event failed")
             await self.send_event(
-                "error", code="internal", message="Something went wrong.", client_id=client_id
+                "error", code="internal", message=_("Something went wrong."), client_id=client_id
             )
 
     def _decode(self, text_data, bytes_data):
         if text_data is None:
-            raise EventError("bad_frame", "Send JSON text frames, not binary.")
+            raise EventError("bad_frame", _("Send JSON text frames, not binary."))
         if len(text_data) > settings.CONFAB_MAX_FRAME_BYTES:
             raise EventError(
-                "too_large", f"Frames are limited to {settings.CONFAB_MAX_FRAME_BYTES} bytes."
+                "too_large",
+                _("Frames are limited to %(bytes)d bytes.")
+                % {"bytes": settings.CONFAB_MAX_FRAME_BYTES},
             )
         try:
             event = json.loads(text_data)
         except ValueError:
-            raise EventError("bad_json", "The frame is not valid JSON.") from None
+            raise EventError("bad_json", _("The frame is not valid JSON.")) from None
         if not isinstance(event, dict) or event.get("type") not in EVENT_FORMS:
             raise EventError(
-                "unknown_type", "Each event needs a type: " + ", ".join(EVENT_FORMS) + "."
+                "unknown_type",
+                _("Each event needs a type: %(types)s.") % {"types": ", ".join(EVENT_FORMS)},
             )
         return event
 
@@ -171,14 +180,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_subscribe(self, event):
         data = self._validate(event)
         if not await _owns_conversation(self.user, data["conversation"]):
-            raise EventError("not_found", "No such conversation.")
+            raise EventError("not_found", _("No such conversation."))
         await self.subscribe(data["conversation"], data["streaming"])
 
     def _check_capacity(self):
         if not runner.accepting:
-            raise EventError("unavailable", "The server is restarting. Try again.", retry_after=5)
+            raise EventError(
+                "unavailable", _("The server is restarting. Try again."), retry_after=5
+            )
         if len(runner.running_requests()) >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS:
-            raise EventError("busy", "The server is busy. Try again shortly.", retry_after=5)
+            raise EventError("busy", _("The server is busy. Try again shortly."), retry_after=5)
 
     async def on_send(self, event):
         await self._send(event, prepare_send)
@@ -245,7 +256,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message_id = str(self._validate(event)["message"])
         reply = await _owned_message(self.user, message_id)
         if reply is None:
-            raise EventError("not_found", "No such message.")
+            raise EventError("not_found", _("No such message."))
         if generation := generations.get(message_id):
             generation.stop()
         elif reply.status == Message.Status.STREAMING:
@@ -260,7 +271,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 },
             )
         else:
-            raise EventError("not_running", "This reply is not being generated.")
+            raise EventError("not_running", _("This reply is not being generated."))
 
 
 @database_sync_to_async

@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import Q, Sum
 from django.utils import formats, timezone
+from django.utils.translation import gettext as _
 
 from conversations.models import Message, Quota, UsageRecord
 
@@ -105,9 +106,17 @@ def check(user, *, expected_tokens, expected_cost, currency):
         limit = standing.token_limit
         if limit is not None and standing.used_tokens + in_flight + expected_tokens > limit:
             raise QuotaExceeded(
-                f"You have used {standing.used_tokens:,} of your {limit:,} tokens this {period}"
-                f" and this message may need up to {expected_tokens:,} more. "
-                f"Your quota resets on {resets}.",
+                _(
+                    "You have used %(used)s of your %(limit)s tokens this %(period)s and this "
+                    "message may need up to %(expected)s more. Your quota resets on %(resets)s."
+                )
+                % {
+                    "used": formats.number_format(standing.used_tokens, force_grouping=True),
+                    "limit": formats.number_format(limit, force_grouping=True),
+                    "expected": formats.number_format(expected_tokens, force_grouping=True),
+                    "period": period,
+                    "resets": resets,
+                },
                 used=standing.used_tokens,
                 limit=limit,
                 resets_at=standing.end,
@@ -122,8 +131,17 @@ def check(user, *, expected_tokens, expected_cost, currency):
             and (expected or standing.used_cost >= limit)
         ):
             raise QuotaExceeded(
-                f"You have used {currency} {standing.used_cost:.2f} of your {currency} "
-                f"{limit:.2f} this {period}. Your quota resets on {resets}.",
+                _(
+                    "You have used %(currency)s %(used)s of your %(currency)s %(limit)s this "
+                    "%(period)s. Your quota resets on %(resets)s."
+                )
+                % {
+                    "currency": standing.quota.currency,
+                    "used": formats.number_format(standing.used_cost, 2, force_grouping=True),
+                    "limit": formats.number_format(limit, 2, force_grouping=True),
+                    "period": period,
+                    "resets": resets,
+                },
                 used=standing.used_cost,
                 limit=limit,
                 resets_at=standing.end,

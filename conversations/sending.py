@@ -10,10 +10,18 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from conversations import quotas, upstream
 from conversations.forms import ParamsForm
-from conversations.models import Conversation, LanguageModel, Message, branch_through
+from conversations.models import (
+    Conversation,
+    LanguageModel,
+    Message,
+    Preferences,
+    branch_through,
+)
 from conversations.usage import Usage, estimate_prompt_tokens
 
 
@@ -48,7 +56,7 @@ def prepare_send(user, data, *, sibling_of=None):
                 "duplicate": True,
             }
         if Message.objects.filter(client_id=data["client_id"]).exists():
-            raise EventError("invalid", "client_id: this id is already taken.")
+            raise EventError("invalid", _("client_id: this id is already taken."))
 
     _check_user(user)
     conversation = None
@@ -57,25 +65,39 @@ def prepare_send(user, data, *, sibling_of=None):
             conversations.select_related("model__provider").filter(id=data["conversation"]).first()
         )
         if conversation is None:
-            raise EventError("not_found", "No such conversation.")
+            raise EventError("not_found", _("No such conversation."))
 
-    model = data["model"] or default_model(user, conversation)
+    # A new conversation starts from the user's defaults: model, system prompt, parameters.
+    preferences = None if conversation else Preferences.objects.filter(user=user).first()
+    preferred = preferences.model_id if preferences else None
+    model = data["model"] or default_model(user, conversation, preferred=preferred)
     if model is None:
         raise EventError(
-            "no_model", "No model is available. An administrator must add a provider first."
+            "no_model", _("No model is available. An administrator must add a provider first.")
         )
     if data["model"] is None:
         # The form checked the parameters against no model; check them against this one.
         params = ParamsForm(data["params"], model=model)
         if not params.is_valid():
             raise EventError("invalid", params.error_text())
+    defaults = ParamsForm(preferences.params if preferences else {}, model=model)
+    if not defaults.is_valid():  # saved with another model, perhaps
+        raise EventError(
+            "invalid",
+            _("Your defaults for new conversations do not suit %(model)s: %(errors)s")
+            % {"model": model, "errors": defaults.error_text(prefix="")},
+        )
 
     with transaction.atomic():
         _check_running(user)
         created = conversation is None
         if created:
             conversation = Conversation.objects.create(
-                owner=user, title=_title_from(data["content"]), model=model
+                owner=user,
+                title=_title_from(data["content"]),
+                model=model,
+                system_prompt=preferences.system_prompt if preferences else "",
+                params=defaults.params(),
             )
             history = []
         else:
@@ -85,7 +107,7 @@ def prepare_send(user, data, *, sibling_of=None):
         else:
             parent = _parent_for(history, data["parent"], conversation.shown_id)
         if parent is not None and parent.status == Message.Status.STREAMING:
-            raise EventError("busy", "A reply is still being generated; stop it or wait.")
+            raise EventError("busy", _("A reply is still being generated; stop it or wait."))
         user_message = Message.objects.create(
             conversation=conversation,
             parent=parent,
@@ -117,7 +139,7 @@ def prepare_edit(user, data):
         .first()
     )
     if original is None:
-        raise EventError("not_found", "No such message.")
+        raise EventError("not_found", _("No such message."))
     send = {
         "conversation": original.conversation_id,
         "content": data["content"],
@@ -141,14 +163,14 @@ def prepare_regenerate(user, data):
         .first()
     )
     if earlier is None or earlier.parent is None:
-        raise EventError("not_found", "No such reply.")
+        raise EventError("not_found", _("No such reply."))
     if earlier.status == Message.Status.STREAMING:
-        raise EventError("busy", "This reply is still being generated; stop it first.")
+        raise EventError("busy", _("This reply is still being generated; stop it first."))
     _check_user(user)
     conversation = earlier.conversation
     model = data["model"] or default_model(user, conversation, preferred=earlier.model_id)
     if model is None:
-        raise EventError("no_model", "No model is available.")
+        raise EventError("no_model", _("No model is available."))
     params = data["params"] if data["params"] else earlier.params
     check = ParamsForm(params, model=model)
     if not check.is_valid():
@@ -163,7 +185,7 @@ def prepare_regenerate(user, data):
 def _check_user(user):
     if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
         # A tab opened before an administrator disabled the account.
-        raise EventError("signed_out", "Your account is disabled. Ask an administrator.")
+        raise EventError("signed_out", _("Your account is disabled. Ask an administrator."))
     check_rate(user)
 
 
@@ -177,8 +199,14 @@ def _check_running(user):
     if running >= quotas.max_concurrent(user):
         raise EventError(
             "too_many",
-            f"You already have {running} replies generating. Wait for one to finish "
-            "or stop it, then try again.",
+            ngettext(
+                "You already have %(count)d reply generating. Wait for it to finish "
+                "or stop it, then try again.",
+                "You already have %(count)d replies generating. Wait for one to finish "
+                "or stop it, then try again.",
+                running,
+            )
+            % {"count": running},
             retry_after=5,
         )
 
@@ -251,8 +279,8 @@ def check_rate(user):
         retry_after = 60 - int(time.time() % 60)
         raise EventError(
             "rate_limited",
-            f"You have sent {settings.CONFAB_USER_SENDS_PER_MINUTE} messages this minute. "
-            f"Try again in {retry_after} s.",
+            _("You have sent %(count)d messages this minute. Try again in %(seconds)d s.")
+            % {"count": settings.CONFAB_USER_SENDS_PER_MINUTE, "seconds": retry_after},
             retry_after=retry_after,
         )
 
@@ -272,7 +300,7 @@ def _parent_for(history, parent_id, shown_id):
         for message in history:
             if message.id == parent_id:
                 return message
-        raise EventError("not_found", "No such message.")
+        raise EventError("not_found", _("No such message."))
     branch = branch_through(history, shown_id)
     return branch[-1] if branch else None
 
