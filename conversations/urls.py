@@ -6,6 +6,7 @@ urlpatterns = [
     path("", views.chat, name="chat"),
     path("c/<uuid:conversation_id>/", views.chat, name="conversation"),
     path("c/<uuid:conversation_id>/settings/", views.conversation_settings, name="settings"),
+    path("c/<uuid:conversation_id>/settings/reset/", views.reset_settings, name="reset_settings"),
     path("c/<uuid:conversation_id>/rename/", views.rename, name="rename"),
     path("c/<uuid:conversation_id>/pin/", views.toggle, {"flag": "pinned"}, name="pin"),
     path("c/<uuid:conversation_id>/archive/", views.toggle, {"flag": "archived"}, name="archive"),
@@ -17,5 +18,6 @@ urlpatterns = [
     path("m/<uuid:message_id>/request.json", views.message_request, name="message_request"),
     path("accounts/signup/", views.signup, name="signup"),
     path("usage/", views.my_usage, name="my_usage"),
+    path("settings/", views.preferences, name="preferences"),
     path("search/", views.search, name="search"),
 ]

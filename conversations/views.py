@@ -21,8 +21,20 @@ from django.views.decorators.http import require_GET, require_POST
 
 from conversations import quotas, reports, sending
 from conversations.fanout import publish_to_user
-from conversations.forms import ConversationSettingsForm, RenameForm, SignupForm
-from conversations.models import Conversation, LanguageModel, Message, SiteSettings, UsageRecord
+from conversations.forms import (
+    ConversationSettingsForm,
+    PreferencesForm,
+    RenameForm,
+    SignupForm,
+)
+from conversations.models import (
+    Conversation,
+    LanguageModel,
+    Message,
+    Preferences,
+    SiteSettings,
+    UsageRecord,
+)
 
 
 def _uuid_or_none(value):
@@ -62,7 +74,8 @@ def chat(request, conversation_id=None):
     ).get_page(request.GET.get("page"))
     _mark_days(sidebar)
     models = list(LanguageModel.objects.available_to(request.user))
-    selected = conversation.model if conversation and conversation.model in models else None
+    preferred = conversation.model if conversation else _preferences(request.user).model
+    selected = preferred if preferred in models else None
     return render(
         request,
         "conversations/chat.html",
@@ -312,15 +325,48 @@ def _tell_other_tabs(conversation):
 
 @login_required
 def conversation_settings(request, conversation_id):
+    """The settings page, or with `?panel` only its forms, for the chat page's panel."""
     conversation = _conversation_or_404(request, conversation_id)
     form = ConversationSettingsForm(request.POST or None, instance=conversation, user=request.user)
     if request.method == "POST" and form.is_valid():
         form.save()
+        _tell_other_tabs(conversation)
         flash.success(request, _("Settings saved."))
         return redirect("conversation", conversation.id)
-    return render(
-        request, "conversations/settings.html", {"conversation": conversation, "form": form}
+    template = "conversations/settings.html"
+    if "panel" in request.GET:
+        template += "#panel"
+    return render(request, template, {"conversation": conversation, "form": form})
+
+
+@login_required
+@require_POST
+def reset_settings(request, conversation_id):
+    """Forget the conversation's request fields: the model's defaults apply again."""
+    conversation = _conversation_or_404(request, conversation_id)
+    conversation.params = {}
+    conversation.save(update_fields=["params"])
+    flash.success(request, _("Request fields cleared: the model's defaults apply."))
+    return redirect("conversation", conversation.id)
+
+
+@login_required
+def preferences(request):
+    """My defaults for new conversations."""
+    form = PreferencesForm(
+        request.POST or None, instance=_preferences(request.user), user=request.user
     )
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        flash.success(request, _("Your defaults for new conversations are saved."))
+        return redirect("preferences")
+    return render(request, "conversations/preferences.html", {"form": form})
+
+
+def _preferences(user):
+    """The user's defaults; empty, and not yet saved, until they first save some."""
+    saved = Preferences.objects.filter(user=user).select_related("model").first()
+    return saved or Preferences(user=user)
 
 
 @login_required

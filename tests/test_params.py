@@ -71,6 +71,7 @@ def test_it_accepts_every_field_of_the_api():
         ({"stop": ["a", "b", "c", "d", "e"]}, "params.stop: Must be a string or a list of up to 4"),
         ({"stop": [1]}, "params.stop: Must be a string or a list of up to 4"),
         ({"logit_bias": {"abc": 1}}, "params.logit_bias: Must map token ids"),
+        ({"logit_bias": {"²": 1}}, "params.logit_bias: Must map token ids"),
         ({"logit_bias": {"12": 101}}, "from -100 to 100"),
         ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "params.tools:"),
         ({"tools": {"type": "function"}}, "params.tools: Must be a list"),
@@ -162,12 +163,11 @@ def test_the_settings_form_uses_the_same_rules(client, alice, model):
     client.force_login(alice)
     url = reverse("settings", args=[conversation.id])
 
-    refused = client.post(url, {"model": model.pk, "params": '{"temperature": 3}'})
-    saved = client.post(
-        url, {"title": "Tuned", "model": model.pk, "params": '{"temperature": 1.1, "n": 2}'}
-    )
+    model_id = str(model.public_id)
+    refused = client.post(url, {"model": model_id, "temperature": "3"})
+    saved = client.post(url, {"title": "Tuned", "model": model_id, "temperature": "1.1", "n": "2"})
 
-    assert "temperature: Must be between 0 and 2." in refused.content.decode()
+    assert refused.context["form"].errors == {"temperature": ["Must be between 0 and 2."]}
     assert saved.status_code == 302
     conversation.refresh_from_db()
     assert (conversation.title, conversation.params) == ("Tuned", {"temperature": 1.1, "n": 2})
