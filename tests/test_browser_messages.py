@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from tests.browsing import SLOW_PARTS, ask, sign_up
 from tests.conftest import API_KEY
+from tests.fake_upstream import chunk, echo, sse, stream_headers
 
 pytestmark = pytest.mark.browser
 
@@ -80,3 +81,44 @@ def test_search_finds_a_message_and_leads_to_it(server, page):
     target = page.locator("article.role-user:target")
     expect(target).to_have_count(1)
     expect(target.locator(".message-body")).to_have_text("Where do zebras sleep?")
+
+
+def two_choices(body):
+    """Two alternatives, interleaved as providers send them, when asked for n = 2."""
+    if body.get("n") != 2:
+        return echo(body)
+    steps = [stream_headers()]
+    for index in (0, 1):
+        steps.append(sse(chunk({"role": "assistant", "content": ""}, index=index)))
+    for first, second in zip(["Red", " apples."], ["Green", " pears."], strict=True):
+        steps += [0.05, sse(chunk({"content": first}, index=0))]
+        steps += [sse(chunk({"content": second}, index=1))]
+    steps += [sse(chunk(finish_reason="stop", index=i)) for i in (0, 1)]
+    usage = {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}
+    return [*steps, sse(chunk(choices=False, usage=usage)), sse("[DONE]")]
+
+
+def test_two_alternatives_stream_and_the_switcher_shows_each(server, page, fake_upstream):
+    fake_upstream.script("fake-model", two_choices)
+    sign_up(page, server)
+    ask(page, "Name a fruit", model="fake-model")
+    expect(finished_replies(page)).to_have_count(1)
+    page.reload()
+    page.get_by_role("link", name="Settings").click()
+    panel = page.get_by_role("dialog", name="Conversation settings")
+    panel.get_by_label("Choices (n)").fill("2")
+    panel.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_contain_text("Settings saved.")
+
+    ask(page, "Another fruit, twice", model="fake-model")
+
+    expect(finished_replies(page)).to_have_count(2)  # the first reply and one alternative
+    expect(finished_replies(page).last.locator(".message-body")).to_have_text("Red apples.")
+    switcher = finished_replies(page).last.locator(".siblings")
+    expect(switcher).to_contain_text("1 / 2")
+    assert fake_upstream.requests[-1]["body"]["n"] == 2
+    switcher.get_by_role("link", name="Next version").click()
+    expect(finished_replies(page).last.locator(".message-body")).to_have_text("Green pears.")
+    expect(finished_replies(page).last.locator(".siblings")).to_contain_text("2 / 2")
+    page.reload()  # the version chosen is remembered
+    expect(finished_replies(page).last.locator(".message-body")).to_have_text("Green pears.")
