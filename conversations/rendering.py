@@ -1,4 +1,9 @@
-"""Model output to HTML: markdown, highlighted code, then sanitised, since it is untrusted."""
+"""Model output to HTML: markdown, highlighted code, then sanitised, since it is untrusted.
+
+The browser renders a reply the same way while it streams (static/confab/markdown.js:
+markdown-it, the library markdown-it-py ports, with this configuration and this math rule),
+so a reply looks the same before and after it ends. Change the two together.
+"""
 
 import json
 
@@ -6,6 +11,7 @@ import nh3
 from django.utils.html import escape
 from django.utils.translation import gettext as _
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml, isWhiteSpace
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
@@ -16,7 +22,8 @@ _formatter = HtmlFormatter(nowrap=True, classprefix="hl-")
 
 def _highlight(code, lang, attrs):
     try:
-        lexer = get_lexer_by_name(lang) if lang else None
+        # stripnl=False: a block keeps its blank first lines, as while it streamed.
+        lexer = get_lexer_by_name(lang, stripnl=False) if lang else None
     except ClassNotFound:
         lexer = None
     if lexer is None:
@@ -24,11 +31,98 @@ def _highlight(code, lang, attrs):
     return highlight(code, lexer, _formatter)
 
 
+# Math: $…$ and \(…\) inline, $$…$$ and \[…\] displayed, the delimiters models write. The
+# TeX is only marked here, escaped, in <span class="math" data-display="inline|block">; the
+# browser turns it into MathML (renderMath in markdown.js), on the page and while streaming
+# alike. One rule of our own, in step with markdown.js, rather than mdit-py-plugins'
+# dollarmath and texmath: each has drifted from its JavaScript original, so the streaming view
+# and the finished reply would differ (and texmath drops any text after a closing \]).
+_CLOSERS = {"$$": "$$", "\\[": "\\]", "\\(": "\\)", "$": "$"}  # longest opener first
+_DISPLAYED = {"$$", "\\["}
+_DIGITS = frozenset("0123456789")
+
+
+def _math_inline(state, silent):
+    src = state.src
+    opener = next((o for o in _CLOSERS if src.startswith(o, state.pos)), None)
+    if opener is None:
+        return False
+    closer, start = _CLOSERS[opener], state.pos + len(opener)
+    end = src.find(closer, start, state.posMax)
+    while end != -1 and opener[0] == "$" and src[end - 1] == "\\":  # \$ is a dollar sign
+        end = src.find(closer, end + 1, state.posMax)
+    if end == -1:
+        return False
+    tex = src[start:end]
+    if not tex.strip():
+        return False
+    # Pandoc's rule, so that "$5 and $10" stays prose: no space inside the dollars, and no
+    # digit straight after the closing one.
+    if opener == "$" and (
+        isWhiteSpace(ord(tex[0])) or isWhiteSpace(ord(tex[-1])) or src[end + 1 : end + 2] in _DIGITS
+    ):
+        return False
+    if not silent:
+        token = state.push("math_inline", "math", 0)
+        token.content = tex
+        token.markup = opener
+        token.info = "block" if opener in _DISPLAYED else "inline"
+    state.pos = end + len(closer)
+    return True
+
+
+def _math_block(state, start_line, end_line, silent):
+    """$$ or \\[ opening a line, up to the line that ends with $$ or \\], no blank line between."""
+    if state.sCount[start_line] - state.blkIndent >= 4:
+        return False  # indented code
+    begin = state.bMarks[start_line] + state.tShift[start_line]
+    opener = next((o for o in _DISPLAYED if state.src.startswith(o, begin)), None)
+    if opener is None:
+        return False
+    closer, line = _CLOSERS[opener], start_line
+    text = state.src[begin + len(opener) : state.eMarks[start_line]]
+    lines = []
+    while (end := text.find(closer)) == -1:
+        lines.append(text)
+        line += 1
+        if line >= end_line or state.isEmpty(line) or state.sCount[line] < state.blkIndent:
+            return False
+        text = state.src[state.bMarks[line] + state.tShift[line] : state.eMarks[line]]
+    lines.append(text[:end])
+    tex = "\n".join(lines)
+    if text[end + len(closer) :].strip() or not tex.strip():
+        return False  # more text after it: math inside a paragraph, for the inline rule
+    if not silent:
+        token = state.push("math_block", "math", 0)
+        token.block = True
+        token.content = tex
+        token.markup = opener
+        token.map = [start_line, line + 1]
+        state.line = line + 1
+    return True
+
+
+def _math_span(tex, display):
+    return f'<span class="math" data-display="{display}">{escapeHtml(tex.strip())}</span>'
+
+
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "highlight": _highlight})
 _markdown.enable(["table", "strikethrough"])
+_markdown.inline.ruler.before("escape", "math_inline", _math_inline)
+_markdown.block.ruler.before(
+    "fence", "math_block", _math_block, {"alt": ["paragraph", "reference", "blockquote", "list"]}
+)
+_markdown.add_render_rule(
+    "math_inline",
+    lambda self, tokens, idx, options, env: _math_span(tokens[idx].content, tokens[idx].info),
+)
+_markdown.add_render_rule(
+    "math_block",
+    lambda self, tokens, idx, options, env: _math_span(tokens[idx].content, "block") + "\n",
+)
 
 # No <img>: an image URL in model output would be fetched by the browser, a way to leak
-# the conversation to a third party (prompt injection).
+# the conversation to a third party (prompt injection). markdown.js holds the same lists.
 _TAGS = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "del", "s",
     "blockquote", "ul", "ol", "li", "a", "code", "pre", "span",
@@ -37,7 +131,7 @@ _TAGS = {
 _ATTRIBUTES = {
     "a": {"href", "title"},
     "code": {"class"},
-    "span": {"class"},
+    "span": {"class", "data-display"},
     "ol": {"start"},
     "th": {"style"},
     "td": {"style"},

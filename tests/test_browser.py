@@ -232,6 +232,26 @@ def test_a_hostile_reply_renders_harmlessly(server, page):
     dialogs, requests = [], []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.on("request", lambda request: requests.append(request.url))
+    # Every element the streaming view puts on the page, caught as each frame renders it.
+    page.add_init_script("""
+      window.streamed = { elements: 0, hostile: [] };
+      new MutationObserver((records) => {
+        for (const record of records) {
+          if (!record.target.closest?.('article[data-status="streaming"] .message-body')) continue;
+          for (const node of record.addedNodes) {
+            if (node.nodeType !== Node.ELEMENT_NODE) continue;
+            for (const element of [node, ...node.querySelectorAll("*")]) {
+              window.streamed.elements += 1;
+              const attributes = [...element.attributes];
+              if (
+                element.matches("script, img, iframe, svg, object, embed") ||
+                attributes.some((a) => a.name.startsWith("on") || /^\\s*javascript:/i.test(a.value))
+              ) window.streamed.hostile.push(element.outerHTML);
+            }
+          }
+        }
+      }).observe(document, { childList: true, subtree: true });
+    """)
     sign_up(page, server)
 
     ask(page, "Say something nasty", model="hostile-model")
@@ -239,6 +259,11 @@ def test_a_hostile_reply_renders_harmlessly(server, page):
     expect(streaming).to_contain_text("<script>")  # shown as text while it streams
     done = page.locator('article.role-assistant[data-status="complete"] .message-body')
     expect(done).to_contain_text("a link")
+    streamed = page.evaluate("window.streamed")
+    assert streamed["elements"] > 0  # the streaming view rendered markdown
+    assert streamed["hostile"] == []
+    assert dialogs == []
+    assert [url for url in requests if not url.startswith(server)] == []
     page.reload()
     expect(done).to_contain_text("alert('fenced')")  # code stays code
     expect(done).to_contain_text("[click me](javascript:alert('link'))")  # no link made
@@ -271,7 +296,7 @@ def test_rename_pin_delete_and_undo(server, page):
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_text("Manage").click()
-    page.get_by_role("button", name="Delete").click()
+    page.locator(".conversation-menu").get_by_role("button", name="Delete").click()
     expect(page.get_by_role("status")).to_contain_text("“Tidy” was deleted.")
     expect(page.get_by_role("navigation", name="Conversations")).not_to_contain_text("Tidy")
     page.get_by_role("button", name="Undo delete").click()

@@ -1,9 +1,12 @@
-// The message list: replies grow as deltas arrive, as plain text (never innerHTML),
-// and are swapped for the server's sanitised rendering when they finish.
+// The message list: replies grow as deltas arrive, rendered as markdown in the browser
+// (markdown.js, sanitised) at most once a frame, and are swapped for the server's rendering,
+// which looks the same, when they finish.
 //
 // Each streaming reply has a `seq`: the number of the last frame shown. A snapshot sets
 // the text and its seq; a delta is applied only if it is the next one, so a resumed
 // reply is never doubled, and a gap (a lost frame) asks for a fresh snapshot.
+
+import { renderMarkdown, renderMath } from "./markdown.js";
 
 export class MessageList {
   constructor(container, labels, { onGap }) {
@@ -11,6 +14,10 @@ export class MessageList {
     this.labels = labels;
     this.onGap = onGap;
     this.seqs = new Map(); // message id -> last frame shown; absent: not live yet
+    this.texts = new Map(); // streaming reply id -> its text so far
+    this.unrendered = new Set(); // replies whose text changed since the last frame
+    this.frame = null; // the animation frame that renders them, once asked for
+    renderMath(container);
   }
 
   element(id) {
@@ -48,6 +55,7 @@ export class MessageList {
     body.className = "message-body plain";
     body.textContent = message.content;
     article.append(role, body);
+    if (message.role === "assistant") this.setText(message.id, message.content);
     if (message.role === "user") {
       // The same actions as the server's rendering of a user message.
       const meta = document.createElement("footer");
@@ -83,7 +91,7 @@ export class MessageList {
     if (article.dataset.status !== "streaming") return;
     const shown = this.seqs.get(message.id);
     if (fromCheckpoint ? shown > 0 : seq < (shown ?? -1)) return;
-    article.querySelector(".message-body").textContent = message.content;
+    this.setText(message.id, message.content);
     if (message.reasoning) this.reasoning(article).textContent = message.reasoning;
     this.toolCalls(article, message.tool_calls);
     if (fromCheckpoint) this.seqs.delete(message.id);
@@ -101,7 +109,7 @@ export class MessageList {
     }
     this.seqs.set(frame.message, frame.seq);
     if (frame.reasoning) this.reasoning(article).append(frame.reasoning);
-    if (frame.content) article.querySelector(".message-body").append(frame.content);
+    if (frame.content) this.setText(frame.message, this.texts.get(frame.message) + frame.content);
     if (frame.tool_calls) this.toolCalls(article, frame.tool_calls);
     this.scroll();
   }
@@ -120,8 +128,28 @@ export class MessageList {
     else if (article) article.replaceWith(rendered);
     else this.container.append(rendered);
     this.addCopyButtons(rendered);
+    renderMath(rendered);
     this.seqs.delete(message.id);
+    this.texts.delete(message.id);
+    this.unrendered.delete(message.id);
     this.scroll();
+  }
+
+  // A reply's text is the model; its body shows it as markdown, rendered once per frame
+  // however many deltas arrive, like the server's HTML it is swapped for at the end.
+  setText(id, text) {
+    this.texts.set(id, text);
+    this.unrendered.add(id);
+    this.frame ??= requestAnimationFrame(() => {
+      this.frame = null;
+      for (const id of this.unrendered) {
+        const body = this.element(id)?.querySelector(".message-body");
+        body?.classList.replace("plain", "markdown");
+        body?.replaceChildren(renderMarkdown(this.texts.get(id)));
+      }
+      this.unrendered.clear();
+      this.scroll();
+    });
   }
 
   // A copy button on every code block of finished replies.
