@@ -70,3 +70,25 @@ async def test_a_finished_reply_is_rendered_in_the_senders_language(alice, model
         await socket.close()
 
     assert "11 + 7 = 18 个 token" in done["html"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_websocket_errors_speak_the_pages_language(alice, model, fake_upstream, settings):
+    from tests.conftest import open_socket
+
+    settings.CONFAB_USER_SENDS_PER_MINUTE = 0
+    socket = await open_socket(alice, headers=[(b"accept-language", b"zh-CN,zh;q=0.9")])
+    try:
+        await socket.send_raw(text_data="{not json")
+        bad_json = await socket.receive()
+        await socket.send(**send_event(params={"temperature": 5}))
+        out_of_range = await socket.receive()
+        await socket.send(**send_event())
+        rate_limited = await socket.receive()
+    finally:
+        await socket.close()
+
+    assert bad_json["message"] == "该帧不是有效的 JSON。"
+    assert out_of_range["message"] == "params.temperature: 必须介于 0 和 2 之间。"
+    assert rate_limited["code"] == "rate_limited"
+    assert rate_limited["message"].startswith("你本分钟已发送 0 条消息")
