@@ -1,11 +1,16 @@
 """The upstream client: the only code that talks HTTP to a provider.
 
-It builds the Chat Completions request, streams it, parses Server-Sent Events with
-httpx-sse, folds chunks into choices and usage, and turns every failure into one
-`UpstreamError` whose message is safe to show to the user.
+It builds the Chat Completions request, streams it with aiohttp, splits the Server-Sent
+Events (conversations.sse), folds chunks into choices and usage, and turns every failure
+into one `UpstreamError` whose message is safe to show to the user.
+
+aiohttp rather than httpx (DESIGN.md's choice): its C HTTP parser reads a chunk for less
+than half the CPU of httpx's pure-Python stack, the largest single cost of relaying a reply
+(docs/performance.md, "Reading the upstream").
 """
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -14,15 +19,16 @@ import random
 import weakref
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 from django.conf import settings
-from httpx_sse import EventSource
 
+from conversations.sse import EventTooLarge, SSESplitter
 from conversations.usage import Usage
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = {429, 502, 503, 504}
+JSON_BODY = {"Content-Type": "application/json"}
 MAX_RETRIES = 2
 MAX_ERROR_BODY = 64 * 1024
 
@@ -93,34 +99,42 @@ def build_body(model, messages, params, user_id):
     return body
 
 
-# One pooled client per provider per process. Clients are bound to the event loop that
+# One pooled session per provider per process. Sessions are bound to the event loop that
 # made them, so the pool is kept per loop.
 _clients = weakref.WeakKeyDictionary()
 
 
+def _headers(provider):
+    headers = {**provider.extra_headers}
+    if provider.api_key:
+        headers["Authorization"] = f"Bearer {provider.api_key}"
+    return headers
+
+
 def client_for(provider):
     pool = _clients.setdefault(asyncio.get_running_loop(), {})
-    # A provider changed in admin gets a new client; the key is in the pool key only hashed.
+    # A provider changed in admin gets a new session; the key is in the pool key only hashed.
     settings_seen = json.dumps([provider.base_url, provider.api_key, provider.extra_headers])
     key = (provider.pk, hashlib.sha256(settings_seen.encode()).hexdigest())
     if key not in pool:
-        headers = {**provider.extra_headers}
-        if provider.api_key:
-            headers["Authorization"] = f"Bearer {provider.api_key}"
-        pool[key] = httpx.AsyncClient(
-            base_url=provider.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(
-                connect=settings.CONFAB_CONNECT_TIMEOUT_S, read=None, write=30, pool=30
+        pool[key] = aiohttp.ClientSession(
+            headers=_headers(provider),
+            # No total: a reply takes as long as it takes; ChatStream bounds the first byte
+            # and every gap between chunks itself.
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=settings.CONFAB_CONNECT_TIMEOUT_S,
+                sock_connect=settings.CONFAB_CONNECT_TIMEOUT_S,
             ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
+            connector=aiohttp.TCPConnector(limit=0),
+            trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as httpx honoured them
         )
     return pool[key]
 
 
 async def close_clients():
-    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
-        await client.aclose()
+    for session in _clients.pop(asyncio.get_running_loop(), {}).values():
+        await session.close()
 
 
 class ChatStream:
@@ -136,6 +150,7 @@ class ChatStream:
         self.choices = {}
         self.usage = None
         self.done = False
+        self.started = False  # an event arrived: a timeout now is a silence, not no answer
         self.first_byte_timeout = (
             provider.first_byte_timeout_s or settings.CONFAB_FIRST_BYTE_TIMEOUT_S
         )
@@ -146,31 +161,24 @@ class ChatStream:
 
     async def __aiter__(self):
         loop = asyncio.get_running_loop()
-        started = False
         try:
             async with asyncio.timeout(self.first_byte_timeout) as deadline:
                 response = await self._open()
                 try:
-                    async for sse in EventSource(response).aiter_sse():
-                        # Each event pushes the deadline on: the idle gap, not the total.
-                        started = True
-                        deadline.reschedule(loop.time() + self.idle_timeout)
-                        if sse.data == "[DONE]":
-                            self.done = True
-                            break
-                        for delta in self._fold(sse):
+                    async with contextlib.aclosing(self._read(response, deadline, loop)) as deltas:
+                        async for delta in deltas:
                             yield delta
                 finally:
-                    await response.aclose()
+                    response.release()
         except TimeoutError:
-            if started:
+            if self.started:
                 message = f"The provider went silent for {self.idle_timeout} s mid-reply."
             else:
                 message = (
                     f"The provider did not start answering within {self.first_byte_timeout} s."
                 )
             raise UpstreamError(message, code="timeout") from None
-        except httpx.HTTPError as error:
+        except (aiohttp.ClientError, EventTooLarge) as error:
             raise UpstreamError(
                 self._redact(f"The connection to the provider failed: {error}"),
                 code="connection",
@@ -181,14 +189,40 @@ class ChatStream:
                 code="cut",
             )
 
+    async def _read(self, response, deadline, loop):
+        """The deltas of the response's events, until [DONE] or the end of the body."""
+        splitter = SSESplitter()
+        async for data in response.content.iter_any():
+            for event, payload in splitter.feed(data):
+                # Each event pushes the deadline on: the idle gap, not the total.
+                self.started = True
+                deadline.reschedule(loop.time() + self.idle_timeout)
+                if payload == b"[DONE]":
+                    self.done = True
+                    await self._drain(response)
+                    return
+                for delta in self._fold(event, payload):
+                    yield delta
+
+    @staticmethod
+    async def _drain(response):
+        """The body's end, if it follows [DONE] at once, so the connection can be reused."""
+        try:
+            async with asyncio.timeout(0.1):
+                while await response.content.readany():
+                    pass
+        except (TimeoutError, aiohttp.ClientError):
+            pass  # released unread: aiohttp closes the connection instead
+
     async def _open(self):
         """Send the request; retry before the first byte only, and only what may pass."""
-        client = client_for(self.provider)
+        session = client_for(self.provider)
+        url = self.provider.base_url.rstrip("/") + "/chat/completions"
+        body = json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
         for attempt in range(MAX_RETRIES + 1):
             try:
-                request = client.build_request("POST", "chat/completions", json=self.body)
-                response = await client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                response = await session.post(url, data=body, headers=JSON_BODY)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
                 if attempt == MAX_RETRIES:
                     raise UpstreamError(
                         self._redact(f"Could not connect to the provider: {error}"),
@@ -196,7 +230,7 @@ class ChatStream:
                     ) from None
                 await asyncio.sleep(self._backoff(attempt))
                 continue
-            if response.status_code < 400:
+            if response.status < 400:
                 content_type = response.headers.get("content-type", "")
                 if "text/event-stream" not in content_type:
                     body = await self._read_bounded(response)
@@ -205,20 +239,20 @@ class ChatStream:
                             "The provider answered without a stream "
                             f"({content_type or 'no content type'}): {body[:300]}"
                         ),
-                        status=response.status_code,
+                        status=response.status,
                         code="not_a_stream",
                     )
                 return response
-            body = await self._read_bounded(response)
-            if response.status_code in RETRY_STATUSES and attempt < MAX_RETRIES:
+            text = await self._read_bounded(response)
+            if response.status in RETRY_STATUSES and attempt < MAX_RETRIES:
                 await asyncio.sleep(self._backoff(attempt, response.headers.get("retry-after")))
                 continue
             raise UpstreamError(
                 self._redact(
-                    f"The provider refused the request (HTTP {response.status_code}): "
-                    f"{error_message(body)}"
+                    f"The provider refused the request (HTTP {response.status}): "
+                    f"{error_message(text)}"
                 ),
-                status=response.status_code,
+                status=response.status,
                 code="http_error",
             )
         raise AssertionError("unreachable")
@@ -237,26 +271,28 @@ class ChatStream:
     async def _read_bounded(response):
         chunks, size = [], 0
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.content.iter_any():
                 chunks.append(chunk)
                 size += len(chunk)
                 if size >= MAX_ERROR_BODY:
                     break
         finally:
-            await response.aclose()
+            response.release()
         return b"".join(chunks).decode("utf-8", errors="replace")
 
-    def _fold(self, sse):
+    def _fold(self, event, payload):
+        # Decoded leniently, as a text stream would be: a stray byte is not worth a reply.
+        data = payload.decode("utf-8", "replace")
         try:
-            chunk = json.loads(sse.data)
+            chunk = json.loads(data)
         except ValueError:
             raise UpstreamError(
-                self._redact(f"The provider sent something that is not JSON: {sse.data[:200]}"),
+                self._redact(f"The provider sent something that is not JSON: {data[:200]}"),
                 code="bad_chunk",
             ) from None
         if not isinstance(chunk, dict):
             raise UpstreamError("The provider sent a malformed chunk.", code="bad_chunk")
-        if chunk.get("error") or sse.event == "error":
+        if chunk.get("error") or event == b"error":
             raise UpstreamError(
                 self._redact(f"The provider reported an error: {error_message(chunk)}"),
                 code="provider_error",
@@ -340,26 +376,24 @@ async def list_models(provider):
     A client of its own, not the pool: this runs from admin actions and commands, on
     event loops that may not outlive the call.
     """
-    headers = {**provider.extra_headers}
-    if provider.api_key:
-        headers["Authorization"] = f"Bearer {provider.api_key}"
-    base_url = provider.base_url.rstrip("/") + "/"
+    url = provider.base_url.rstrip("/") + "/models"
+    timeout = aiohttp.ClientTimeout(total=15)
     try:
-        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=15) as client:
-            response = await client.get("models")
-    except httpx.HTTPError as error:
+        async with (
+            aiohttp.ClientSession(headers=_headers(provider), timeout=timeout, trust_env=True) as s,
+            s.get(url) as response,
+        ):
+            status, text = response.status, await response.text(errors="replace")
+    except (aiohttp.ClientError, TimeoutError) as error:
         raise UpstreamError(f"Could not reach the provider: {type(error).__name__}") from None
     redact = _redactor(provider.api_key)
-    if response.status_code >= 400:
+    if status >= 400:
         raise UpstreamError(
-            redact(
-                f"The provider refused to list models (HTTP {response.status_code}): "
-                f"{error_message(response.text)}"
-            ),
-            status=response.status_code,
+            redact(f"The provider refused to list models (HTTP {status}): {error_message(text)}"),
+            status=status,
         )
     try:
-        return [item["id"] for item in response.json()["data"] if isinstance(item.get("id"), str)]
+        return [item["id"] for item in json.loads(text)["data"] if isinstance(item.get("id"), str)]
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UpstreamError("The provider's model list is not in the OpenAI format.") from None
 
