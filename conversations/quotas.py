@@ -75,10 +75,11 @@ class Standing:
         return self.quota.extra_until is not None and timezone.now() < self.quota.extra_until
 
 
-def standings(user, now=None):
-    """The user's standing against each quota that applies to them."""
+def standings(user, now=None, limits=None):
+    """The user's standing against each quota that applies to them (`limits`, when the
+    caller has them already)."""
     result = []
-    for quota in quotas_for(user):
+    for quota in quotas_for(user) if limits is None else limits:
         start, end = period_bounds(quota, now)
         ledger = UsageRecord.objects.filter(user=user, created__gte=start)
         tokens = ledger.aggregate(total=Sum("total_tokens"))["total"] or 0
@@ -87,20 +88,24 @@ def standings(user, now=None):
     return result
 
 
-def max_concurrent(user):
-    limits = [q.max_concurrent for q in quotas_for(user) if q.max_concurrent is not None]
-    return min(limits, default=settings.CONFAB_USER_MAX_CONCURRENT)
+def max_concurrent(user, limits=None):
+    limits = quotas_for(user) if limits is None else limits
+    caps = [q.max_concurrent for q in limits if q.max_concurrent is not None]
+    return min(caps, default=settings.CONFAB_USER_MAX_CONCURRENT)
 
 
-def check(user, *, expected_tokens, expected_cost, currency):
+def check(user, *, expected_tokens, expected_cost, currency, limits=None):
     """Refuse a request that would take the user past any quota; say by how much."""
+    user_standings = standings(user, limits=limits)
+    if not user_standings:
+        return
     in_flight = (
         Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING).aggregate(
             total=Sum("prompt_tokens")
         )["total"]
         or 0
     )
-    for standing in standings(user):
+    for standing in user_standings:
         resets = formats.date_format(timezone.localtime(standing.end), "DATETIME_FORMAT")
         period = standing.quota.get_period_display()
         limit = standing.token_limit

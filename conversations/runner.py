@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone, translation
 
-from conversations import titles
+from conversations import titles, upstream
 from conversations.fanout import (
     PROCESS_ID,
     hub,
@@ -337,29 +337,29 @@ def _finish(generation, status, error, total, shares, duration_ms):
             message.completed = now
             message.save()
             done.append(message)
-        UsageRecord.objects.get_or_create(
+        # One row per request: a second writer (the reaper) is ignored by the unique id.
+        record = UsageRecord(
             request_id=generation.request_id,
-            defaults={
-                "user_id": generation.user_id,
-                "conversation_id": generation.conversation_id,
-                "message": done[0],
-                "provider": generation.provider,
-                "model": model,
-                "model_name": done[0].model_name,
-                "status": status,
-                "estimated": total.estimated,
-                "cost": cost,
-                # A provider's own figure is in US dollars (OpenRouter's credits).
-                "currency": "USD" if total.cost is not None or not price else price.currency,
-                "provider_cost": total.cost,
-                "ttft_ms": generation.ttft_ms,
-                "duration_ms": duration_ms,
-                "created": now,
-                **total.as_fields(),
-            },
+            user_id=generation.user_id,
+            conversation_id=generation.conversation_id,
+            message=done[0],
+            provider=generation.provider,
+            model=model,
+            model_name=done[0].model_name,
+            status=status,
+            estimated=total.estimated,
+            cost=cost,
+            # A provider's own figure is in US dollars (OpenRouter's credits).
+            currency="USD" if total.cost is not None or not price else price.currency,
+            provider_cost=total.cost,
+            ttft_ms=generation.ttft_ms,
+            duration_ms=duration_ms,
+            created=now,
+            **total.as_fields(),
         )
+        UsageRecord.objects.bulk_create([record], ignore_conflicts=True)
         Conversation.objects.filter(id=generation.conversation_id).update(updated=now)
-    conversation = Conversation.objects.get(id=generation.conversation_id)
+    conversation = Conversation.objects.select_related("model").get(id=generation.conversation_id)
     with translation.override(generation.language):
         finished = [message.to_dict(with_html=True) for message in done]
     return finished, {
@@ -398,3 +398,4 @@ async def shutdown(grace_s=None):
     if remaining:
         await asyncio.wait(remaining, timeout=grace_s)
     await mailbox.close()
+    await upstream.close_clients()  # the pooled connections to providers

@@ -43,11 +43,13 @@ def prepare_send(user, data, *, sibling_of=None):
     conversations = Conversation.objects.for_user(user)
     if data["client_id"]:
         existing = (
-            Message.objects.filter(client_id=data["client_id"], conversation__in=conversations)
+            Message.objects.filter(client_id=data["client_id"])
             .select_related("conversation")
             .first()
         )
-        if existing is not None:
+        if existing is not None and not conversations.filter(pk=existing.conversation_id).exists():
+            raise EventError("invalid", _("client_id: this id is already taken."))
+        if existing is not None:  # a send retried: what it made the first time
             return {
                 "conversation": existing.conversation,
                 "created_conversation": False,
@@ -55,8 +57,6 @@ def prepare_send(user, data, *, sibling_of=None):
                 "replies": list(existing.children.order_by("created")),
                 "duplicate": True,
             }
-        if Message.objects.filter(client_id=data["client_id"]).exists():
-            raise EventError("invalid", _("client_id: this id is already taken."))
 
     _check_user(user)
     conversation = None
@@ -89,7 +89,7 @@ def prepare_send(user, data, *, sibling_of=None):
         )
 
     with transaction.atomic():
-        _check_running(user)
+        limits = _check_running(user)
         created = conversation is None
         if created:
             conversation = Conversation.objects.create(
@@ -117,7 +117,7 @@ def prepare_send(user, data, *, sibling_of=None):
             created=timezone.now(),
         )
         params = {**conversation.params, **data["params"]}
-        started = _start_replies(user, conversation, history, user_message, model, params)
+        started = _start_replies(user, conversation, history, user_message, model, params, limits)
     return {
         "conversation": conversation,
         "created_conversation": created,
@@ -176,9 +176,11 @@ def prepare_regenerate(user, data):
     if not check.is_valid():
         raise EventError("invalid", check.error_text())
     with transaction.atomic():
-        _check_running(user)
+        limits = _check_running(user)
         history = list(conversation.messages.order_by("created"))
-        started = _start_replies(user, conversation, history, earlier.parent, model, check.params())
+        started = _start_replies(
+            user, conversation, history, earlier.parent, model, check.params(), limits
+        )
     return {"conversation": conversation, "user_message": earlier.parent, **started}
 
 
@@ -190,13 +192,15 @@ def _check_user(user):
 
 
 def _check_running(user):
+    """Refuse a user at their limit of replies at once; their quotas, for the next checks."""
+    limits = list(quotas.quotas_for(user))
     running = (
         Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
         .values("parent_id")
         .distinct()
         .count()
     )
-    if running >= quotas.max_concurrent(user):
+    if running >= quotas.max_concurrent(user, limits):
         raise EventError(
             "too_many",
             ngettext(
@@ -209,15 +213,16 @@ def _check_running(user):
             % {"count": running},
             retry_after=5,
         )
+    return limits
 
 
-def _start_replies(user, conversation, history, user_message, model, params):
+def _start_replies(user, conversation, history, user_message, model, params, limits):
     """The reply placeholders under `user_message` and the request that will fill them."""
     now = timezone.now()
     messages = _api_messages(conversation, history, user_message)
     body = upstream.build_body(model, messages, params, user.pk)
     prompt_estimate = estimate_prompt_tokens(messages)
-    _check_quotas(user, model, body, prompt_estimate, now)
+    _check_quotas(user, model, body, prompt_estimate, now, limits)
     # With n > 1 each choice becomes a reply of its own, siblings under the message.
     replies = Message.objects.bulk_create(
         Message(
@@ -246,7 +251,9 @@ def _start_replies(user, conversation, history, user_message, model, params):
     return {"replies": replies, "model": model, "messages": messages, "body": body}
 
 
-def _check_quotas(user, model, body, prompt_estimate, now):
+def _check_quotas(user, model, body, prompt_estimate, now, limits):
+    if not limits:
+        return  # no quota applies to this user: nothing to price
     replies = body.get("n") or 1
     output = (body.get("max_tokens") or quotas.EXPECTED_OUTPUT_TOKENS) * replies
     price = model.price_at(now)
@@ -257,6 +264,7 @@ def _check_quotas(user, model, body, prompt_estimate, now):
             expected_tokens=expected.total_tokens,
             expected_cost=price.cost(expected) if price else 0,
             currency=price.currency if price else "",
+            limits=limits,
         )
     except quotas.QuotaExceeded as refusal:
         raise EventError(

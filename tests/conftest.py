@@ -155,8 +155,8 @@ async def sockets():
     """Open sockets for users; every socket and upstream client is closed afterwards."""
     opened = []
 
-    async def open_for(user):
-        socket = await open_socket(user)
+    async def open_for(user, headers=()):
+        socket = await open_socket(user, headers)
         opened.append(socket)
         return socket
 

@@ -59,34 +59,28 @@ def test_the_switcher_keeps_the_choice(client, alice):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_finished_reply_is_rendered_in_the_senders_language(alice, model, fake_upstream):
-    from tests.conftest import open_socket
-
-    socket = await open_socket(alice, headers=[(b"accept-language", b"zh-CN,zh;q=0.9")])
-    try:
-        await socket.send(**send_event())
-        done = (await socket.receive_until("message.done"))[-1]["message"]
-    finally:
-        await socket.close()
+async def test_a_finished_reply_is_rendered_in_the_senders_language(
+    alice, model, fake_upstream, sockets
+):
+    socket = await sockets(alice, headers=[(b"accept-language", b"zh-CN,zh;q=0.9")])
+    await socket.send(**send_event())
+    done = (await socket.receive_until("message.done"))[-1]["message"]
 
     assert "11 + 7 = 18 个 token" in done["html"]
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_websocket_errors_speak_the_pages_language(alice, model, fake_upstream, settings):
-    from tests.conftest import open_socket
-
+async def test_websocket_errors_speak_the_pages_language(
+    alice, model, fake_upstream, settings, sockets
+):
     settings.CONFAB_USER_SENDS_PER_MINUTE = 0
-    socket = await open_socket(alice, headers=[(b"accept-language", b"zh-CN,zh;q=0.9")])
-    try:
-        await socket.send_raw(text_data="{not json")
-        bad_json = await socket.receive()
-        await socket.send(**send_event(params={"temperature": 5}))
-        out_of_range = await socket.receive()
-        await socket.send(**send_event())
-        rate_limited = await socket.receive()
-    finally:
-        await socket.close()
+    socket = await sockets(alice, headers=[(b"accept-language", b"zh-CN,zh;q=0.9")])
+    await socket.send_raw(text_data="{not json")
+    bad_json = await socket.receive()
+    await socket.send(**send_event(params={"temperature": 5}))
+    out_of_range = await socket.receive()
+    await socket.send(**send_event())
+    rate_limited = await socket.receive()
 
     assert bad_json["message"] == "该帧不是有效的 JSON。"
     assert out_of_range["message"] == "params.temperature: 必须介于 0 和 2 之间。"
