@@ -18,6 +18,11 @@ export class MessageList {
     this.unrendered = new Set(); // replies whose text changed since the last frame
     this.frame = null; // the animation frame that renders them, once asked for
     renderMath(container);
+    // A reply generating when the page loaded: its checkpoint, as markdown until the
+    // runner's snapshot takes over.
+    for (const id of this.streamingIds()) {
+      this.setText(id, this.element(id).querySelector(".message-body").textContent);
+    }
   }
 
   element(id) {
