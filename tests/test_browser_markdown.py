@@ -164,3 +164,42 @@ def test_the_browser_renders_markdown_exactly_as_the_server_does(server, page):
     )
     for text, (browser, server_html) in zip(SAMPLES + strung, pairs, strict=True):
         assert browser == server_html, text
+
+
+JSON_REPLY = ['{"name": "Ada', ' Lovelace", "born": ', "1815", ', "works": ["Notes"', "]}"]
+
+
+@pytest.fixture
+def json_model(fake_upstream):
+    """`slow-json` writes a JSON object a piece at a time, then holds it a while."""
+    steps = reply(JSON_REPLY, delay=0.1)
+    end = steps.index(sse(chunk(finish_reason="stop")))
+    fake_upstream.script("slow-json", [*steps[:end], 2.5, *steps[end:]])
+
+
+def test_a_json_reply_streams_as_the_code_block_it_ends_as(json_model, server, page):
+    page.set_viewport_size({"width": 1000, "height": 2400})
+    sign_up(page, server)
+    ask(page, "Hello", model="slow-json")
+    expect(page.locator('article.role-assistant[data-status="complete"]')).to_have_count(1)
+    page.reload()
+    page.get_by_role("link", name="Settings").click()
+    panel = page.get_by_role("dialog", name="Conversation settings")
+    panel.get_by_label("Response format").select_option(label="JSON mode: any JSON object")
+    panel.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_contain_text("Settings saved.")
+
+    ask(page, "Who wrote the first program? As JSON.", model="slow-json")
+
+    streaming = page.locator('article.role-assistant[data-status="streaming"] .message-body')
+    expect(streaming.locator("pre code")).to_contain_text('"works": [')  # not yet JSON
+    expect(streaming.locator("pre code")).to_contain_text('"Notes"\n  ]\n}')  # now it is
+    during = streaming.evaluate(SHAPE)
+    done = page.locator('article.role-assistant[data-status="complete"] .message-body').last
+    expect(done.locator("pre .copy-code")).to_have_count(1)
+    after = done.evaluate(SHAPE)
+    assert after["shape"] == during["shape"]
+    assert after["height"] == during["height"]
+    expect(done.locator("pre code")).to_have_text(
+        '{\n  "name": "Ada Lovelace",\n  "born": 1815,\n  "works": [\n    "Notes"\n  ]\n}'
+    )

@@ -180,3 +180,16 @@ export function renderMarkdown(text) {
   renderMath(fragment);
   return fragment;
 }
+
+// A reply asked for as JSON, as rendering.py's render_json shows it: pretty-printed in a
+// code block once it parses; while it streams (and does not parse yet), as written.
+export function renderJson(text) {
+  if (!text) return renderMarkdown(text);
+  let pretty = text;
+  try {
+    pretty = JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    // not complete yet
+  }
+  return renderMarkdown(`\`\`\`json\n${pretty}\n\`\`\``);
+}

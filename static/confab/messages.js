@@ -6,7 +6,7 @@
 // the text and its seq; a delta is applied only if it is the next one, so a resumed
 // reply is never doubled, and a gap (a lost frame) asks for a fresh snapshot.
 
-import { renderMarkdown, renderMath } from "./markdown.js";
+import { renderJson, renderMarkdown, renderMath } from "./markdown.js";
 
 export class MessageList {
   constructor(container, labels, { onGap }) {
@@ -53,6 +53,8 @@ export class MessageList {
     article.dataset.parent = message.parent ?? "";
     article.dataset.status = message.status;
     article.dataset.created = message.created;
+    const format = message.params?.response_format?.type;
+    if (format === "json_object" || format === "json_schema") article.dataset.format = "json";
     const role = document.createElement("div");
     role.className = "message-role";
     role.textContent = message.role === "user" ? this.labels.you : message.model || "";
@@ -150,7 +152,8 @@ export class MessageList {
       for (const id of this.unrendered) {
         const body = this.element(id)?.querySelector(".message-body");
         body?.classList.replace("plain", "markdown");
-        body?.replaceChildren(renderMarkdown(this.texts.get(id)));
+        const render = body?.closest("article").dataset.format === "json" ? renderJson : renderMarkdown;
+        body?.replaceChildren(render(this.texts.get(id)));
       }
       this.unrendered.clear();
       this.scroll();
