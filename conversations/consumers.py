@@ -124,6 +124,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def send_event(self, type, **fields):
         await self.send(text_data=json.dumps({"type": type, **fields}, ensure_ascii=False))
 
+    async def dispatch(self, message):
+        # channels closes stale database connections before every handler: a hop to the
+        # thread all database work shares. A relayed event (a frame from another process,
+        # many a second) touches no database, so it skips the hop and that queue.
+        if message["type"] == "relay":
+            await self.relay(message)
+        else:
+            await super().dispatch(message)
+
     async def relay(self, message):
         """An event from the channel layer, unless this process's hub delivered it already."""
         if message.get("origin") == PROCESS_ID or message.get("skip") == self.channel_name:
