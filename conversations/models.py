@@ -245,6 +245,11 @@ class Preferences(models.Model):
     def __str__(self):
         return str(self.user)
 
+    @classmethod
+    def of(cls, user):
+        """The user's defaults; empty, and not yet saved, until they first save some."""
+        return cls.objects.filter(user=user).select_related("model").first() or cls(user=user)
+
 
 class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -1,0 +1,33 @@
+"""The pages: server-rendered views, each beginning with one access-checked getter."""
+
+from conversations.views.accounts import my_usage, preferences, signup
+from conversations.views.chat import chat, search
+from conversations.views.conversations import (
+    conversation_settings,
+    delete,
+    export_json,
+    export_markdown,
+    rename,
+    reset_settings,
+    restore,
+    toggle,
+)
+from conversations.views.messages import delete_message, message_request
+
+__all__ = [
+    "chat",
+    "conversation_settings",
+    "delete",
+    "delete_message",
+    "export_json",
+    "export_markdown",
+    "message_request",
+    "my_usage",
+    "preferences",
+    "rename",
+    "reset_settings",
+    "restore",
+    "search",
+    "signup",
+    "toggle",
+]

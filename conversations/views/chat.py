@@ -1,0 +1,190 @@
+"""The chat page (its sidebar, the branch on show) and search."""
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db import connection
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from conversations.models import Conversation, LanguageModel, Message, Preferences
+from conversations.views.conversations import conversation_or_404
+
+
+def _uuid_or_none(value):
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+@login_required
+@require_GET
+def chat(request, conversation_id=None):
+    conversation = conversation_or_404(request, conversation_id) if conversation_id else None
+    if conversation and "show" in request.GET:
+        # The `< 2 / 3 >` switcher: show (and remember) the branch through that message.
+        shown = conversation.messages.filter(id=_uuid_or_none(request.GET["show"])).first()
+        url = reverse("conversation", args=[conversation.id])
+        if shown is not None:
+            Conversation.objects.filter(id=conversation.id).update(shown=shown)
+            conversation.shown = shown
+            branch = [m.id for m in conversation.branch()]
+            if len(branch) - branch.index(shown.id) > settings.CONFAB_MESSAGES_SHOWN:
+                url += "?earlier=all"  # a search hit far back: it must be on the page
+        return redirect(url)
+    archived = request.GET.get("archived") == "1"
+    sidebar = Paginator(
+        Conversation.objects.for_user(request.user)
+        .filter(archived=archived)
+        .order_by("-pinned", "-updated")
+        .only("id", "title", "updated", "pinned")
+        .with_generating(),
+        settings.CONFAB_CONVERSATIONS_PER_PAGE,
+    ).get_page(request.GET.get("page"))
+    _mark_days(sidebar)
+    models = list(LanguageModel.objects.available_to(request.user))
+    preferred = conversation.model if conversation else Preferences.of(request.user).model
+    selected = preferred if preferred in models else None
+    return render(
+        request,
+        "conversations/chat.html",
+        {
+            "conversation": conversation,
+            # Not "messages": that name belongs to django.contrib.messages in templates.
+            **_thread(conversation, request.GET.get("earlier")),
+            "sidebar": sidebar,
+            "archived": archived,
+            "undo_delete": request.session.pop("undo_delete", None),
+            "models": models,
+            "selected_model": selected or (models[0] if models else None),
+            "page_data": {
+                "conversation": str(conversation.id) if conversation else None,
+                "socket": "/ws/chat/",
+                "conversationUrl": "/c/{id}/",
+                "messageUrl": "/m/{id}/",
+            },
+            "ui_text": {
+                "you": _("You"),
+                "streaming": _("Generating…"),
+                "newChat": _("New chat"),
+                "reconnecting": _("Connection lost. Reconnecting…"),
+                "signedOut": _("You are signed out. Reload the page to sign in."),
+                "replyFinished": _("The reply is finished."),
+                "today": _("Today"),
+                "copy": _("Copy"),
+                "edit": _("Edit"),
+                "copied": _("Copied"),
+                "reasoning": _("Reasoning"),
+                "toolCall": _("Tool call: %s"),
+                "delete": _("Delete"),
+                "confirmDeleteMessage": _(
+                    "Delete this message and everything after it on this branch?"
+                ),
+                "model": _("Model"),
+                "promptTokens": _("Prompt tokens"),
+                "completionTokens": _("Completion tokens"),
+                "cachedTokens": _("Cached tokens"),
+                "reasoningTokens": _("Reasoning tokens"),
+                "totalTokens": _("Total tokens"),
+                "cost": _("Cost"),
+                "finishReason": _("Finish reason"),
+            },
+        },
+    )
+
+
+DAYS = {
+    "pinned": _("Pinned"),
+    "today": _("Today"),
+    "yesterday": _("Yesterday"),
+    "week": _("Previous 7 days"),
+    "older": _("Earlier"),
+}
+
+
+def _thread(conversation, earlier):
+    """The branch on show, its last CONFAB_MESSAGES_SHOWN messages unless asked for all."""
+    if conversation is None:
+        return {"thread": [], "hidden": 0}
+    branch = conversation.branch()
+    shown = len(branch) if earlier == "all" else settings.CONFAB_MESSAGES_SHOWN
+    hidden = max(len(branch) - shown, 0)
+    return {"thread": branch[hidden:], "hidden": hidden}
+
+
+def _mark_days(conversations):
+    """Give each conversation its day group; `new_day` marks the first of a group."""
+    today = timezone.localdate()
+    previous = None
+    for conversation in conversations:
+        age = (today - timezone.localdate(conversation.updated)).days
+        day = "today" if age <= 0 else "yesterday" if age == 1 else "week" if age <= 7 else "older"
+        if conversation.pinned:
+            day = "pinned"
+        conversation.day, conversation.day_label = day, DAYS[day]
+        conversation.new_day = day != previous
+        previous = day
+
+
+@login_required
+@require_GET
+def search(request):
+    """Titles and message text of the user's conversations; each hit links to its message."""
+    query = " ".join(request.GET.get("q", "").split())[:200]
+    hits = []
+    if query:
+        conversations = Conversation.objects.for_user(request.user)
+        for conversation in conversations.filter(title__icontains=query)[:20]:
+            hits.append({"conversation": conversation, "message": None, "snippet": ""})
+        messages = Message.objects.filter(conversation__in=conversations).select_related(
+            "conversation"
+        )
+        for message in _matching(messages, query)[:50]:
+            hits.append(
+                {
+                    "conversation": message.conversation,
+                    "message": message,
+                    "snippet": _snippet(message.content, query),
+                }
+            )
+    return render(request, "conversations/search.html", {"query": query, "hits": hits})
+
+
+def _matching(messages, query):
+    """PostgreSQL's full-text search where it can segment the words; a substring elsewhere
+    (SQLite, and text without spaces between words, such as Chinese)."""
+    if connection.vendor == "postgresql" and query.isascii():
+        from django.contrib.postgres.search import SearchQuery, SearchVector
+
+        return (
+            messages.annotate(found=SearchVector("content", config="simple"))
+            .filter(found=SearchQuery(query, config="simple", search_type="websearch"))
+            .order_by("-created")
+        )
+    return messages.filter(content__icontains=query).order_by("-created")
+
+
+def _snippet(text, query, width=80):
+    """The text around the first match, the match marked, everything else escaped."""
+    start = text.lower().find(query.lower())
+    if start < 0:
+        return escape(text[: width * 2]) + ("…" if len(text) > width * 2 else "")
+    before = max(0, start - width)
+    end = start + len(query)
+    return mark_safe(
+        ("…" if before else "")
+        + escape(text[before:start])
+        + "<mark>"
+        + escape(text[start:end])
+        + "</mark>"
+        + escape(text[end : end + width])
+        + ("…" if end + width < len(text) else "")
+    )
