@@ -236,7 +236,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _launch(self, prepared, new_messages, client_id, *, created):
         """Start the runner, tell every tab of the new messages, update the sidebars."""
         conversation = prepared["conversation"]
-        # The runner first: a tab in another process that hears of the reply asks it.
+        events = []
+        for message in (*new_messages, *prepared["replies"]):
+            event = {"type": "message.created", "message": message.to_dict()}
+            if client_id:
+                event["client_id"] = client_id
+            events.append(event)
+        # This process's tabs hear of the reply before its runner can send them a frame:
+        # a frame of a reply a page does not know yet is dropped.
+        for event in events:
+            await hub.publish(conversation.id, event)
+        # Then the runner, then other processes: a tab there that hears of the reply asks
+        # the runner for its frames, so the runner must be listening first.
         await runner.Generation(
             prepared["replies"],
             provider=prepared["model"].provider,
@@ -246,11 +257,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             user_id=self.user.pk,
             language=self.language,
         ).start()
-        for message in (*new_messages, *prepared["replies"]):
-            event = {"type": "message.created", "message": message.to_dict()}
-            if client_id:
-                event["client_id"] = client_id
-            await publish(conversation.id, event)
+        for event in events:
+            await publish(conversation.id, event, here=False)
         # The sidebar of the user's other tabs: a new conversation, or one now generating.
         await publish_to_user(
             self.user.pk,

@@ -80,9 +80,10 @@ def single_process():
     return isinstance(get_channel_layer(), InMemoryChannelLayer)
 
 
-async def publish(conversation_id, event, *, everywhere=True):
+async def publish(conversation_id, event, *, here=True, everywhere=True):
     """To every socket subscribed to the conversation: here directly, elsewhere by layer."""
-    await hub.publish(conversation_id, event)
+    if here:
+        await hub.publish(conversation_id, event)
     if everywhere and not single_process():
         await get_channel_layer().group_send(conversation_group(conversation_id), relayed(event))
 

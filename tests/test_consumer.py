@@ -6,7 +6,9 @@ from decimal import Decimal
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 
+from conversations import fanout
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.upstream import pseudonymous_user
 from tests.conftest import API_KEY, open_socket, refused_code
@@ -573,3 +575,27 @@ def test_a_title_the_user_gave_is_never_replaced(client, alice, model):
 
     conversation.refresh_from_db()
     assert (conversation.title, conversation.auto_title) == ("Mine", False)
+
+
+async def test_the_sending_tab_hears_of_its_reply_before_the_first_frame_with_a_slow_layer(
+    alice, model, sockets, fake_upstream, monkeypatch
+):
+    """With several processes, new messages also cross the channel layer, which may be slower
+    than the provider's first token; the page drops a frame of a reply it does not know."""
+    layer = get_channel_layer()
+    group_send = layer.group_send
+
+    async def slow_group_send(group, message):
+        await asyncio.sleep(0.05)  # Redis under load
+        await group_send(group, message)
+
+    monkeypatch.setattr(fanout, "single_process", lambda: False)
+    monkeypatch.setattr(layer, "group_send", slow_group_send)
+    socket = await sockets(alice)
+
+    await socket.send(**send_event("hello world"))
+    events = await socket.receive_until("message.done")
+
+    types = [e["type"] for e in events]
+    assert types[:3] == ["conversation.created", "message.created", "message.created"]
+    assert streamed_text(events) == "You said: hello world"
