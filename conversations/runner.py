@@ -15,6 +15,7 @@ from collections import Counter
 from decimal import Decimal
 
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
@@ -198,9 +199,17 @@ class Generation:
         """
         async with self.lock:
             self.remote.add(channel)
-            layer = get_channel_layer()
             for snapshot in self.snapshots():
-                await layer.send(channel, relayed(snapshot))
+                await self._send_remote(channel, relayed(snapshot))
+
+    async def _send_remote(self, channel, message):
+        """To a socket of another process; one that far behind is dropped, not waited for."""
+        try:
+            await get_channel_layer().send(channel, message)
+        except ChannelFull:
+            # Its process has not read the last `capacity` messages. Sending on would only
+            # queue more; its page sees the gap in seq and asks for a snapshot again.
+            self.remote.discard(channel)
 
     def stop(self):
         """Stop at once: cancelling the reader closes the upstream connection."""
@@ -270,7 +279,7 @@ class Generation:
                     # Straight to each socket of another process that asked: a group
                     # send would also echo every frame back to this process's sockets.
                     for channel in list(self.remote):
-                        await get_channel_layer().send(channel, relayed(frame))
+                        await self._send_remote(channel, relayed(frame))
 
     def _maybe_checkpoint(self):
         now = time.monotonic()

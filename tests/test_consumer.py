@@ -6,9 +6,10 @@ from decimal import Decimal
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
-from conversations import fanout
+from conversations import fanout, runner
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.upstream import pseudonymous_user
 from tests.conftest import API_KEY, open_socket, refused_code
@@ -599,3 +600,30 @@ async def test_the_sending_tab_hears_of_its_reply_before_the_first_frame_with_a_
     types = [e["type"] for e in events]
     assert types[:3] == ["conversation.created", "message.created", "message.created"]
     assert streamed_text(events) == "You said: hello world"
+
+
+async def test_a_tab_in_another_process_that_falls_behind_is_dropped_not_the_reply(
+    alice, model, sockets, fake_upstream, monkeypatch
+):
+    slow = await slow_model(fake_upstream, model, delay=0.05)
+    layer = get_channel_layer()
+    send = layer.send
+
+    async def full_elsewhere(channel, message):
+        if channel == "elsewhere!behind":
+            raise ChannelFull()  # that process has not read its last `capacity` messages
+        await send(channel, message)
+
+    monkeypatch.setattr(layer, "send", full_elsewhere)
+    socket = await sockets(alice)
+    await socket.send(**send_event(model=str(slow.public_id)))
+    events = await socket.receive_until("message.delta")
+    generation = runner.generations[events[2]["message"]["id"]]
+    generation.remote.add("elsewhere!behind")
+
+    events += await socket.receive_until("message.done")
+
+    assert "elsewhere!behind" not in generation.remote
+    assert streamed_text(events) == SLOW_TEXT
+    later = [e for e in events if e["type"] == "message.delta"][1:]
+    assert len(later) > 10, "frames kept coming while the reply streamed, not all at the end"
