@@ -10,24 +10,13 @@ from django.test import Client
 
 from conversations.models import Conversation, Message, UsageRecord
 from tests.conftest import API_KEY
+from tests.test_consumer import send_event
 
 
 def signed_in(user):
     client = Client()
     client.force_login(user)
     return client
-
-
-def send_event(content, conversation=None, **extra):
-    return {
-        "type": "send",
-        "conversation": conversation,
-        "content": content,
-        "parent": None,
-        "params": {},
-        "client_id": str(uuid.uuid4()),
-        **extra,
-    }
 
 
 @pytest.mark.django_db(transaction=True)

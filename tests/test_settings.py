@@ -1,7 +1,6 @@
 """Conversation settings, "Reset to model defaults", and a user's defaults for new chats."""
 
 import json
-import uuid
 from html.parser import HTMLParser
 
 import pytest
@@ -11,6 +10,7 @@ from django.urls import reverse
 
 from conversations.models import Conversation, Preferences
 from tests.conftest import add_model
+from tests.test_consumer import send_event
 
 pytestmark = pytest.mark.django_db
 
@@ -442,18 +442,6 @@ async def test_defaults_a_model_cannot_take_are_refused_with_a_clear_error(
     )
     assert fake_upstream.requests == []
     assert not await database_sync_to_async(Conversation.objects.exists)()
-
-
-def send_event(content, conversation=None, **extra):
-    return {
-        "type": "send",
-        "conversation": conversation,
-        "content": content,
-        "parent": None,
-        "params": {},
-        "client_id": str(uuid.uuid4()),
-        **extra,
-    }
 
 
 class _Fields(HTMLParser):
