@@ -278,8 +278,10 @@ class Generation:
                     await hub.publish(self.conversation_id, frame)
                     # Straight to each socket of another process that asked: a group
                     # send would also echo every frame back to this process's sockets.
-                    for channel in list(self.remote):
-                        await self._send_remote(channel, relayed(frame))
+                    if self.remote:
+                        message = relayed(frame)
+                        for channel in list(self.remote):
+                            await self._send_remote(channel, message)
 
     def _maybe_checkpoint(self):
         now = time.monotonic()

@@ -15,13 +15,7 @@ from django.utils.translation import ngettext
 
 from conversations import quotas, upstream
 from conversations.forms import ParamsForm
-from conversations.models import (
-    Conversation,
-    LanguageModel,
-    Message,
-    Preferences,
-    branch_through,
-)
+from conversations.models import Conversation, LanguageModel, Message, Preferences, branch_through
 from conversations.usage import Usage, estimate_prompt_tokens
 
 
