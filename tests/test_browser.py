@@ -80,8 +80,11 @@ def test_a_dropped_connection_recovers_with_the_exact_text(server, page):
 
     full = "".join(SLOW_PARTS)
     seen = []
+    streaming_text = """() => document.querySelector(
+        'article.role-assistant[data-status="streaming"] .message-body')?.innerText ?? ''"""
     while page.locator('article.role-assistant[data-status="streaming"]').count():
-        text = body.inner_text(timeout=1000) if body.count() else ""
+        # Read in one step: the reply may end between a check and a read.
+        text = page.evaluate(streaming_text)
         seen.append(text)
         page.wait_for_timeout(150)
     assert all(full.startswith(text.strip()) or not text for text in seen), seen
