@@ -559,10 +559,16 @@ def pair_result(phase, streams, watches, timelines, measured, idle_kb, peak_kb, 
             "rss_mb": {"idle": idle_kb[name] / 1024, "peak": peak_kb[name] / 1024},
             "layer": layer,
             "layer_events": events,
-            # The frames' own layer traffic (message.delta), per frame a watcher got; the
-            # rest is per reply (message.created, .done, conversation.*, snapshots).
+            # The frames' own layer traffic (message.delta relayed one by one before
+            # 2026-11-26, runner.deliver batches since), per frame a watcher got; the rest
+            # is per reply (message.created, .done, conversation.*, snapshot requests).
             "layer_per_watcher_frame": {
-                call: events.get(f"{call} message.delta", 0) / frames if frames else None
+                call: (
+                    events.get(f"{call} message.delta", 0) + events.get(f"{call} runner.deliver", 0)
+                )
+                / frames
+                if frames
+                else None
                 for call in LAYER_CALLS
             },
             "layer_per_reply": {call: count / served for call, count in layer.items()},

@@ -168,7 +168,7 @@ def pair_cost_row(phase):
         number(cpu["servers_us_per_watcher_frame"], 0),
         number(cpu.get("added_us_per_watcher_frame"), 0),
         pair(services.get("redis"), services.get("postgres"), 0) if services else "–",
-        number(frame_layer["group_send"], 2),
+        number(frame_layer["group_send"] + frame_layer["send"], 2),
         number(frame_layer["receive"], 2),
         number(received_b, 2) if b else "–",
         " / ".join(number(per_reply[call]) for call in ("group_send", "send", "receive")),
@@ -184,10 +184,10 @@ def pair_cost_table(pairs):
         "N", "watchers on", "one process, senders only: CPU s / 1k chunks",
         "A CPU s / 1k chunks", "B CPU s / 1k chunks", "A + B CPU s / 1k chunks",
         "A + B µs / watcher frame", "added µs / watcher frame (vs senders only)",
-        "Redis / PostgreSQL µs / watcher frame", "layer group_sends / frame (A)",
+        "Redis / PostgreSQL µs / watcher frame", "layer messages sent / frame (A)",
         "layer messages received / frame, A", "layer messages received / frame, B",
         "layer group_send / send / receive per reply, all processes",
-        "layer messages dropped, channel full (logged by A's / B's group_sends)",
+        "layer messages dropped or processes given up, channel full (A / B)",
         "frames / reply at watcher", "peak RSS MB (A / B)", "other programs, cores",
     ]  # fmt: skip
     return table(header, [pair_cost_row(phase) for phase in pairs])
@@ -209,7 +209,7 @@ def render_pairs(result):
         "SQLite and the in-memory layer). Delivery: chunks written after the watcher caught up.",
         pair_latency_table(pairs),
         "Several processes, cost: CPU per 1,000 upstream chunks and per frame a watcher got; "
-        "layer calls of the frames themselves (message.delta) per frame, and all per reply.",
+        "layer messages carrying the frames themselves per frame, and all per reply.",
         pair_cost_table(pairs),
     ]
 
@@ -292,7 +292,7 @@ def summary_line(result, path):
 
 
 def pair_summary(phase):
-    """'Redis N=100: 1.00 group_send + 2.00 deliveries/frame, A+B 420 µs/frame (+300), …'"""
+    """'Redis N=100: … layer 0.05 sent + 0.05 received per frame, A+B 420 µs/frame, …'"""
     a, b, cpu = phase["servers"]["a"], phase["servers"]["b"], phase["cpu"]
     per_frame = a["layer_per_watcher_frame"]
     received = per_frame["receive"] + b["layer_per_watcher_frame"]["receive"]
@@ -303,7 +303,8 @@ def pair_summary(phase):
     return (
         f"Redis N={phase['clients']}: watchers {side_problems(watcher)} lost/reordered/bad/errors"
         f" ({watcher['never_caught_up']} never caught up), layer"
-        f" {number(per_frame['group_send'], 2)} group_send + {number(received, 2)} received"
+        f" {number(per_frame['group_send'] + per_frame['send'], 2)} sent"
+        f" + {number(received, 2)} received"
         f" per frame ({dropped} dropped, channel full),"
         f" A+B {number(cpu['servers_us_per_watcher_frame'], 0)} µs CPU/frame"
         + (f" (+{number(added, 0)} over one process)" if added is not None else "")

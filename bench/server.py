@@ -125,7 +125,8 @@ def count_channel_layer(counter):
 
 class DroppedMessages(logging.Handler):
     """channels_redis drops a group message for a member whose channel is full and only
-    logs "N of M channels over capacity in group G" (at INFO): count those N."""
+    logs "N of M channels over capacity in group G" (at INFO): count those N. Confab's
+    outbox logs "process mailbox … is full" when it stops sending to a process: one each."""
 
     def __init__(self, counter):
         super().__init__(logging.INFO)
@@ -135,13 +136,17 @@ class DroppedMessages(logging.Handler):
         if "over capacity" in str(record.msg) and record.args:
             with self.counter.lock:
                 self.counter.layer["dropped_over_capacity"] += int(record.args[0])
+        elif "mailbox" in str(record.msg) and "is full" in str(record.msg):
+            with self.counter.lock:
+                self.counter.layer["dropped_over_capacity"] += 1
 
 
 def count_dropped_messages(counter):
-    logger = logging.getLogger("channels_redis.core")
-    logger.addHandler(DroppedMessages(counter))
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
+    for name in ("channels_redis.core", "conversations.fanout"):
+        logger = logging.getLogger(name)
+        logger.addHandler(DroppedMessages(counter))
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def run_daphne(port):

@@ -46,11 +46,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conversations = set()
         self.watching_runners = set()  # conversations whose runners in other processes we asked
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
+        hub.attach(self)  # frames from runners of other processes come by channel name
         await self.accept()
 
     async def disconnect(self, code):
         if not hasattr(self, "conversations"):
             return
+        hub.detach(self)
         await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
         for conversation_id in self.conversations:
             hub.leave(conversation_id, self)
@@ -126,8 +128,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message):
         # channels closes stale database connections before every handler: a hop to the
-        # thread all database work shares. A relayed event (a frame from another process,
-        # many a second) touches no database, so it skips the hop and that queue.
+        # thread all database work shares. A relayed event touches no database, so it
+        # skips the hop and that queue.
         if message["type"] == "relay":
             await self.relay(message)
         else:
@@ -150,7 +152,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             {
                 "type": "runner.snapshot",
                 "conversation": str(conversation_id),
-                "reply_to": self.channel_name,
+                # The snapshot and the frames after it come through this process's mailbox.
+                "reply_to": runner.mailbox.address(),
+                "socket": self.channel_name,
                 "origin": PROCESS_ID,
             },
         )

@@ -8,13 +8,21 @@ cross the layer only when a socket in another process has asked for them. Rare e
 
 Every layer message carries the process it came from, so a socket of that process, which
 already had the event from the hub, does not get it twice.
+
+Frames for sockets in another process go to that process's mailbox (`runner.<process>`,
+read by conversations.runner.Mailbox), not to each socket: the Outbox sends one layer
+message per destination process at a time, carrying every frame, for every socket there,
+queued while the previous one was on its way. However many replies a process watches, it
+reads a few dozen messages a second, not one per frame per socket.
 """
 
+import asyncio
 import json
 import logging
 import uuid
 from collections import defaultdict
 
+from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 logger = logging.getLogger(__name__)
@@ -37,11 +45,24 @@ def user_group(user_id):
     return f"user.{user_id}"
 
 
+def mailbox_channel(process_id):
+    """The layer address of a process's mailbox."""
+    return f"runner.{process_id}"
+
+
 class Hub:
-    """The sockets of this process subscribed to each conversation."""
+    """The sockets of this process: by the conversations they subscribe to, and by their
+    channel name, for frames another process addresses to them."""
 
     def __init__(self):
         self.sockets = defaultdict(set)
+        self.by_channel = {}
+
+    def attach(self, socket):
+        self.by_channel[socket.channel_name] = socket
+
+    def detach(self, socket):
+        self.by_channel.pop(socket.channel_name, None)
 
     def join(self, conversation_id, socket):
         self.sockets[str(conversation_id)].add(socket)
@@ -66,8 +87,65 @@ class Hub:
                 logger.debug("dropping a socket that failed to receive", exc_info=True)
                 self.leave(conversation_id, socket)
 
+    async def deliver(self, channels, events):
+        """Events another process sent to some sockets of this one, each serialised once."""
+        texts = [json.dumps(event, ensure_ascii=False) for event in events]
+        for channel in channels:
+            socket = self.by_channel.get(channel)
+            if socket is None:
+                continue  # closed meanwhile; its process told the runner, or will
+            try:
+                for text in texts:
+                    await socket.send(text_data=text)
+            except Exception:
+                logger.debug("dropping a socket that failed to receive", exc_info=True)
+                self.detach(socket)
+
 
 hub = Hub()
+
+
+class Outbox:
+    """Events for sockets in other processes, one layer message per process at a time.
+
+    `put` never waits: it queues, and a sender per destination process sends everything
+    queued as one message, then waits `interval` so that the next one gathers the frames
+    of every reply flushed meanwhile. A process so far behind that its mailbox is full
+    (`capacity` messages unread) is dropped: `unreachable(process)` is called, and its
+    sockets catch up by snapshot when they next hear of the reply.
+    """
+
+    def __init__(self, unreachable, interval=0.01):
+        self.unreachable = unreachable
+        self.interval = interval
+        self.loop = None
+        self.queues = {}  # destination mailbox -> [[socket channels, events], ...]
+        self.senders = {}  # destination mailbox -> the task sending to it
+
+    def put(self, process, channels, events):
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # a new event loop (tests start one per test)
+            self.loop, self.queues, self.senders = loop, {}, {}
+        self.queues.setdefault(process, []).append([sorted(channels), events])
+        if process not in self.senders:
+            self.senders[process] = loop.create_task(self._send(process), name="outbox")
+
+    async def _send(self, process):
+        try:
+            while batch := self.queues.pop(process, None):
+                message = {"type": "runner.deliver", "origin": PROCESS_ID, "batch": batch}
+                await get_channel_layer().send(process, message)
+                await asyncio.sleep(self.interval)
+        except ChannelFull:
+            self.queues.pop(process, None)
+            logger.warning("process mailbox %s is full: its tabs get no more frames", process)
+            self.unreachable(process)
+        except Exception:
+            self.queues.pop(process, None)
+            logger.exception("frames for another process could not be sent")
+            self.unreachable(process)
+        finally:
+            self.senders.pop(process, None)
 
 
 def relayed(event, **routing):

@@ -2,9 +2,10 @@
 
 A reply outlives the browser tab that asked for it. The upstream read loop only folds
 chunks (in the upstream client) and marks the reply dirty; a flusher per reply sends
-coalesced frames to the sockets subscribed in this process (the first delta at once, then
-at most one frame per CONFAB_FRAME_INTERVAL_MS) and checkpoints the text every
-CONFAB_CHECKPOINT_INTERVAL_MS, so nothing slow ever sits between two upstream reads.
+coalesced frames to the sockets subscribed in this process and queues them for those of
+other processes (the first delta at once, then at most one frame per
+CONFAB_FRAME_INTERVAL_MS) and checkpoints the text every CONFAB_CHECKPOINT_INTERVAL_MS, so
+nothing slow ever sits between two upstream reads.
 """
 
 import asyncio
@@ -15,7 +16,6 @@ from collections import Counter
 from decimal import Decimal
 
 from channels.db import database_sync_to_async
-from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
@@ -24,10 +24,11 @@ from django.utils import timezone, translation
 from conversations import titles, upstream
 from conversations.fanout import (
     PROCESS_ID,
+    Outbox,
     hub,
+    mailbox_channel,
     publish,
     publish_to_user,
-    relayed,
     runners_group,
 )
 from conversations.models import Conversation, Message, UsageRecord
@@ -44,8 +45,9 @@ accepting = True
 
 
 class Mailbox:
-    """This process's address on the channel layer, where runners take control messages
-    (stop, snapshot requests) from sockets in other processes."""
+    """This process's address on the channel layer: runners take control messages (stop,
+    snapshot requests) from sockets in other processes there, and sockets take the frames
+    that runners of other processes send them (see fanout.Outbox)."""
 
     def __init__(self):
         self.loop = None
@@ -53,15 +55,20 @@ class Mailbox:
         self.listener = None
         self.conversations = Counter()
 
-    async def join(self, conversation_id):
+    def address(self):
+        """The mailbox's channel, read from now on."""
         loop = asyncio.get_running_loop()
         if self.loop is not loop:  # a new event loop (tests start one per test)
             self.loop, self.conversations = loop, Counter()
             # A plain channel of its own, not one from new_channel(): channels_redis reads
             # those through one shared, lock-guarded buffer per process, which was seen to
             # stop delivering to a long-lived reader after sockets cancelled their reads.
-            self.channel = f"runner.{PROCESS_ID}"
+            self.channel = mailbox_channel(PROCESS_ID)
             self.listener = loop.create_task(self._listen(self.channel), name="runner-mailbox")
+        return self.channel
+
+    async def join(self, conversation_id):
+        self.address()
         if not self.conversations[conversation_id]:
             await get_channel_layer().group_add(runners_group(conversation_id), self.channel)
         self.conversations[conversation_id] += 1
@@ -97,6 +104,10 @@ class Mailbox:
                 logger.exception("a runner control message failed: %s", message.get("type"))
 
     async def _handle(self, message):
+        if message["type"] == "runner.deliver":
+            for channels, events in message["batch"]:
+                await hub.deliver(channels, events)
+            return
         local = {
             g for g in generations.values() if g.conversation_id == message.get("conversation")
         }
@@ -105,13 +116,22 @@ class Mailbox:
                 generation.stop()
         elif message["type"] == "runner.snapshot":
             for generation in local:
-                await generation.send_snapshots(message["reply_to"])
+                generation.send_snapshots(message["reply_to"], message["socket"])
         elif message["type"] == "runner.unsubscribe":
             for generation in local:
-                generation.remote.discard(message["channel"])
+                generation.forget(message["channel"])
 
 
 mailbox = Mailbox()
+
+
+def _unreachable(process):
+    """A process whose mailbox is full: its sockets get no more frames from this one."""
+    for generation in set(generations.values()):
+        generation.remote.pop(process, None)
+
+
+outbox = Outbox(_unreachable)
 
 
 class ReplyStream:
@@ -177,9 +197,10 @@ class Generation:
         self.checkpointing = None
         self.reader = None
         self.task = None
-        # Channels of sockets in other processes that asked for this request's frames.
-        self.remote = set()
-        # Keeps snapshots and frames for other processes in order (see send_snapshots).
+        # Sockets in other processes that asked for this request's frames: their channel
+        # names by the mailbox of their process.
+        self.remote = {}
+        # Held while a frame is handed to this process's sockets (see _run).
         self.lock = asyncio.Lock()
 
     async def start(self):
@@ -191,25 +212,21 @@ class Generation:
         self.task = asyncio.create_task(self._run(), name=f"request-{self.request_id}")
         return self
 
-    async def send_snapshots(self, channel):
+    def send_snapshots(self, process, channel):
         """Catch up a socket of another process, then send it every later frame.
 
-        Under the lock that frames take too, so the socket gets the snapshot before any
-        frame whose text the snapshot does not include.
+        Synchronous, like `_flush` up to its first await: the snapshot reaches the outbox
+        after every frame whose text it includes and before every later one.
         """
-        async with self.lock:
-            self.remote.add(channel)
-            for snapshot in self.snapshots():
-                await self._send_remote(channel, relayed(snapshot))
+        self.remote.setdefault(process, set()).add(channel)
+        outbox.put(process, [channel], self.snapshots())
 
-    async def _send_remote(self, channel, message):
-        """To a socket of another process; one that far behind is dropped, not waited for."""
-        try:
-            await get_channel_layer().send(channel, message)
-        except ChannelFull:
-            # Its process has not read the last `capacity` messages. Sending on would only
-            # queue more; its page sees the gap in seq and asks for a snapshot again.
-            self.remote.discard(channel)
+    def forget(self, channel):
+        """A socket of another process that went away."""
+        for process, channels in list(self.remote.items()):
+            channels.discard(channel)
+            if not channels:
+                del self.remote[process]
 
     def stop(self):
         """Stop at once: cancelling the reader closes the upstream connection."""
@@ -272,16 +289,18 @@ class Generation:
             await asyncio.sleep(interval)
 
     async def _flush(self):
+        """One frame per reply with everything not yet sent, to every subscribed socket."""
         async with self.lock:
-            for reply in self.replies:
-                if frame := reply.next_frame():
-                    await hub.publish(self.conversation_id, frame)
-                    # Straight to each socket of another process that asked: a group
-                    # send would also echo every frame back to this process's sockets.
-                    if self.remote:
-                        message = relayed(frame)
-                        for channel in list(self.remote):
-                            await self._send_remote(channel, message)
+            frames = [frame for reply in self.replies if (frame := reply.next_frame())]
+            if not frames:
+                return
+            # To the sockets of other processes that asked, through their process's
+            # mailbox (a group send would also echo every frame back to this process);
+            # queued before the first await, so a snapshot taken meanwhile follows them.
+            for process, channels in self.remote.items():
+                outbox.put(process, channels, frames)
+            for frame in frames:
+                await hub.publish(self.conversation_id, frame)
 
     def _maybe_checkpoint(self):
         now = time.monotonic()

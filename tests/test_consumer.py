@@ -602,7 +602,7 @@ async def test_the_sending_tab_hears_of_its_reply_before_the_first_frame_with_a_
     assert streamed_text(events) == "You said: hello world"
 
 
-async def test_a_tab_in_another_process_that_falls_behind_is_dropped_not_the_reply(
+async def test_a_process_that_falls_behind_is_dropped_not_the_reply(
     alice, model, sockets, fake_upstream, monkeypatch
 ):
     slow = await slow_model(fake_upstream, model, delay=0.05)
@@ -610,7 +610,7 @@ async def test_a_tab_in_another_process_that_falls_behind_is_dropped_not_the_rep
     send = layer.send
 
     async def full_elsewhere(channel, message):
-        if channel == "elsewhere!behind":
+        if channel == "runner.behind":
             raise ChannelFull()  # that process has not read its last `capacity` messages
         await send(channel, message)
 
@@ -619,11 +619,56 @@ async def test_a_tab_in_another_process_that_falls_behind_is_dropped_not_the_rep
     await socket.send(**send_event(model=str(slow.public_id)))
     events = await socket.receive_until("message.delta")
     generation = runner.generations[events[2]["message"]["id"]]
-    generation.remote.add("elsewhere!behind")
+    generation.send_snapshots("runner.behind", "specific.behind!1")
 
     events += await socket.receive_until("message.done")
 
-    assert "elsewhere!behind" not in generation.remote
+    assert "runner.behind" not in generation.remote
     assert streamed_text(events) == SLOW_TEXT
     later = [e for e in events if e["type"] == "message.delta"][1:]
     assert len(later) > 10, "frames kept coming while the reply streamed, not all at the end"
+
+
+async def test_frames_reach_another_process_in_few_messages_for_all_its_sockets(
+    alice, model, sockets, fake_upstream
+):
+    """Two tabs in another process watch a reply run here: that process's mailbox gets each
+    tab's snapshot, then every frame once per message for both tabs, in order."""
+    slow = await slow_model(fake_upstream, model, delay=0.02)
+    layer = get_channel_layer()
+    socket = await sockets(alice)
+    await socket.send(**send_event(model=str(slow.public_id)))
+    events = await socket.receive_until("message.delta")
+    reply_id = events[2]["message"]["id"]
+    conversation_id = events[2]["message"]["conversation"]
+    for tab in ("specific.elsewhere!1", "specific.elsewhere!2"):
+        await layer.group_send(
+            fanout.runners_group(conversation_id),
+            {"type": "runner.snapshot", "conversation": conversation_id, "origin": "elsewhere",
+             "reply_to": "runner.elsewhere", "socket": tab},
+        )  # fmt: skip
+    events += await socket.receive_until("message.done")
+
+    seen = {"specific.elsewhere!1": [], "specific.elsewhere!2": []}
+    messages = 0
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):  # until nothing more comes
+            while True:
+                message = await layer.receive("runner.elsewhere")
+                assert message["type"] == "runner.deliver"
+                messages += 1
+                for tabs, delivered in message["batch"]:
+                    for tab in tabs:
+                        seen[tab] += delivered
+
+    final = (await get_message(reply_id)).content
+    for delivered in seen.values():
+        snapshot, *frames = delivered
+        assert snapshot["type"] == "message.snapshot"
+        assert [f["seq"] for f in frames] == list(
+            range(snapshot["seq"] + 1, snapshot["seq"] + 1 + len(frames))
+        )
+        assert snapshot["message"]["content"] + streamed_text(frames) == final == SLOW_TEXT
+    frames_each = len(seen["specific.elsewhere!2"]) - 1
+    assert frames_each > 5
+    assert messages <= frames_each + 2, "one message carries a frame to both tabs"
