@@ -82,9 +82,16 @@ def cost_row(phase):
         number(database["commits"]),
         number(database["queries"]),
         number(database["layer_deliveries"]),
+        accept_text(database.get("accept")),
         f"{relay['load_busy']:.0%}",
         f"{phase['floor']['other_programs_cores']:.2f} / {relay['other_programs_cores']:.2f}",
     ]
+
+
+def accept_text(accept):
+    if not accept:
+        return "–"
+    return f"{number(accept['ms'])} ({number(accept['database_ms'])} + {number(accept['loop_ms'])})"
 
 
 def cost_table(phases):
@@ -92,7 +99,8 @@ def cost_table(phases):
         "phase", "N", "server CPU s / 1k chunks (×floor reader)", "µs / chunk", "ms / reply",
         "idle RSS MB", "peak RSS MB", "KB / stream", "frames / reply", "max frames/s",
         "message rows / reply", "message UPDATEs / reply", "writes / reply", "commits / reply",
-        "queries / reply", "layer messages / reply", "load core busy",
+        "queries / reply", "layer messages / reply",
+        "accept a send: CPU ms (database hop + loop, ≤)", "load core busy",
         "other programs, cores (floor / relay)",
     ]  # fmt: skip
     return table(header, [cost_row(phase) for phase in phases])
@@ -287,6 +295,8 @@ def summary_line(result, path):
             )
         if phase["kind"] == "start":
             parts.append(f"{number(phase['relay']['cpu_ms_per_reply'])} ms CPU per 1-token reply")
+            if accept := phase["relay"]["database"].get("accept"):
+                parts.append(f"{number(accept['ms'])} ms CPU to accept a send")
     parts += [pair_summary(phase) for phase in result.get("pairs", ()) if phase["processes"] > 1]
     return " | ".join(parts) + f" -> {path}"
 

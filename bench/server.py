@@ -12,7 +12,8 @@ On SIGUSR1 the counts so far are written to --counts as JSON: statements by kind
 (each one its own commit), database connections opened, and channel layer calls
 (group_send; send; and receive: the messages this process read from the layer), in total
 and by the event each carried ("group_send message.delta"); with channels_redis also the
-group messages it dropped because a member's channel was full (it only logs them).
+group messages it dropped because a member's channel was full (it only logs them); and the
+CPU of accepting sends (see `count_accepting`).
 Counting costs a dictionary update or two per call, which is noise next to the call itself.
 """
 
@@ -23,6 +24,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections import Counter
 
 WRITE = re.compile(r'^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+"?(\w+)"?', re.IGNORECASE)
@@ -44,6 +46,7 @@ class QueryCounter:
         self.connections = 0
         self.layer = Counter()  # channel layer calls: group_send, send, receive
         self.layer_events = Counter()  # the same by the event carried: "group_send message.delta"
+        self.accept = Counter()  # sends accepted, and their CPU: database_s, loop_s
         # Re-entrant: the SIGUSR1 handler may interrupt the main thread inside __call__.
         self.lock = threading.RLock()
 
@@ -71,6 +74,7 @@ class QueryCounter:
                 "connections": self.connections,
                 "layer": dict(self.layer),
                 "layer_events": dict(self.layer_events),
+                "accept": dict(self.accept),
             }
         temporary = f"{path}.tmp"
         with open(temporary, "w") as file:
@@ -141,6 +145,38 @@ class DroppedMessages(logging.Handler):
                 self.counter.layer["dropped_over_capacity"] += 1
 
 
+def count_accepting(counter):
+    """The CPU of accepting a send (`ChatConsumer._send`: validate, create the conversation
+    and messages, start the runner, tell the tabs), in its two threads' own CPU time:
+    the database hop, exact (its thread runs nothing else meanwhile), and the event loop's
+    part, from the send's start to its end, which also counts whatever else the loop ran
+    during the hop's await: an upper bound, close when sends come one at a time."""
+    from conversations.consumers import ChatConsumer
+
+    validate = ChatConsumer._validate_and_prepare
+    send = ChatConsumer._send
+
+    def timed_validate(self, event, prepare):
+        started = time.thread_time()
+        try:
+            return validate(self, event, prepare)
+        finally:
+            with counter.lock:
+                counter.accept["database_s"] += time.thread_time() - started
+
+    async def timed_send(self, event, prepare):
+        started = time.thread_time()
+        try:
+            return await send(self, event, prepare)
+        finally:
+            with counter.lock:
+                counter.accept["loop_s"] += time.thread_time() - started
+                counter.accept["sends"] += 1
+
+    ChatConsumer._validate_and_prepare = timed_validate
+    ChatConsumer._send = timed_send
+
+
 def count_dropped_messages(counter):
     for name in ("channels_redis.core", "conversations.fanout"):
         logger = logging.getLogger(name)
@@ -179,6 +215,7 @@ def main():
     connection_created.connect(counter.on_connection_created, weak=False)
     count_channel_layer(counter)
     count_dropped_messages(counter)
+    count_accepting(counter)
     signal.signal(signal.SIGUSR1, lambda signum, frame: counter.write(args.counts))
     if args.server == "daphne":
         run_daphne(args.port)

@@ -195,7 +195,22 @@ def per_reply(before, after, replies):
         "layer_group_sends": layer_change(before, after, "group_send") / replies,
         "layer_deliveries": layer_change(before, after, "send") / replies,
         "by_kind": dict(sorted(statements.items())),
+        "accept": accept_change(before, after),
     }
+
+
+def accept_change(before, after):
+    """CPU per accepted send, in ms: the database hop, the loop's part (an upper bound:
+    bench.server's `count_accepting`), and both."""
+    was, now = before.get("accept", {}), after.get("accept", {})
+    sends = now.get("sends", 0) - was.get("sends", 0)
+    if not sends:
+        return None
+    database, loop = (
+        (now.get(name, 0.0) - was.get(name, 0.0)) / sends * 1000
+        for name in ("database_s", "loop_s")
+    )
+    return {"sends": sends, "database_ms": database, "loop_ms": loop, "ms": database + loop}
 
 
 def ratio(value, floor):
