@@ -247,7 +247,8 @@ def steady_phases(result):
 
 
 def capacity(result):
-    """The largest N tested up to which every phase meets the delivery and throughput goal."""
+    """The largest N tested up to which every phase serves all its streams (none refused by
+    the admission cap) and meets the delivery and throughput goal."""
     window_ms = result["config"]["frame_interval_ms"]
     met = None
     steady = sorted(
@@ -258,6 +259,7 @@ def capacity(result):
         throughput = phase["added"]["throughput"]["ratio"]
         if (
             problems(phase["relay"])
+            or phase["relay"]["refused"]
             or added is None
             or added > window_ms + DELIVERY_SLACK_MS
             or throughput is None
