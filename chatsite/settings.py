@@ -190,6 +190,9 @@ CONFAB_MAX_FRAME_BYTES = envint("CONFAB_MAX_FRAME_BYTES", 1_000_000)
 # Past ~200-250 streams one core falls behind (docs/performance.md): refuse, rather than let
 # every reply's latency grow.
 CONFAB_MAX_GENERATIONS_PER_PROCESS = envint("CONFAB_MAX_GENERATIONS_PER_PROCESS", 200)
+# Sends queue for the one database thread of a process; once the oldest of several has
+# waited this long, a new one is answered busy at once (0: never).
+CONFAB_MAX_SEND_WAIT_MS = envint("CONFAB_MAX_SEND_WAIT_MS", 200)
 CONFAB_USER_MAX_CONCURRENT = envint("CONFAB_USER_MAX_CONCURRENT", 3)
 CONFAB_USER_SENDS_PER_MINUTE = envint("CONFAB_USER_SENDS_PER_MINUTE", 20)
 CONFAB_SHUTDOWN_GRACE_S = envint("CONFAB_SHUTDOWN_GRACE_S", 10)

@@ -4,9 +4,13 @@ Handlers are awaited one at a time per socket, so nothing here streams: a reply 
 its own task (conversations.runner) and reaches this socket through the hub.
 """
 
+import contextlib
+import itertools
 import json
 import logging
+import time
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -31,6 +35,41 @@ from conversations.runner import generations
 from conversations.sending import EventError, prepare_edit, prepare_regenerate, prepare_send
 
 logger = logging.getLogger(__name__)
+
+
+class SendQueue:
+    """The sends of this process waiting for, or in, their database hop, oldest first.
+
+    All database work of a process runs on one thread, so when the core is full sends wait
+    there behind each other; how long the oldest has waited is what a new send would add
+    to its time to first token. Past CONFAB_MAX_SEND_WAIT_MS, with a few queued (one slow
+    page alone is not overload), new sends are refused at once rather than queued.
+    """
+
+    BACKLOG = 5
+
+    def __init__(self):
+        self.since = {}  # token -> when the send began waiting, in arrival order
+        self.tokens = itertools.count()
+
+    @contextlib.contextmanager
+    def waiting(self):
+        token = next(self.tokens)
+        self.since[token] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self.since[token]
+
+    def backed_up(self):
+        limit_ms = settings.CONFAB_MAX_SEND_WAIT_MS
+        if not limit_ms or len(self.since) < self.BACKLOG:
+            return False
+        oldest = next(iter(self.since.values()))
+        return (time.monotonic() - oldest) * 1000 > limit_ms
+
+
+send_queue = SendQueue()
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -128,12 +167,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message):
         # channels closes stale database connections before every handler: a hop to the
-        # thread all database work shares. A relayed event touches no database, so it
-        # skips the hop and that queue.
-        if message["type"] == "relay":
-            await self.relay(message)
-        else:
-            await super().dispatch(message)
+        # one thread all database work of the process shares, so under load every event
+        # (a refusal, a relayed frame) would queue there first. Not needed here: this
+        # consumer reaches the database only through database_sync_to_async, which closes
+        # stale connections itself before and after each call.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def relay(self, message):
         """An event from the channel layer, unless this process's hub delivered it already."""
@@ -201,7 +242,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise EventError(
                 "unavailable", _("The server is restarting. Try again."), retry_after=5
             )
-        if len(runner.running_requests()) >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS:
+        if (
+            len(runner.running_requests()) >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS
+            or send_queue.backed_up()
+        ):
             raise EventError("busy", _("The server is busy. Try again shortly."), retry_after=5)
 
     async def on_send(self, event):
@@ -212,7 +256,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _send(self, event, prepare):
         self._check_capacity()
-        data, prepared = await database_sync_to_async(self._validate_and_prepare)(event, prepare)
+        with send_queue.waiting():
+            data, prepared = await database_sync_to_async(self._validate_and_prepare)(
+                event, prepare
+            )
         conversation = prepared["conversation"]
         client_id = str(data["client_id"]) if data.get("client_id") else None
         await self.join(conversation.id)
@@ -230,7 +277,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_regenerate(self, event):
         self._check_capacity()
-        prepared = await database_sync_to_async(self._validate_and_regenerate)(event)
+        with send_queue.waiting():
+            prepared = await database_sync_to_async(self._validate_and_regenerate)(event)
         await self.join(prepared["conversation"].id)
         await self._launch(prepared, [], None, created=False)
 

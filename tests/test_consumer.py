@@ -1,6 +1,7 @@
 """The chat websocket, end to end through the runner and the fake upstream over loopback."""
 
 import asyncio
+import threading
 import uuid
 from decimal import Decimal
 
@@ -413,6 +414,30 @@ async def test_a_busy_process_refuses_new_replies_clearly(alice, bob, model, soc
     assert "busy" in refusal["message"]
     await first.send(type="stop", message=started[2]["message"]["id"])
     await first.receive_until("message.done")
+
+
+async def test_sends_queued_too_long_for_the_database_make_new_ones_busy(
+    alice, bob, model, sockets, fake_upstream
+):
+    """When the database thread falls behind, a new send is refused at once, not queued;
+    the sends already waiting are served when it catches up."""
+    queued = [await sockets(alice) for _ in range(3)] + [await sockets(bob) for _ in range(2)]
+    late = await sockets(bob)
+    release = threading.Event()
+    blocker = asyncio.ensure_future(database_sync_to_async(release.wait)(10))  # the thread busy
+    for socket in queued:
+        await socket.send(**send_event())
+    await asyncio.sleep(0.3)  # longer than CONFAB_MAX_SEND_WAIT_MS (200)
+
+    await late.send(**send_event())
+    refusal = await late.receive()
+    release.set()
+    await blocker
+
+    assert (refusal["code"], refusal["retry_after"]) == ("busy", 5)
+    for socket in queued:
+        events = await socket.receive_until("message.done")
+        assert streamed_text(events) == "You said: hello world"
 
 
 async def test_an_oversized_frame_gets_an_error_not_a_closed_socket(alice, model, sockets,
