@@ -130,7 +130,8 @@ def count_channel_layer(counter):
 class DroppedMessages(logging.Handler):
     """channels_redis drops a group message for a member whose channel is full and only
     logs "N of M channels over capacity in group G" (at INFO): count those N. Confab's
-    outbox logs "process mailbox … is full" when it stops sending to a process: one each."""
+    outbox logs "… is full: its tabs …" or "… too slow for …" when it gives up on a process:
+    one each."""
 
     def __init__(self, counter):
         super().__init__(logging.INFO)
@@ -140,7 +141,7 @@ class DroppedMessages(logging.Handler):
         if "over capacity" in str(record.msg) and record.args:
             with self.counter.lock:
                 self.counter.layer["dropped_over_capacity"] += int(record.args[0])
-        elif "mailbox" in str(record.msg) and "is full" in str(record.msg):
+        elif "is full: its tabs" in str(record.msg) or "too slow for" in str(record.msg):
             with self.counter.lock:
                 self.counter.layer["dropped_over_capacity"] += 1
 

@@ -111,21 +111,29 @@ class Outbox:
     `put` never waits: it queues, and a sender per destination process sends everything
     queued as one message, then waits `interval` so that the next one gathers the frames
     of every reply flushed meanwhile. A process so far behind that its mailbox is full
-    (`capacity` messages unread) is dropped: `unreachable(process)` is called, and its
-    sockets catch up by snapshot when they next hear of the reply.
+    (`capacity` messages unread), or a layer so slow that `max_queued` events pile up for
+    one process while a send is on its way, is given up: `unreachable(process)` is
+    called, and its sockets catch up by snapshot when they next hear of the reply.
     """
 
-    def __init__(self, unreachable, interval=0.01):
+    def __init__(self, unreachable, interval=0.01, max_queued=10_000):
         self.unreachable = unreachable
         self.interval = interval
+        self.max_queued = max_queued
         self.loop = None
         self.queues = {}  # destination mailbox -> [[socket channels, events], ...]
+        self.queued = {}  # destination mailbox -> how many events its queue holds
         self.senders = {}  # destination mailbox -> the task sending to it
 
     def put(self, process, channels, events):
         loop = asyncio.get_running_loop()
         if self.loop is not loop:  # a new event loop (tests start one per test)
-            self.loop, self.queues, self.senders = loop, {}, {}
+            self.loop, self.queues, self.queued, self.senders = loop, {}, {}, {}
+        self.queued[process] = self.queued.get(process, 0) + len(events)
+        if self.queued[process] > self.max_queued:
+            self._give_up(process)
+            logger.warning("the channel layer is too slow for %s: its tabs lose frames", process)
+            return
         self.queues.setdefault(process, []).append([sorted(channels), events])
         if process not in self.senders:
             self.senders[process] = loop.create_task(self._send(process), name="outbox")
@@ -133,19 +141,23 @@ class Outbox:
     async def _send(self, process):
         try:
             while batch := self.queues.pop(process, None):
+                self.queued.pop(process, None)
                 message = {"type": "runner.deliver", "origin": PROCESS_ID, "batch": batch}
                 await get_channel_layer().send(process, message)
                 await asyncio.sleep(self.interval)
         except ChannelFull:
-            self.queues.pop(process, None)
             logger.warning("process mailbox %s is full: its tabs get no more frames", process)
-            self.unreachable(process)
+            self._give_up(process)
         except Exception:
-            self.queues.pop(process, None)
             logger.exception("frames for another process could not be sent")
-            self.unreachable(process)
+            self._give_up(process)
         finally:
             self.senders.pop(process, None)
+
+    def _give_up(self, process):
+        self.queues.pop(process, None)
+        self.queued.pop(process, None)
+        self.unreachable(process)
 
 
 def relayed(event, **routing):

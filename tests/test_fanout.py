@@ -1,0 +1,50 @@
+"""The outbox: frames for sockets in other processes, batched per process and bounded."""
+
+import asyncio
+
+from channels.layers import get_channel_layer
+
+from conversations import fanout
+
+
+async def test_frames_queued_while_a_send_is_on_its_way_go_out_together():
+    sent = []
+    layer = get_channel_layer()
+    outbox = fanout.Outbox(lambda process: None)
+
+    outbox.put("runner.elsewhere", {"tab!1"}, [{"seq": 1}])
+    outbox.put("runner.elsewhere", {"tab!1", "tab!2"}, [{"seq": 2}, {"seq": 3}])
+    async with asyncio.timeout(5):
+        while len(sent) < 1:
+            sent.append(await layer.receive("runner.elsewhere"))
+
+    [message] = sent
+    assert message["type"] == "runner.deliver"
+    assert message["batch"] == [
+        [["tab!1"], [{"seq": 1}]],
+        [["tab!1", "tab!2"], [{"seq": 2}, {"seq": 3}]],
+    ]
+
+
+async def test_a_process_the_layer_cannot_keep_up_with_is_given_up(monkeypatch):
+    """No unbounded queue: while one send hangs, at most `max_queued` events wait for it."""
+    given_up = []
+    outbox = fanout.Outbox(given_up.append, max_queued=5)
+    layer = get_channel_layer()
+    release = asyncio.Event()
+
+    async def hanging_send(channel, message):
+        await release.wait()  # Redis not answering
+
+    monkeypatch.setattr(layer, "send", hanging_send)
+    outbox.put("runner.slow", ["tab!1"], [{"seq": 1}])
+    await asyncio.sleep(0)  # the first message is on its way, and hangs
+    for seq in range(2, 8):
+        outbox.put("runner.slow", ["tab!1"], [{"seq": seq}])
+
+    assert given_up == ["runner.slow"]
+    assert "runner.slow" not in outbox.queues
+    release.set()
+    async with asyncio.timeout(5):
+        while outbox.senders:
+            await asyncio.sleep(0.01)
