@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import DEFAULT_CHANNEL_LAYER, InMemoryChannelLayer, channel_layers
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -26,6 +27,18 @@ def django_db_modify_db_settings():
     from django.conf import settings
 
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(autouse=True)
+def fresh_redis_channel_layer():
+    """With Redis, a channel layer per test, as channels makes anew when CHANNEL_LAYERS
+    changes: each test runs its own event loop, and channels_redis keeps asyncio locks
+    across loops; one held by a receive that a finished test's loop never ended breaks
+    every later test ("bound to a different event loop"). Its connections close with their
+    loop. (The in-memory layer is kept: the browser journeys' server outlives a test.)"""
+    yield
+    if not isinstance(channel_layers.backends.get(DEFAULT_CHANNEL_LAYER), InMemoryChannelLayer):
+        channel_layers.backends.clear()
 
 
 @pytest.fixture(autouse=True)
