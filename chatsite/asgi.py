@@ -5,6 +5,7 @@ and, on shutdown, gives running replies a grace period before ending them.
 """
 
 import asyncio
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -47,3 +48,9 @@ application = ProtocolTypeRouter(
         "lifespan": lifespan,
     }
 )
+
+# What Django and Confab have built by now lives as long as the process: frozen, the
+# garbage collector's full passes no longer walk all of it again and again, each a pause
+# of the event loop (measured: a one-token reply's TTFT p99 39-50 ms -> 17 ms and 15 %
+# less CPU per reply; docs/performance.md, "Garbage collection").
+gc.freeze()
