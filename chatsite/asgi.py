@@ -51,6 +51,6 @@ application = ProtocolTypeRouter(
 
 # What Django and Confab have built by now lives as long as the process: frozen, the
 # garbage collector's full passes no longer walk all of it again and again, each a pause
-# of the event loop (measured: a one-token reply's TTFT p99 39-50 ms -> 17 ms and 15 %
-# less CPU per reply; docs/performance.md, "Garbage collection").
+# of the event loop (measured: a one-token reply's TTFT p99 39-50 ms -> 17 ms;
+# docs/performance.md, "Garbage collection").
 gc.freeze()
