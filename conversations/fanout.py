@@ -110,10 +110,12 @@ class Outbox:
 
     `put` never waits: it queues, and a sender per destination process sends everything
     queued as one message, then waits `interval` so that the next one gathers the frames
-    of every reply flushed meanwhile. A process so far behind that its mailbox is full
-    (`capacity` messages unread), or a layer so slow that `max_queued` events pile up for
-    one process while a send is on its way, is given up: `unreachable(process)` is
-    called, and its sockets catch up by snapshot when they next hear of the reply.
+    of every reply flushed meanwhile. `sent(process)` waits until what is queued for a
+    process so far has gone, so that an event sent another way (a group send) cannot
+    overtake it. A process so far behind that its mailbox is full (`capacity` messages
+    unread), or a layer so slow that `max_queued` events pile up for one process while a
+    send is on its way, is given up: `unreachable(process)` is called, and its sockets
+    catch up by snapshot when they next hear of the reply.
     """
 
     def __init__(self, unreachable, interval=0.01, max_queued=10_000):
@@ -121,14 +123,20 @@ class Outbox:
         self.interval = interval
         self.max_queued = max_queued
         self.loop = None
+        self._reset(None)
+
+    def _reset(self, loop):
+        self.loop = loop
         self.queues = {}  # destination mailbox -> [[socket channels, events], ...]
         self.queued = {}  # destination mailbox -> how many events its queue holds
+        self.waiting = {}  # destination mailbox -> futures of `sent` for what is queued
+        self.in_flight = {}  # destination mailbox -> futures of `sent` for the send under way
         self.senders = {}  # destination mailbox -> the task sending to it
 
     def put(self, process, channels, events):
         loop = asyncio.get_running_loop()
         if self.loop is not loop:  # a new event loop (tests start one per test)
-            self.loop, self.queues, self.queued, self.senders = loop, {}, {}, {}
+            self._reset(loop)
         self.queued[process] = self.queued.get(process, 0) + len(events)
         if self.queued[process] > self.max_queued:
             self._give_up(process)
@@ -138,12 +146,29 @@ class Outbox:
         if process not in self.senders:
             self.senders[process] = loop.create_task(self._send(process), name="outbox")
 
+    async def sent(self, process):
+        """Once everything queued for `process` until now has been handed to the layer
+        (or the process given up)."""
+        if process in self.queues:
+            waiters = self.waiting.setdefault(process, [])
+        elif process in self.in_flight:
+            waiters = self.in_flight[process]
+        else:
+            return
+        future = asyncio.get_running_loop().create_future()
+        waiters.append(future)
+        await future
+
     async def _send(self, process):
         try:
             while batch := self.queues.pop(process, None):
                 self.queued.pop(process, None)
+                self.in_flight[process] = self.waiting.pop(process, [])
                 message = {"type": "runner.deliver", "origin": PROCESS_ID, "batch": batch}
-                await get_channel_layer().send(process, message)
+                try:
+                    await get_channel_layer().send(process, message)
+                finally:
+                    _resolve(self.in_flight.pop(process, []))
                 await asyncio.sleep(self.interval)
         except ChannelFull:
             logger.warning("process mailbox %s is full: its tabs get no more frames", process)
@@ -157,7 +182,14 @@ class Outbox:
     def _give_up(self, process):
         self.queues.pop(process, None)
         self.queued.pop(process, None)
+        _resolve(self.waiting.pop(process, []))
         self.unreachable(process)
+
+
+def _resolve(futures):
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 def relayed(event, **routing):

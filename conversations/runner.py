@@ -261,8 +261,12 @@ class Generation:
         try:
             await self._flush()
             messages, conversation = await self._save(status, error)
-            for message in messages:
-                await publish(self.conversation_id, {"type": "message.done", "message": message})
+            done = [{"type": "message.done", "message": message} for message in messages]
+            for event in done:
+                await publish(self.conversation_id, event, everywhere=False)
+            await self._remote_frames_sent()
+            for event in done:
+                await publish(self.conversation_id, event, here=False)
             await publish_to_user(
                 self.user_id, {"type": "conversation.updated", "conversation": conversation}
             )
@@ -301,6 +305,17 @@ class Generation:
                 outbox.put(process, channels, frames)
             for frame in frames:
                 await hub.publish(self.conversation_id, frame)
+
+    async def _remote_frames_sent(self):
+        """Until the last frames for other processes have left (briefly: the outbox sends
+        every 10 ms), so that `message.done`, which goes by a group send, cannot reach a
+        socket there before them."""
+        try:
+            async with asyncio.timeout(1):
+                for process in list(self.remote):
+                    await outbox.sent(process)
+        except TimeoutError:
+            logger.warning("the last frames of request %s are slow to leave", self.request_id)
 
     def _maybe_checkpoint(self):
         now = time.monotonic()

@@ -698,3 +698,44 @@ async def test_frames_reach_another_process_in_few_messages_for_all_its_sockets(
     frames_each = len(seen["specific.elsewhere!2"]) - 1
     assert frames_each > 5
     assert messages <= frames_each + 2, "one message carries a frame to both tabs"
+
+
+async def test_message_done_reaches_another_process_after_the_last_frames(
+    alice, model, sockets, fake_upstream, monkeypatch
+):
+    """Frames go to another process through its mailbox, `message.done` by a group send:
+    with the layer slow, the end must still not overtake the text before it there."""
+    slow = await slow_model(fake_upstream, model, delay=0.02)
+    layer = get_channel_layer()
+    elsewhere = f"runner.{uuid.uuid4().hex}"
+    send, group_send, log = layer.send, layer.group_send, []
+
+    async def slow_send(channel, message):
+        if channel == elsewhere:
+            await asyncio.sleep(0.3)  # Redis under load
+            log.append("frames")
+        await send(channel, message)
+
+    async def logged_group_send(group, message):
+        log.append(message.get("event", {}).get("type") or message["type"])
+        await group_send(group, message)
+
+    monkeypatch.setattr(fanout, "single_process", lambda: False)
+    monkeypatch.setattr(layer, "send", slow_send)
+    monkeypatch.setattr(layer, "group_send", logged_group_send)
+    socket = await sockets(alice)
+    await socket.send(**send_event(model=str(slow.public_id)))
+    events = await socket.receive_until("message.delta")
+    conversation_id = events[0]["conversation"]["id"]
+    await layer.group_send(
+        fanout.runners_group(conversation_id),
+        {"type": "runner.snapshot", "conversation": conversation_id, "origin": "elsewhere",
+         "reply_to": elsewhere, "socket": "specific.elsewhere!1"},
+    )  # fmt: skip
+    await socket.receive_until("message.done")
+    async with asyncio.timeout(5):
+        while "message.done" not in log or runner.outbox.senders:  # all sent
+            await asyncio.sleep(0.01)
+
+    assert "frames" in log
+    assert max(i for i, kind in enumerate(log) if kind == "frames") < log.index("message.done")

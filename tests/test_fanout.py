@@ -49,3 +49,27 @@ async def test_a_process_the_layer_cannot_keep_up_with_is_given_up(monkeypatch):
     async with asyncio.timeout(5):
         while outbox.senders:
             await asyncio.sleep(0.01)
+
+
+async def test_sent_waits_until_what_was_queued_has_left(monkeypatch):
+    layer = get_channel_layer()
+    release, delivered = asyncio.Event(), []
+
+    async def held_send(channel, message):
+        await release.wait()
+        delivered.append(message["batch"])
+
+    monkeypatch.setattr(layer, "send", held_send)
+    outbox = fanout.Outbox(lambda process: None)
+    outbox.put("runner.held", ["tab!1"], [{"seq": 1}])
+    waiting = asyncio.ensure_future(outbox.sent("runner.held"))
+    await asyncio.sleep(0.05)
+
+    assert not waiting.done() and delivered == []
+    release.set()
+    async with asyncio.timeout(5):
+        await waiting
+    assert delivered == [[[["tab!1"], [{"seq": 1}]]]]
+    async with asyncio.timeout(5):
+        while outbox.senders:
+            await asyncio.sleep(0.01)
