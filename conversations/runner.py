@@ -310,6 +310,8 @@ class Generation:
         """Until the last frames for other processes have left (briefly: the outbox sends
         every 10 ms), so that `message.done`, which goes by a group send, cannot reach a
         socket there before them."""
+        if not self.remote:
+            return  # nobody elsewhere asked for frames: nothing to wait for
         try:
             async with asyncio.timeout(1):
                 for process in list(self.remote):
