@@ -1,5 +1,7 @@
 import asyncio
 import json
+import logging
+import re
 from datetime import timedelta
 
 import pytest
@@ -39,6 +41,47 @@ def fresh_redis_channel_layer():
     yield
     if not isinstance(channel_layers.backends.get(DEFAULT_CHANNEL_LAYER), InMemoryChannelLayer):
         channel_layers.backends.clear()
+
+
+class _Errors(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged(request):
+    """A test fails when Confab logs an error during it: a traceback in the server's log is
+    a bug even when the user saw something sensible. A test that provokes one on purpose
+    says so with `@pytest.mark.logs_errors("a pattern of the message", ...)`, and each
+    error logged must then match one of its patterns."""
+    errors = _Errors()
+    loggers = [logging.getLogger(name) for name in ("conversations", "chatsite")]
+    for logger in loggers:
+        logger.addHandler(errors)
+    yield
+    for logger in loggers:
+        logger.removeHandler(errors)
+    marker = request.node.get_closest_marker("logs_errors")
+    expected = [re.compile(pattern) for pattern in (marker.args if marker else ())]
+    unexpected = [
+        record
+        for record in errors.records
+        if not any(pattern.search(record.getMessage()) for pattern in expected)
+    ]
+    if unexpected:
+        logged = "\n".join(_described(record) for record in unexpected)
+        pytest.fail(f"Errors were logged:\n{logged}", pytrace=False)
+
+
+def _described(record):
+    text = f"{record.name}: {record.getMessage()}"
+    if record.exc_info:
+        text += "\n" + logging.Formatter().formatException(record.exc_info)
+    return text
 
 
 @pytest.fixture(autouse=True)
