@@ -54,7 +54,8 @@ test-sqlite: $(VENV)/.dev $(VENV)/.local-model chromium
 test-postgres: $(VENV)/.dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		$(BIN)/python -X dev -m pytest tests/test_consumer.py tests/test_views.py \
-		tests/test_params.py tests/test_usage.py tests/test_languages.py tests/test_fanout.py
+		tests/test_params.py tests/test_usage.py tests/test_languages.py tests/test_fanout.py \
+		tests/test_socket_events.py
 
 test: lint test-sqlite test-postgres
 

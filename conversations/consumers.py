@@ -127,7 +127,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("websocket event failed")
             await self.send_event(
-                "error", code="internal", message=_("Something went wrong."), client_id=client_id
+                "error",
+                code="internal",
+                message=_(
+                    "The server ran into an error and could not do this. Nothing you wrote "
+                    "is lost: try again, and if it happens again, tell your administrator."
+                ),
+                client_id=client_id,
             )
 
     def _decode(self, text_data, bytes_data):
@@ -260,63 +266,62 @@ class ChatConsumer(AsyncWebsocketConsumer):
             data, prepared = await database_sync_to_async(self._validate_and_prepare)(
                 event, prepare
             )
-        conversation = prepared["conversation"]
         client_id = str(data["client_id"]) if data.get("client_id") else None
-        await self.join(conversation.id)
-        if prepared["duplicate"]:
+        await self.join(prepared.conversation_id)
+        if prepared.duplicate:
             # A send retried after a reconnect: the same messages again, to this tab only.
-            for message in (prepared["user_message"], *prepared["replies"]):
-                await self.send_event("message.created", message=message.to_dict(),
-                                      client_id=client_id)  # fmt: skip
+            for message in prepared.created:
+                await self.send_event("message.created", message=message, client_id=client_id)
             return
-        created = prepared["created_conversation"]
-        if created:
-            summary = {**conversation.to_dict(), "generating": True}
-            await self.send_event("conversation.created", conversation=summary, client_id=client_id)
-        await self._launch(prepared, [prepared["user_message"]], client_id, created=created)
+        if prepared.created_conversation:
+            await self.send_event(
+                "conversation.created", conversation=prepared.conversation, client_id=client_id
+            )
+        await self._launch(prepared, client_id)
 
     async def on_regenerate(self, event):
         self._check_capacity()
         with send_queue.waiting():
             prepared = await database_sync_to_async(self._validate_and_regenerate)(event)
-        await self.join(prepared["conversation"].id)
-        await self._launch(prepared, [], None, created=False)
+        await self.join(prepared.conversation_id)
+        await self._launch(prepared, None)
 
     def _validate_and_regenerate(self, event):
         return prepare_regenerate(self.user, self._validate(event))
 
-    async def _launch(self, prepared, new_messages, client_id, *, created):
+    async def _launch(self, prepared, client_id):
         """Start the runner, tell every tab of the new messages, update the sidebars."""
-        conversation = prepared["conversation"]
+        conversation_id = prepared.conversation_id
         events = []
-        for message in (*new_messages, *prepared["replies"]):
-            event = {"type": "message.created", "message": message.to_dict()}
+        for message in prepared.created:
+            event = {"type": "message.created", "message": message}
             if client_id:
                 event["client_id"] = client_id
             events.append(event)
         # This process's tabs hear of the reply before its runner can send them a frame:
         # a frame of a reply a page does not know yet is dropped.
         for event in events:
-            await hub.publish(conversation.id, event)
+            await hub.publish(conversation_id, event)
         # Then the runner, then other processes: a tab there that hears of the reply asks
         # the runner for its frames, so the runner must be listening first.
         await runner.Generation(
-            prepared["replies"],
-            provider=prepared["model"].provider,
-            model=prepared["model"],
-            messages=prepared["messages"],
-            body=prepared["body"],
+            prepared.replies,
+            provider=prepared.model.provider,
+            model=prepared.model,
+            messages=prepared.messages,
+            body=prepared.body,
             user_id=self.user.pk,
             language=self.language,
         ).start()
         for event in events:
-            await publish(conversation.id, event, here=False)
+            await publish(conversation_id, event, here=False)
         # The sidebar of the user's other tabs: a new conversation, or one now generating.
+        created = prepared.created_conversation
         await publish_to_user(
             self.user.pk,
             {
                 "type": "conversation.created" if created else "conversation.updated",
-                "conversation": {**conversation.to_dict(), "generating": True},
+                "conversation": prepared.conversation,
             },
             except_channel=self.channel_name if created else None,
         )

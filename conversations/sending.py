@@ -3,6 +3,7 @@ conversation, the user's message and the reply placeholders written in one trans
 and the request to send upstream built."""
 
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -28,6 +29,42 @@ class EventError(Exception):
         self.extra = extra
 
 
+@dataclass
+class Prepared:
+    """A send, edit or regenerate made real, as the async side needs it.
+
+    Built in the database thread: the payloads are plain data already, so nothing after
+    the hop touches a lazy relation (which would run a query in the event loop).
+    """
+
+    conversation_id: str
+    # The sidebar's summary of the conversation (Conversation.to_dict), generating now.
+    conversation: dict
+    # `message.created` payloads: the user's message (unless regenerating), then each reply.
+    created: list
+    # The reply placeholders and the request that fills them, for the runner; a retried
+    # send has none (it started its reply the first time).
+    replies: list = field(default_factory=list)
+    model: LanguageModel | None = None
+    messages: list = field(default_factory=list)
+    body: dict = field(default_factory=dict)
+    created_conversation: bool = False
+    duplicate: bool = False
+
+
+def _prepared(conversation, user_message, started, *, created_conversation=False):
+    """What a send, edit or regenerate hands the consumer; `conversation` as saved now."""
+    summary = {**conversation.to_dict(), "generating": True}
+    new = [user_message] if user_message is not None else []
+    return Prepared(
+        conversation_id=str(conversation.id),
+        conversation=summary,
+        created=[message.to_dict() for message in (*new, *started["replies"])],
+        created_conversation=created_conversation,
+        **started,
+    )
+
+
 def prepare_send(user, data, *, sibling_of=None):
     """Everything a send writes, in one transaction: conversation, user message, reply.
 
@@ -44,13 +81,14 @@ def prepare_send(user, data, *, sibling_of=None):
         if existing is not None and not conversations.filter(pk=existing.conversation_id).exists():
             raise EventError("invalid", _("client_id: this id is already taken."))
         if existing is not None:  # a send retried: what it made the first time
-            return {
-                "conversation": existing.conversation,
-                "created_conversation": False,
-                "user_message": existing,
-                "replies": list(existing.children.order_by("created")),
-                "duplicate": True,
-            }
+            conversation = existing.conversation
+            replies = existing.children.order_by("created")
+            return Prepared(
+                conversation_id=str(conversation.id),
+                conversation={},
+                created=[message.to_dict() for message in (existing, *replies)],
+                duplicate=True,
+            )
 
     _check_user(user)
     conversation = None
@@ -112,13 +150,7 @@ def prepare_send(user, data, *, sibling_of=None):
         )
         params = {**conversation.params, **data["params"]}
         started = _start_replies(user, conversation, history, user_message, model, params, limits)
-    return {
-        "conversation": conversation,
-        "created_conversation": created,
-        "user_message": user_message,
-        "duplicate": False,
-        **started,
-    }
+    return _prepared(conversation, user_message, started, created_conversation=created)
 
 
 def prepare_edit(user, data):
@@ -175,7 +207,7 @@ def prepare_regenerate(user, data):
         started = _start_replies(
             user, conversation, history, earlier.parent, model, check.params(), limits
         )
-    return {"conversation": conversation, "user_message": earlier.parent, **started}
+    return _prepared(conversation, None, started)
 
 
 def _check_user(user):
@@ -239,9 +271,8 @@ def _start_replies(user, conversation, history, user_message, model, params, lim
         for index in range(body.get("n") or 1)
     )
     # The new reply is what the conversation shows now, on every page load.
-    Conversation.objects.filter(id=conversation.id).update(
-        updated=now, model=model, shown=replies[0]
-    )
+    conversation.updated, conversation.model, conversation.shown = now, model, replies[0]
+    conversation.save(update_fields=["updated", "model", "shown"])
     return {"replies": replies, "model": model, "messages": messages, "body": body}
 
 
