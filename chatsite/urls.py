@@ -1,9 +1,13 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    # Pages name their icon; browsers still ask for this one on pages that do not (admin).
+    path("favicon.ico", RedirectView.as_view(url=static("confab/icon.svg"), permanent=True)),
     path("", include("conversations.urls")),
 ]

@@ -73,18 +73,38 @@ def server(tmp_path, fake_upstream):
     process.terminate()
     process.wait(15)
     log.close()
-    assert API_KEY not in (tmp_path / "server.log").read_text()
+    logged = (tmp_path / "server.log").read_text()
+    assert API_KEY not in logged
+    assert "Traceback" not in logged, logged
+
+
+class ConsoleErrors(list):
+    """What the pages of watched browser contexts logged as errors, or threw."""
+
+    def watch(self, context):
+        context.on("console", self._console)
+        context.on("weberror", lambda error: self.append(f"uncaught: {error.error}"))
+        return context
+
+    def _console(self, message):
+        if message.type == "error":
+            self.append(f"{message.location.get('url')}: {message.text}")
 
 
 @pytest.fixture
 def context():
-    """One browser profile: its tabs share the signed-in session."""
+    """One browser profile: its tabs share the signed-in session. The journey fails on any
+    console error or uncaught exception, in this profile or another it opens."""
+    errors = ConsoleErrors()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        new_context = browser.new_context
+        browser.new_context = lambda **options: errors.watch(new_context(**options))
         context = browser.new_context()
         yield context
         context.close()
         browser.close()
+    assert errors == [], "the browser console shows errors"
 
 
 @pytest.fixture
