@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from conversations.models import Conversation
 from tests.test_consumer import send_event
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "locale" / "zh_Hans" / "LC_MESSAGES"
@@ -38,11 +39,14 @@ def test_every_string_has_a_chinese_translation_and_is_compiled():
 @pytest.mark.django_db
 def test_the_browsers_language_chooses_chinese(client, alice, model):
     client.force_login(alice)
+    Conversation.objects.create(owner=alice, title="Plans", model=model)
+    client.get(reverse("chat"), HTTP_ACCEPT_LANGUAGE="en")  # the sidebar in English first
 
     page = client.get(reverse("chat"), HTTP_ACCEPT_LANGUAGE="zh-CN,zh;q=0.9").content.decode()
 
     assert '<html lang="zh-hans">' in page
     assert "新对话" in page and "发送" in page and "给 Confab 发消息" in page
+    assert "今天" in page and "Today" not in page  # the sidebar's day headings too
 
 
 @pytest.mark.django_db

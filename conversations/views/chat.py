@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
 from conversations.models import Conversation, LanguageModel, Message, Preferences
@@ -101,12 +102,13 @@ def chat(request, conversation_id=None):
     )
 
 
+# Lazy: built at import, translated when a page shows them, in that page's language.
 DAYS = {
-    "pinned": _("Pinned"),
-    "today": _("Today"),
-    "yesterday": _("Yesterday"),
-    "week": _("Previous 7 days"),
-    "older": _("Earlier"),
+    "pinned": gettext_lazy("Pinned"),
+    "today": gettext_lazy("Today"),
+    "yesterday": gettext_lazy("Yesterday"),
+    "week": gettext_lazy("Previous 7 days"),
+    "older": gettext_lazy("Earlier"),
 }
 
 
