@@ -1,10 +1,9 @@
 """ASGI entry point: HTTP through Django, the chat websocket through Channels.
 
-The lifespan handler starts the reaper (replies orphaned by a crash end `interrupted`)
-and, on shutdown, gives running replies a grace period before ending them.
+`manage.py serve` runs it on daphne, with the reaper in the background (replies orphaned by
+a crash end `interrupted`) and a grace period for running replies on shutdown.
 """
 
-import asyncio
 import gc
 import os
 
@@ -17,27 +16,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from conversations import reaper, runner  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
-
-
-async def lifespan(scope, receive, send):
-    background = []
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            background = [
-                asyncio.create_task(reaper.reap_periodically()),
-                asyncio.create_task(reaper.heartbeat_periodically()),
-            ]
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await runner.shutdown()
-            for task in background:
-                task.cancel()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
 
 application = ProtocolTypeRouter(
     {
@@ -45,7 +24,6 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
-        "lifespan": lifespan,
     }
 )
 

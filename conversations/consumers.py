@@ -4,11 +4,8 @@ Handlers are awaited one at a time per socket, so nothing here streams: a reply 
 its own task (conversations.runner) and reaches this socket through the hub.
 """
 
-import contextlib
-import itertools
 import json
 import logging
-import time
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -18,58 +15,26 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import trans_real
 
-from conversations import runner
 from conversations.fanout import (
     PROCESS_ID,
     conversation_group,
     hub,
+    mailbox,
     publish,
     publish_to_user,
     runners_group,
     user_group,
 )
 from conversations.forms import EVENT_FORMS, error_text
+from conversations.generation import admission
+from conversations.generation.admission import EventError
+from conversations.generation.reaper import reap
+from conversations.generation.runner import Generation, generations
+from conversations.generation.sending import prepare_edit, prepare_regenerate, prepare_send
 from conversations.models import Conversation, Message
-from conversations.reaper import reap
-from conversations.runner import generations
-from conversations.sending import EventError, prepare_edit, prepare_regenerate, prepare_send
+from conversations.rendering import finished_message
 
 logger = logging.getLogger(__name__)
-
-
-class SendQueue:
-    """The sends of this process waiting for, or in, their database hop, oldest first.
-
-    All database work of a process runs on one thread, so when the core is full sends wait
-    there behind each other; how long the oldest has waited is what a new send would add
-    to its time to first token. Past CONFAB_MAX_SEND_WAIT_MS, with a few queued (one slow
-    page alone is not overload), new sends are refused at once rather than queued.
-    """
-
-    BACKLOG = 5
-
-    def __init__(self):
-        self.since = {}  # token -> when the send began waiting, in arrival order
-        self.tokens = itertools.count()
-
-    @contextlib.contextmanager
-    def waiting(self):
-        token = next(self.tokens)
-        self.since[token] = time.monotonic()
-        try:
-            yield
-        finally:
-            del self.since[token]
-
-    def backed_up(self):
-        limit_ms = settings.CONFAB_MAX_SEND_WAIT_MS
-        if not limit_ms or len(self.since) < self.BACKLOG:
-            return False
-        oldest = next(iter(self.since.values()))
-        return (time.monotonic() - oldest) * 1000 > limit_ms
-
-
-send_queue = SendQueue()
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -200,7 +165,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "type": "runner.snapshot",
                 "conversation": str(conversation_id),
                 # The snapshot and the frames after it come through this process's mailbox.
-                "reply_to": runner.mailbox.address(),
+                "reply_to": mailbox.address(),
                 "socket": self.channel_name,
                 "origin": PROCESS_ID,
             },
@@ -243,17 +208,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise EventError("not_found", _("No such conversation."))
         await self.subscribe(data["conversation"], data["streaming"])
 
-    def _check_capacity(self):
-        if not runner.accepting:
-            raise EventError(
-                "unavailable", _("The server is restarting. Try again."), retry_after=5
-            )
-        if (
-            len(runner.running_requests()) >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS
-            or send_queue.backed_up()
-        ):
-            raise EventError("busy", _("The server is busy. Try again shortly."), retry_after=5)
-
     async def on_send(self, event):
         await self._send(event, prepare_send)
 
@@ -261,11 +215,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send(event, prepare_edit)
 
     async def _send(self, event, prepare):
-        self._check_capacity()
-        with send_queue.waiting():
-            data, prepared = await database_sync_to_async(self._validate_and_prepare)(
-                event, prepare
-            )
+        data, prepared = await admission.admit(self._validate_and_prepare, event, prepare)
         client_id = str(data["client_id"]) if data.get("client_id") else None
         await self.join(prepared.conversation_id)
         if prepared.duplicate:
@@ -280,9 +230,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._launch(prepared, client_id)
 
     async def on_regenerate(self, event):
-        self._check_capacity()
-        with send_queue.waiting():
-            prepared = await database_sync_to_async(self._validate_and_regenerate)(event)
+        prepared = await admission.admit(self._validate_and_regenerate, event)
         await self.join(prepared.conversation_id)
         await self._launch(prepared, None)
 
@@ -304,15 +252,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await hub.publish(conversation_id, event)
         # Then the runner, then other processes: a tab there that hears of the reply asks
         # the runner for its frames, so the runner must be listening first.
-        await runner.Generation(
-            prepared.replies,
-            provider=prepared.model.provider,
-            model=prepared.model,
-            messages=prepared.messages,
-            body=prepared.body,
-            user_id=self.user.pk,
-            language=self.language,
-        ).start()
+        await Generation(prepared, language=self.language).start()
         for event in events:
             await publish(conversation_id, event, here=False)
         # The sidebar of the user's other tabs: a new conversation, or one now generating.
@@ -368,7 +308,7 @@ def _ended_replies(conversation_id, message_ids, language):
         status=Message.Status.STREAMING
     )
     with translation.override(language):
-        return [reply.to_dict(with_html=True) for reply in replies]
+        return [finished_message(reply) for reply in replies]
 
 
 def language_of(scope):

@@ -10,7 +10,7 @@ Every layer message carries the process it came from, so a socket of that proces
 already had the event from the hub, does not get it twice.
 
 Frames for sockets in another process go to that process's mailbox (`runner.<process>`,
-read by conversations.runner.Mailbox), not to each socket: the Outbox sends one layer
+read by `Mailbox`), not to each socket: the Outbox sends one layer
 message per destination process at a time, carrying every frame, for every socket there,
 queued while the previous one was on its way. However many replies a process watches, it
 reads a few dozen messages a second, not one per frame per socket.
@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -105,6 +105,86 @@ class Hub:
 hub = Hub()
 
 
+# How long the mailbox waits before reading again after the layer failed.
+MAILBOX_RETRY_S = 1
+# How often at most an Outbox sends to one process: the next message gathers the frames of
+# every reply flushed meanwhile.
+OUTBOX_INTERVAL_S = 0.01
+
+
+class Mailbox:
+    """This process's address on the channel layer. Sockets here take the frames that
+    runners of other processes send them (`runner.deliver`); runners here take control
+    messages from sockets in other processes (stop, snapshot requests), through the
+    `handlers` the runner registers by message type."""
+
+    def __init__(self):
+        self.loop = None
+        self.channel = None
+        self.listener = None
+        self.conversations = Counter()
+        self.handlers = {}
+
+    def address(self):
+        """The mailbox's channel, read from now on."""
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # a new event loop (tests start one per test)
+            self.loop, self.conversations = loop, Counter()
+            # A plain channel of its own, not one from new_channel(): channels_redis reads
+            # those through one shared, lock-guarded buffer per process, which was seen to
+            # stop delivering to a long-lived reader after sockets cancelled their reads.
+            self.channel = mailbox_channel(PROCESS_ID)
+            self.listener = loop.create_task(self._listen(self.channel), name="mailbox")
+        return self.channel
+
+    async def join(self, conversation_id):
+        """Take the control messages for runners of the conversation (one is starting)."""
+        self.address()
+        if not self.conversations[conversation_id]:
+            await get_channel_layer().group_add(runners_group(conversation_id), self.channel)
+        self.conversations[conversation_id] += 1
+
+    async def leave(self, conversation_id):
+        self.conversations[conversation_id] -= 1
+        if self.conversations[conversation_id] <= 0:
+            del self.conversations[conversation_id]
+            await get_channel_layer().group_discard(runners_group(conversation_id), self.channel)
+
+    async def close(self):
+        if self.loop is asyncio.get_running_loop() and not self.listener.done():
+            self.listener.cancel()
+            await asyncio.wait([self.listener])
+        self.loop = None
+
+    async def _listen(self, channel):
+        layer = get_channel_layer()
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("the mailbox could not read; retrying")
+                await asyncio.sleep(MAILBOX_RETRY_S)
+                continue
+            if message.get("origin") == PROCESS_ID:
+                continue  # sockets of this process reach its runners directly
+            try:
+                await self._handle(message)
+            except Exception:
+                logger.exception("a mailbox message failed: %s", message.get("type"))
+
+    async def _handle(self, message):
+        if message["type"] == "runner.deliver":
+            for channels, events in message["batch"]:
+                await hub.deliver(channels, events)
+        elif handler := self.handlers.get(message["type"]):
+            handler(message)
+
+
+mailbox = Mailbox()
+
+
 class Outbox:
     """Events for sockets in other processes, one layer message per process at a time.
 
@@ -118,8 +198,8 @@ class Outbox:
     catch up by snapshot when they next hear of the reply.
     """
 
-    def __init__(self, unreachable, interval=0.01, max_queued=10_000):
-        self.unreachable = unreachable
+    def __init__(self, unreachable=None, interval=OUTBOX_INTERVAL_S, max_queued=10_000):
+        self.unreachable = unreachable or (lambda process: None)
         self.interval = interval
         self.max_queued = max_queued
         self.loop = None
@@ -215,3 +295,7 @@ async def publish_to_user(user_id, event, *, except_channel=None):
     await get_channel_layer().group_send(
         user_group(user_id), relayed(event, origin=None, skip=except_channel)
     )
+
+
+# Frames for sockets in other processes (the runner says what to do with a process given up).
+outbox = Outbox()

@@ -8,6 +8,7 @@ so a reply looks the same before and after it ends. Change the two together.
 import json
 
 import nh3
+from django.template.loader import render_to_string
 from django.utils.html import escape
 from django.utils.translation import gettext as _
 from markdown_it import MarkdownIt
@@ -16,6 +17,8 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 from pygments.util import ClassNotFound
+
+from conversations.models import Message
 
 _formatter = HtmlFormatter(nowrap=True, classprefix="hl-")
 
@@ -159,3 +162,22 @@ def render_json(text):
         note = escape(_("This reply was asked for as JSON but does not parse."))
         return f'<p class="json-note">{note}</p>' + render_markdown(text)
     return render_markdown(f"```json\n{pretty}\n```")
+
+
+def finished_message(message):
+    """A message as `message.done` carries it: its MESSAGE object with the server's HTML,
+    the template partial the page itself uses, so a reply finished live looks as it does
+    after a reload. Note: renders a template, and queries the message's siblings (for the
+    `< 2 / 3 >` switcher) unless they were set already."""
+    if not hasattr(message, "siblings"):
+        message.siblings = list(
+            Message.objects.filter(
+                conversation_id=message.conversation_id,
+                parent_id=message.parent_id,
+                role=message.role,
+            )
+            .order_by("created")
+            .values_list("id", flat=True)
+        )
+    html = render_to_string("conversations/chat.html#message", {"message": message})
+    return {**message.to_dict(), "html": html}

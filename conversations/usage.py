@@ -61,15 +61,11 @@ class Usage:
         )
 
     @classmethod
-    def estimate(cls, messages, completion_text):
-        prompt = estimate_prompt_tokens(messages)
-        completion = estimate_tokens(completion_text)
-        return cls(prompt, completion, prompt + completion, estimated=True)
-
-    @classmethod
-    def estimate_each(cls, messages, completion_texts):
-        """Estimates for the replies of one request: the prompt counted once, shared out."""
-        prompts = _apportion(estimate_prompt_tokens(messages), [1] * len(completion_texts))
+    def estimate_replies(cls, prompt_tokens, completion_texts):
+        """Estimates for the replies of one request whose provider reported no usage: the
+        prompt (`prompt_tokens`, estimated when the request was built) counted once and
+        shared out, each reply's own text counted."""
+        prompts = _apportion(prompt_tokens, [1] * len(completion_texts))
         return [
             cls(prompt, completion, prompt + completion, estimated=True)
             for prompt, completion in zip(

@@ -12,7 +12,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from conversations import runner, upstream
+from conversations import upstream
+from conversations.generation import runner
 from conversations.models import LanguageModel, Provider
 from tests.fake_upstream import DEFAULT_MODEL, FakeUpstream
 

@@ -10,7 +10,8 @@ from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
-from conversations import fanout, runner
+from conversations import fanout
+from conversations.generation import runner
 from conversations.models import Conversation, Message, UsageRecord
 from conversations.upstream import pseudonymous_user
 from tests.conftest import API_KEY, open_socket, refused_code
@@ -734,7 +735,7 @@ async def test_message_done_reaches_another_process_after_the_last_frames(
     )  # fmt: skip
     await socket.receive_until("message.done")
     async with asyncio.timeout(5):
-        while "message.done" not in log or runner.outbox.senders:  # all sent
+        while "message.done" not in log or fanout.outbox.senders:  # all sent
             await asyncio.sleep(0.01)
 
     assert "frames" in log

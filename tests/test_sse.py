@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conversations import sse
-from conversations.sse import EventTooLarge, SSESplitter
+from conversations.upstream import sse
+from conversations.upstream.sse import EventTooLarge, SSESplitter
 
 
 def by_the_specification(stream):

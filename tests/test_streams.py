@@ -223,6 +223,42 @@ async def test_5_parallel_tool_calls_with_arguments_split_anywhere(stream):
     )
 
 
+def whole_call(call_id, name, arguments, **index):
+    """A tool call in one fragment, as Gemini and others send each call."""
+    fragment = {"id": call_id, "type": "function", **index,
+                "function": {"name": name, "arguments": arguments}}  # fmt: skip
+    return sse(chunk({"tool_calls": [fragment]}))
+
+
+@pytest.mark.parametrize(
+    "index",
+    [{}, {"index": 0}],
+    ids=["without-index", "all-with-index-0"],
+)
+async def test_tool_calls_each_with_its_own_id_are_separate_calls(stream, index):
+    steps = [
+        stream_headers(),
+        whole_call("call_1", "get_weather", '{"city": "Paris"}', **index),
+        whole_call("call_2", "get_weather", '{"city": "Rome"}', **index),
+        # A continuation without an id belongs to the call begun last at its index.
+        sse(chunk({"tool_calls": [{**index, "function": {"arguments": ""}}]})),
+        whole_call("call_3", "get_time", '{"tz": "UTC"}', **index),
+        sse(chunk(finish_reason="tool_calls")),
+        usage_chunk(prompt=12, completion=24),
+        sse("[DONE]"),
+    ]
+
+    [message] = await stream(steps)
+
+    assert [(c["id"], c["function"]["name"], c["function"]["arguments"])
+            for c in message.tool_calls] == [
+        ("call_1", "get_weather", '{"city": "Paris"}'),
+        ("call_2", "get_weather", '{"city": "Rome"}'),
+        ("call_3", "get_time", '{"tz": "UTC"}'),
+    ]  # fmt: skip
+    assert message.finish_reason == "tool_calls" and message.status == "complete"
+
+
 async def test_6_n_choices_become_sibling_replies_with_usage_counted_once(stream):
     steps = [
         stream_headers(),
@@ -333,17 +369,50 @@ async def test_10_an_error_event_mid_stream_keeps_the_partial_text(stream):
     assert message.usage_estimated and message.completion_tokens == 2
 
 
-async def test_10_a_200_that_is_not_a_stream(stream):
-    body = b'{"choices": [{"message": {"content": "not streamed"}}]}'
-    steps = [
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+def whole_body(body, content_type="application/json"):
+    """A response that is not a stream: one body, with its length."""
+    return [
+        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     ]
 
-    [message] = await stream(steps)
+
+async def test_a_provider_that_ignores_stream_true_answers_one_completion(stream):
+    completion = {
+        "id": "chatcmpl-whole", "object": "chat.completion", "model": "m",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "Not streamed, but whole.",
+            "reasoning_content": "Thought first.",
+            "tool_calls": [{"id": "call_1", "type": "function",
+                            "function": {"name": "lookup", "arguments": '{"q": "x"}'}}],
+        }}],
+        "usage": usage(21, 9),
+    }  # fmt: skip
+
+    [message] = await stream(whole_body(json.dumps(completion).encode()))
+
+    assert stored(message) == {
+        **expected("Not streamed, but whole.", prompt=21, completion=9),
+        "reasoning": "Thought first.",
+        "finish_reason": "tool_calls",
+        "tool_calls": [{"id": "call_1", "type": "function",
+                        "function": {"name": "lookup", "arguments": '{"q": "x"}'}}],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<html><body>Sign in to the proxy</body></html>", "text/html"),
+        (b'{"status": "ok"}', "application/json"),
+    ],
+)
+async def test_10_a_200_that_is_neither_a_stream_nor_a_completion(stream, body, content_type):
+    [message] = await stream(whole_body(body, content_type))
 
     assert message.status == "failed" and "without a stream" in message.error
+    assert body.decode()[:20] in message.error
 
 
 async def test_10_a_connection_cut_without_done_is_interrupted(stream):
@@ -443,6 +512,22 @@ async def test_an_idle_gap_longer_than_the_timeout_ends_the_reply(stream, provid
 
     assert (message.status, message.content) == ("failed", "Then ")
     assert "went silent for 1 s" in message.error
+
+
+async def test_sse_comments_keep_a_thinking_model_alive(stream, provider):
+    """OpenRouter sends `: OPENROUTER PROCESSING` while a model thinks; others `: ping`.
+    Each counts as life, for the first byte and for every gap after it."""
+    provider.first_byte_timeout_s = provider.idle_timeout_s = 1
+    await database_sync_to_async(provider.save)()
+    pings = [step for _ in range(5) for step in (0.6, b": OPENROUTER PROCESSING\n\n")]
+    more_pings = [step for _ in range(3) for step in (0.6, b": ping\r\n\r\n")]
+
+    [message] = await stream(
+        [stream_headers(), *pings, sse(chunk({"content": "After "})), *more_pings,
+         sse(chunk({"content": "thinking."}, finish_reason="stop")), sse("[DONE]")]
+    )  # fmt: skip
+
+    assert (message.status, message.content) == ("complete", "After thinking.")
 
 
 async def test_a_provider_that_never_starts_answering_times_out(stream, provider):

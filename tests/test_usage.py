@@ -15,8 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations import quotas
+from conversations.generation.reaper import reap_stale
 from conversations.models import LanguageModel, Message, Quota, UsageRecord
-from conversations.reaper import reap_stale
 from tests.conftest import API_KEY
 from tests.fake_upstream import CLOSE, chunk, http_error, reply, sse, stream_headers
 from tests.test_consumer import send_event
@@ -174,7 +174,8 @@ def test_the_ledger_counts_a_reaped_reply_once(alice, model, settings):
         checkpointed=timezone.now() - timedelta(minutes=5), prompt_tokens=12,
     )  # fmt: skip
 
-    assert reap_stale() == [message.id]
+    [reaped] = reap_stale()
+    assert [done["id"] for done in reaped.done] == [str(message.id)]
     assert reap_stale() == []
     [row] = UsageRecord.objects.all()
     assert (row.status, row.prompt_tokens, row.estimated) == ("interrupted", 12, True)

@@ -277,7 +277,7 @@ def test_rename_pin_and_archive_a_conversation(client, alice):
 
 
 def test_a_deleted_conversation_can_be_undone_then_is_purged(client, alice, settings):
-    from conversations.reaper import purge_deleted
+    from conversations.generation.reaper import purge_deleted
 
     conversation = conversation_with_reply(alice)
     client.force_login(alice)

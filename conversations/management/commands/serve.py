@@ -1,5 +1,13 @@
-"""Start Confab: the ASGI server and, with no OPENAI_BASE_URL, the bundled local model."""
+"""Start Confab: daphne serving the ASGI application and, with no OPENAI_BASE_URL, the
+bundled local model.
 
+One worker is daphne in this process. Several share one port: this process opens the
+listening socket and starts each worker as `serve --worker-fd N`, a daphne that accepts on
+the inherited socket (the kernel hands each connection to one of them).
+"""
+
+import argparse
+import asyncio
 import ctypes
 import os
 import signal
@@ -11,7 +19,7 @@ from importlib import resources
 from urllib.error import URLError
 from urllib.request import urlopen
 
-import uvicorn
+from daphne.endpoints import build_endpoint_description_strings
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -85,6 +93,85 @@ def start_local_model(port):
     raise CommandError("The local model server did not start within two minutes.")
 
 
+# daphne guards the server with its own frame limit, far above ours
+# (CONFAB_MAX_FRAME_BYTES), which answers with an error instead of closing the socket.
+MAX_WEBSOCKET_BYTES = 16 * 1024 * 1024
+LISTEN_BACKLOG = 1024
+
+
+def run_daphne(endpoints):
+    """daphne serving Confab on `endpoints` (Twisted endpoint strings) until a signal stops
+    it: the reaper and heartbeat run meanwhile, and on the way out running replies get
+    CONFAB_SHUTDOWN_GRACE_S to finish before they end as interrupted."""
+    # daphne.server installs Twisted's asyncio reactor: it must be imported first.
+    from daphne.server import Server
+    from twisted.internet import defer, reactor
+
+    from chatsite.asgi import application
+    from conversations.generation import reaper, runner
+
+    background = []
+
+    def started():
+        background.extend(asyncio.ensure_future(job()) for job in reaper.PERIODIC)
+
+    async def stopping():
+        await runner.shutdown()
+        for task in background:
+            task.cancel()
+
+    reactor.callWhenRunning(started)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(stopping()))
+    )
+    Server(
+        application,
+        endpoints=endpoints,
+        websocket_max_message_size=MAX_WEBSOCKET_BYTES,
+        websocket_max_frame_size=MAX_WEBSOCKET_BYTES,
+        application_close_timeout=settings.CONFAB_SHUTDOWN_GRACE_S + 5,
+        verbosity=0,
+    ).run()
+
+
+def listening_socket(host, port):
+    """A socket bound to host:port, listening, that child processes may inherit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
+def start_workers(sock, workers):
+    """`workers` daphne processes accepting on `sock`."""
+    manage = [sys.executable, sys.argv[0]]
+    return [
+        subprocess.Popen(
+            [*manage, "serve", "--worker-fd", str(sock.fileno())],
+            pass_fds=[sock.fileno()],
+            preexec_fn=_die_with_parent,
+        )
+        for _ in range(workers)
+    ]
+
+
+def stop(processes, grace_s):
+    """SIGTERM, then SIGKILL for those still running after `grace_s`."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Command(BaseCommand):
     help = "Start Confab (and the bundled local model when no OPENAI_BASE_URL is set)."
 
@@ -95,10 +182,15 @@ class Command(BaseCommand):
             "--workers",
             type=int,
             default=int(os.environ.get("WEB_CONCURRENCY", "1")),
-            help="ASGI worker processes on this port; more than one needs REDIS_URL.",
+            help="daphne worker processes on this port; more than one needs REDIS_URL.",
         )
+        # A worker started by a `serve --workers N`: daphne on the socket it inherited.
+        parser.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
 
-    def handle(self, host, port, workers, **options):
+    def handle(self, host, port, workers, worker_fd, **options):
+        if worker_fd is not None:
+            run_daphne([f"fd:fileno={worker_fd}"])
+            return
         if workers > 1 and not os.environ.get("REDIS_URL"):
             raise CommandError(
                 "Several workers share replies through Redis: set REDIS_URL (and DATABASE_URL "
@@ -123,23 +215,25 @@ class Command(BaseCommand):
                 + f"  administrator. Providers, models and users: http://{host}:{port}/admin/\n"
                 + "  Press Ctrl-C to stop.\n"
             )
-            # uvicorn re-raises SIGTERM once it has shut down; as SystemExit it lets the
-            # `finally` below stop the model server instead of killing us on the spot.
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            uvicorn.run(
-                "chatsite.asgi:application",
-                host=host,
-                port=port,
-                workers=workers,
-                lifespan="on",
-                ws_per_message_deflate=False,
-                # Our own limit (CONFAB_MAX_FRAME_BYTES) answers with an error; this one,
-                # far above it, only guards the server.
-                ws_max_size=16 * 1024 * 1024,
-                timeout_graceful_shutdown=settings.CONFAB_SHUTDOWN_GRACE_S + 5,
-                log_level="warning",
-            )
+            if workers == 1:
+                run_daphne(build_endpoint_description_strings(host=host, port=port))
+            else:
+                self._run_workers(host, port, workers)
         finally:
             if local is not None:
                 local.terminate()
                 local.wait(timeout=10)
+
+    def _run_workers(self, host, port, workers):
+        sock = listening_socket(host, port)
+        processes = start_workers(sock, workers)
+        sock.close()  # the workers hold it now
+        # SIGTERM as SystemExit: the `finally` passes it on to the workers.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while all(process.poll() is None for process in processes):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass  # the workers had the Ctrl-C too: they are stopping
+        finally:
+            stop(processes, settings.CONFAB_SHUTDOWN_GRACE_S + 10)

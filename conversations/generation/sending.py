@@ -2,31 +2,27 @@
 conversation, the user's message and the reply placeholders written in one transaction,
 and the request to send upstream built."""
 
-import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
 
-from conversations import quotas, upstream
+from conversations import upstream
 from conversations.forms import ParamsForm
-from conversations.models import Conversation, LanguageModel, Message, Preferences, branch_through
-from conversations.usage import Usage, estimate_prompt_tokens
-
-
-class EventError(Exception):
-    """A client event that cannot be carried out; answered with an `error` event."""
-
-    def __init__(self, code, message, **extra):
-        super().__init__(message)
-        self.code = code
-        self.extra = extra
+from conversations.generation.admission import EventError, authorise, check_account
+from conversations.generation.settle import Request
+from conversations.models import (
+    Conversation,
+    LanguageModel,
+    Message,
+    Preferences,
+    Provider,
+    branch_through,
+)
+from conversations.usage import estimate_prompt_tokens
 
 
 @dataclass
@@ -42,12 +38,13 @@ class Prepared:
     conversation: dict
     # `message.created` payloads: the user's message (unless regenerating), then each reply.
     created: list
-    # The reply placeholders and the request that fills them, for the runner; a retried
-    # send has none (it started its reply the first time).
+    # For the runner, the reply placeholders, the provider and body of the request that
+    # fills them, and that request as the ledger will know it. A retried send has none:
+    # it started its reply the first time.
     replies: list = field(default_factory=list)
-    model: LanguageModel | None = None
-    messages: list = field(default_factory=list)
+    provider: Provider | None = None
     body: dict = field(default_factory=dict)
+    request: Request | None = None
     created_conversation: bool = False
     duplicate: bool = False
 
@@ -90,7 +87,7 @@ def prepare_send(user, data, *, sibling_of=None):
                 duplicate=True,
             )
 
-    _check_user(user)
+    check_account(user)
     conversation = None
     if data["conversation"]:
         conversation = (
@@ -121,7 +118,6 @@ def prepare_send(user, data, *, sibling_of=None):
         )
 
     with transaction.atomic():
-        limits = _check_running(user)
         created = conversation is None
         if created:
             conversation = Conversation.objects.create(
@@ -149,7 +145,7 @@ def prepare_send(user, data, *, sibling_of=None):
             created=timezone.now(),
         )
         params = {**conversation.params, **data["params"]}
-        started = _start_replies(user, conversation, history, user_message, model, params, limits)
+        started = _start_replies(user, conversation, history, user_message, model, params)
     return _prepared(conversation, user_message, started, created_conversation=created)
 
 
@@ -192,7 +188,7 @@ def prepare_regenerate(user, data):
         raise EventError("not_found", _("No such reply."))
     if earlier.status == Message.Status.STREAMING:
         raise EventError("busy", _("This reply is still being generated; stop it first."))
-    _check_user(user)
+    check_account(user)
     conversation = earlier.conversation
     model = data["model"] or default_model(user, conversation, preferred=earlier.model_id)
     if model is None:
@@ -202,53 +198,20 @@ def prepare_regenerate(user, data):
     if not check.is_valid():
         raise EventError("invalid", check.error_text())
     with transaction.atomic():
-        limits = _check_running(user)
         history = list(conversation.messages.order_by("created"))
-        started = _start_replies(
-            user, conversation, history, earlier.parent, model, check.params(), limits
-        )
+        started = _start_replies(user, conversation, history, earlier.parent, model, check.params())
     return _prepared(conversation, None, started)
 
 
-def _check_user(user):
-    if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
-        # A tab opened before an administrator disabled the account.
-        raise EventError("signed_out", _("Your account is disabled. Ask an administrator."))
-    check_rate(user)
-
-
-def _check_running(user):
-    """Refuse a user at their limit of replies at once; their quotas, for the next checks."""
-    limits = list(quotas.quotas_for(user))
-    running = (
-        Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
-        .values("parent_id")
-        .distinct()
-        .count()
-    )
-    if running >= quotas.max_concurrent(user, limits):
-        raise EventError(
-            "too_many",
-            ngettext(
-                "You already have %(count)d reply generating. Wait for it to finish "
-                "or stop it, then try again.",
-                "You already have %(count)d replies generating. Wait for one to finish "
-                "or stop it, then try again.",
-                running,
-            )
-            % {"count": running},
-            retry_after=5,
-        )
-    return limits
-
-
-def _start_replies(user, conversation, history, user_message, model, params, limits):
-    """The reply placeholders under `user_message` and the request that will fill them."""
+def _start_replies(user, conversation, history, user_message, model, params):
+    """The reply placeholders under `user_message` and the request that will fill them,
+    once the user is authorised to make it."""
     now = timezone.now()
     messages = _api_messages(conversation, history, user_message)
     body = upstream.build_body(model, messages, params, user.pk)
     prompt_estimate = estimate_prompt_tokens(messages)
-    _check_quotas(user, model, body, prompt_estimate, now, limits)
+    authorise(user, model=model, body=body, prompt_tokens=prompt_estimate, when=now)
+    request_id = uuid.uuid4()
     # With n > 1 each choice becomes a reply of its own, siblings under the message.
     replies = Message.objects.bulk_create(
         Message(
@@ -259,6 +222,7 @@ def _start_replies(user, conversation, history, user_message, model, params, lim
             model=model,
             model_name=model.upstream_id,
             params=params,
+            request_id=request_id,
             # The history is left out; request_sent() puts it back.
             request={**body, "messages": _system_messages(conversation)},
             created=now + timedelta(microseconds=index + 1),
@@ -273,49 +237,18 @@ def _start_replies(user, conversation, history, user_message, model, params, lim
     # The new reply is what the conversation shows now, on every page load.
     conversation.updated, conversation.model, conversation.shown = now, model, replies[0]
     conversation.save(update_fields=["updated", "model", "shown"])
-    return {"replies": replies, "model": model, "messages": messages, "body": body}
-
-
-def _check_quotas(user, model, body, prompt_estimate, now, limits):
-    if not limits:
-        return  # no quota applies to this user: nothing to price
-    replies = body.get("n") or 1
-    output = (body.get("max_tokens") or quotas.EXPECTED_OUTPUT_TOKENS) * replies
-    price = model.price_at(now)
-    expected = Usage(prompt_estimate, output, prompt_estimate + output)
-    try:
-        quotas.check(
-            user,
-            expected_tokens=expected.total_tokens,
-            expected_cost=price.cost(expected) if price else 0,
-            currency=price.currency if price else "",
-            limits=limits,
-        )
-    except quotas.QuotaExceeded as refusal:
-        raise EventError(
-            "quota_exceeded",
-            str(refusal),
-            used=str(refusal.used),
-            limit=str(refusal.limit),
-            resets_at=refusal.resets_at.isoformat(),
-        ) from None
-
-
-def check_rate(user):
-    """At most CONFAB_USER_SENDS_PER_MINUTE sends a minute per user: counted in Redis across
-    processes when REDIS_URL is set, per process otherwise (one process by default)."""
-    window = int(time.time() // 60)
-    key = f"confab:sends:{user.pk}:{window}"
-    cache.add(key, 0, timeout=120)
-    sends = cache.incr(key)
-    if sends > settings.CONFAB_USER_SENDS_PER_MINUTE:
-        retry_after = 60 - int(time.time() % 60)
-        raise EventError(
-            "rate_limited",
-            _("You have sent %(count)d messages this minute. Try again in %(seconds)d s.")
-            % {"count": settings.CONFAB_USER_SENDS_PER_MINUTE, "seconds": retry_after},
-            retry_after=retry_after,
-        )
+    request = Request(
+        id=request_id,
+        user_id=user.pk,
+        conversation_id=str(conversation.id),
+        model_id=model.pk,
+        provider_id=model.provider_id,
+        model_name=model.upstream_id,
+        asked_at=now,
+        reply_ids=tuple(reply.id for reply in replies),
+        prompt_estimate=prompt_estimate,
+    )
+    return {"replies": replies, "provider": model.provider, "body": body, "request": request}
 
 
 def default_model(user, conversation, preferred=None):

@@ -13,15 +13,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.fanout import publish_to_user
-from conversations.models import (
-    Conversation,
-    LanguageModel,
-    Message,
-    SiteSettings,
-    UsageRecord,
-)
-from conversations.upstream import ChatStream, UpstreamError, build_body
-from conversations.usage import Usage
+from conversations.generation.settle import Outcome, Reply, Request, settle
+from conversations.models import Conversation, LanguageModel, Message, SiteSettings
+from conversations.upstream import ChatStream, Completion, build_body
+from conversations.usage import estimate_prompt_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +25,8 @@ PROMPT = (
     "user writes in. Answer with the title only, without quotes.\n\n"
     "User: {question}\n\nAssistant: {answer}"
 )
+MAX_TITLE_TOKENS = 24
+MAX_QUOTED_CHARS = 2000
 
 
 async def write_title(conversation_id, user_id):
@@ -44,17 +41,30 @@ async def _write_title(conversation_id, user_id):
     if job is None:
         return
     model, messages = job
-    body = build_body(model, messages, {"max_tokens": 24, "temperature": 0.3}, user_id)
-    stream = ChatStream(model.provider, body)
-    try:
-        async for _ in stream:
-            pass
-    except UpstreamError as error:
-        logger.info("no title for %s: %s", conversation_id, error)
-        return
-    title = _clean(stream.choice(0).content)
-    usage = stream.usage or Usage.estimate(messages, stream.choice(0).content)
-    summary = await _save(conversation_id, user_id, model, title, usage)
+    params = {"max_tokens": MAX_TITLE_TOKENS, "temperature": 0.3}
+    body = build_body(model, messages, params, user_id)
+    completion = Completion()
+    async for event in ChatStream(model.provider, body):
+        completion.add(event)
+    if completion.failure is not None:
+        logger.info("no title for %s: %s", conversation_id, completion.failure)
+    request = Request(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        conversation_id=str(conversation_id),
+        model_id=model.pk,
+        provider_id=model.provider_id,
+        model_name=model.upstream_id,
+        asked_at=timezone.now(),
+        prompt_estimate=estimate_prompt_tokens(messages),
+    )
+    outcome = Outcome(
+        status=Message.Status.FAILED if completion.failure else Message.Status.COMPLETE,
+        replies=(Reply.of(completion.choice(0)),),
+        usage=completion.usage,
+    )
+    title = "" if completion.failure else _clean(completion.choice(0).content)
+    summary = await _save(request, outcome, title)
     if summary is not None:
         await publish_to_user(user_id, {"type": "conversation.updated", "conversation": summary})
 
@@ -73,7 +83,8 @@ def _job(conversation_id):
     model = LanguageModel.objects.available().filter(id=chosen).first()
     if model is None:
         return None
-    question, answer = replies[0].parent.content[:2000], replies[0].content[:2000]
+    question = replies[0].parent.content[:MAX_QUOTED_CHARS]
+    answer = replies[0].content[:MAX_QUOTED_CHARS]
     prompt = PROMPT.format(question=question, answer=answer)
     return model, [{"role": "user", "content": prompt}]
 
@@ -85,29 +96,17 @@ def _clean(text):
 
 
 @database_sync_to_async
-def _save(conversation_id, user_id, model, title, usage):
-    price = model.price_at(timezone.now())
+def _save(request, outcome, title):
+    """The title request in the ledger, like any other; the title, if the conversation
+    still takes one."""
     with transaction.atomic():
-        UsageRecord.objects.create(
-            request_id=uuid.uuid4(),
-            user_id=user_id,
-            conversation_id=conversation_id,
-            provider=model.provider,
-            model=model,
-            model_name=model.upstream_id,
-            status=Message.Status.COMPLETE,
-            estimated=usage.estimated,
-            cost=usage.cost if usage.cost is not None else (price.cost(usage) if price else 0),
-            currency="USD" if usage.cost is not None or not price else price.currency,
-            provider_cost=usage.cost,
-            **usage.as_fields(),
-        )
+        settle(request, outcome)
         if not title:
             return None
-        updated = Conversation.objects.filter(id=conversation_id, auto_title=True).update(
+        updated = Conversation.objects.filter(id=request.conversation_id, auto_title=True).update(
             title=title
         )
     if not updated:
         return None
-    conversation = Conversation.objects.get(id=conversation_id)
+    conversation = Conversation.objects.select_related("model").get(id=request.conversation_id)
     return {**conversation.to_dict(), "generating": False}

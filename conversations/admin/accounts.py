@@ -1,0 +1,41 @@
+"""Users (with their quotas) and the site's own settings."""
+
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.shortcuts import redirect
+from django.utils.translation import gettext_lazy as _
+
+from conversations.admin.usage import QuotaInline
+from conversations.models import SiteSettings
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class ConfabUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, QuotaInline]
+    actions = ["disable_access"]
+
+    @admin.action(description=_("Disable access (the user can no longer sign in)"))
+    def disable_access(self, request, queryset):
+        count = queryset.exclude(pk=request.user.pk).update(is_active=False)
+        self.message_user(request, _("%(count)d users disabled.") % {"count": count})
+
+
+@admin.register(SiteSettings)
+class SiteSettingsAdmin(admin.ModelAdmin):
+    def changelist_view(self, request, extra_context=None):
+        """There is one row: go straight to it."""
+        return redirect("admin:conversations_sitesettings_change", SiteSettings.load().pk)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+admin.site.site_header = _("Confab administration")
+admin.site.site_title = "Confab"

@@ -1,0 +1,177 @@
+"""Admission: whether a new generation may start, decided in one place for every caller.
+
+`admit()` is the one entry point (the websocket consumer calls it; the gateway will too).
+It refuses at once, without a database trip, when this process is shutting down, is at its
+cap of replies, or its database thread is backed up. Otherwise it runs the caller's
+`prepare` in the database thread, where `authorise()` checks the user, inside the
+transaction that starts the reply: the account is active, within its send rate, its replies
+at once and its quotas. Every refusal is an `EventError` that says why, and when to retry.
+"""
+
+import contextlib
+import itertools
+import time
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from conversations import quotas
+from conversations.generation import runner
+from conversations.models import Message
+from conversations.usage import Usage
+
+RATE_WINDOW_S = 60
+RETRY_AFTER_S = 5
+
+
+class EventError(Exception):
+    """A request that cannot be carried out: answered with an `error` event (its `code`, its
+    message and `extra` fields such as `retry_after`), never a crash."""
+
+    def __init__(self, code, message, **extra):
+        super().__init__(message)
+        self.code = code
+        self.extra = extra
+
+
+class SendQueue:
+    """The sends of this process waiting for, or in, their database hop, oldest first.
+
+    All database work of a process runs on one thread, so when the core is full sends wait
+    there behind each other; how long the oldest has waited is what a new send would add
+    to its time to first token. Past CONFAB_MAX_SEND_WAIT_MS, with a few queued (one slow
+    page alone is not overload), new sends are refused at once rather than queued.
+    """
+
+    BACKLOG = 5
+
+    def __init__(self):
+        self.since = {}  # token -> when the send began waiting, in arrival order
+        self.tokens = itertools.count()
+
+    @contextlib.contextmanager
+    def waiting(self):
+        token = next(self.tokens)
+        self.since[token] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self.since[token]
+
+    def backed_up(self):
+        limit_ms = settings.CONFAB_MAX_SEND_WAIT_MS
+        if not limit_ms or len(self.since) < self.BACKLOG:
+            return False
+        oldest = next(iter(self.since.values()))
+        return (time.monotonic() - oldest) * 1000 > limit_ms
+
+
+send_queue = SendQueue()
+
+
+async def admit(prepare, *args):
+    """Start a generation: `prepare(*args)`, run in the database thread, unless this process
+    cannot take it now. `prepare` calls authorise() before it writes anything."""
+    refuse_when_overloaded()
+    with send_queue.waiting():
+        return await database_sync_to_async(prepare)(*args)
+
+
+def refuse_when_overloaded():
+    """Refuse at once, on the event loop: queueing would only add to everyone's wait."""
+    if not runner.accepting:
+        raise EventError(
+            "unavailable", _("The server is restarting. Try again."), retry_after=RETRY_AFTER_S
+        )
+    if (
+        len(runner.generations_running()) >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS
+        or send_queue.backed_up()
+    ):
+        raise EventError(
+            "busy", _("The server is busy. Try again shortly."), retry_after=RETRY_AFTER_S
+        )
+
+
+def check_account(user):
+    """The account may still send: active, and within its send rate. Cheap: call it before
+    reading what the send needs."""
+    if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
+        # A tab opened before an administrator disabled the account.
+        raise EventError("signed_out", _("Your account is disabled. Ask an administrator."))
+    _check_rate(user)
+
+
+def authorise(user, *, model, body, prompt_tokens, when):
+    """The user may start this request now: within their replies at once and their quotas.
+    Call it in the transaction that writes the request's replies."""
+    limits = list(quotas.quotas_for(user))
+    _check_running(user, limits)
+    if limits:
+        _check_quotas(user, model, body, prompt_tokens, when, limits)
+
+
+def _check_rate(user):
+    """At most CONFAB_USER_SENDS_PER_MINUTE sends a minute per user: counted in Redis across
+    processes when REDIS_URL is set, per process otherwise (one process by default)."""
+    window = int(time.time() // RATE_WINDOW_S)
+    key = f"confab:sends:{user.pk}:{window}"
+    cache.add(key, 0, timeout=RATE_WINDOW_S * 2)
+    sends = cache.incr(key)
+    if sends > settings.CONFAB_USER_SENDS_PER_MINUTE:
+        retry_after = RATE_WINDOW_S - int(time.time() % RATE_WINDOW_S)
+        raise EventError(
+            "rate_limited",
+            _("You have sent %(count)d messages this minute. Try again in %(seconds)d s.")
+            % {"count": settings.CONFAB_USER_SENDS_PER_MINUTE, "seconds": retry_after},
+            retry_after=retry_after,
+        )
+
+
+def _check_running(user, limits):
+    """Refuse a user at their limit of replies at once (a request with n > 1 counts once)."""
+    running = (
+        Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
+        .values("parent_id")
+        .distinct()
+        .count()
+    )
+    if running >= quotas.max_concurrent(user, limits):
+        raise EventError(
+            "too_many",
+            ngettext(
+                "You already have %(count)d reply generating. Wait for it to finish "
+                "or stop it, then try again.",
+                "You already have %(count)d replies generating. Wait for one to finish "
+                "or stop it, then try again.",
+                running,
+            )
+            % {"count": running},
+            retry_after=RETRY_AFTER_S,
+        )
+
+
+def _check_quotas(user, model, body, prompt_tokens, when, limits):
+    replies = body.get("n") or 1
+    output = (body.get("max_tokens") or quotas.EXPECTED_OUTPUT_TOKENS) * replies
+    price = model.price_at(when)
+    expected = Usage(prompt_tokens, output, prompt_tokens + output)
+    try:
+        quotas.check(
+            user,
+            expected_tokens=expected.total_tokens,
+            expected_cost=price.cost(expected) if price else 0,
+            currency=price.currency if price else "",
+            limits=limits,
+        )
+    except quotas.QuotaExceeded as refusal:
+        raise EventError(
+            "quota_exceeded",
+            str(refusal),
+            used=str(refusal.used),
+            limit=str(refusal.limit),
+            resets_at=refusal.resets_at.isoformat(),
+        ) from None

@@ -1,0 +1,171 @@
+"""The one ending of every upstream request: settle().
+
+However a request ends (complete, stopped, failed, cut, found orphaned by the reaper, or a
+title written), settle() writes its replies, its one row in the usage ledger and the
+`message.done` payloads, in one transaction. It is idempotent: only replies still streaming
+are written, and the ledger's unique request id refuses a second row, so a request settled
+twice (by its runner and by a reaper that thought it dead) counts once.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone, translation
+
+from conversations.models import Conversation, Message, Price, UsageRecord
+from conversations.rendering import finished_message
+from conversations.usage import Usage, estimate_tokens
+
+
+@dataclass(frozen=True)
+class Request:
+    """One upstream request as the ledger knows it: who asked, with which model, for which
+    replies (none for a title), and its prompt as estimated when it was built."""
+
+    id: uuid.UUID
+    user_id: int
+    conversation_id: str | None
+    model_id: int | None
+    provider_id: int | None
+    model_name: str
+    asked_at: datetime
+    reply_ids: tuple = ()
+    prompt_estimate: int = 0
+    # The language of the page that asked: the finished replies' HTML is rendered in it.
+    language: str = settings.LANGUAGE_CODE
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What one reply (one choice) came to: plain values, read once the stream has ended."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list = field(default_factory=list)
+    finish_reason: str = ""
+    stop_sequence: str = ""
+
+    @classmethod
+    def of(cls, choice):
+        """An upstream.Choice, copied."""
+        return cls(
+            content=choice.content,
+            reasoning=choice.reasoning,
+            tool_calls=[{**call, "function": {**call["function"]}} for call in choice.tool_calls],
+            finish_reason=choice.finish_reason,
+            stop_sequence=choice.stop_sequence,
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a request ended: its status, each reply in the order of `Request.reply_ids`, the
+    usage the provider reported (None: estimate it) and its timings."""
+
+    status: str
+    replies: tuple = ()
+    error: str = ""
+    usage: Usage | None = None
+    ttft_ms: int | None = None
+    duration_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What to tell the tabs: a `message.done` payload per reply this call settled (none
+    when another had settled them already) and the conversation's sidebar summary."""
+
+    done: list
+    conversation: dict | None
+    user_id: int | None = None
+
+
+def settle(request, outcome):
+    """Write the request's ending, once. Runs queries: call it in the database thread."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            Message.objects.select_for_update()
+            .filter(id__in=request.reply_ids, status=Message.Status.STREAMING)
+            .order_by("created")
+        )
+        if request.reply_ids and not rows:
+            return Settled(done=[], conversation=None)  # settled already
+        texts = [reply.content + reply.reasoning for reply in outcome.replies] or [""]
+        if outcome.usage is not None:
+            total = outcome.usage
+            shares = total.share([estimate_tokens(text) for text in texts])
+        else:
+            shares = Usage.estimate_replies(request.prompt_estimate, texts)
+            total = Usage.sum(shares)
+        price = _price(request)
+        cost = total.cost if total.cost is not None else (price.cost(total) if price else 0)
+        # A title's request has no replies of its own: its text only counts.
+        ended = dict(zip(request.reply_ids, zip(outcome.replies, shares, strict=True)))
+        for row in rows:
+            reply, usage = ended[row.id]
+            _write(row, reply, usage, outcome, cost, total, now)
+        UsageRecord.objects.bulk_create(
+            [_ledger_row(request, outcome, total, cost, price, rows, now)],
+            ignore_conflicts=True,
+        )
+        if request.conversation_id:
+            Conversation.objects.filter(id=request.conversation_id).update(updated=now)
+    if not rows:
+        return Settled(done=[], conversation=None)
+    conversations = Conversation.objects.with_generating().select_related("model")
+    conversation = conversations.get(id=request.conversation_id)
+    with translation.override(request.language):
+        done = [finished_message(row) for row in rows]
+    summary = {**conversation.to_dict(), "generating": conversation.generating}
+    return Settled(done=done, conversation=summary, user_id=request.user_id)
+
+
+def _price(request):
+    """The price in effect when the request was made; later changes never rewrite it."""
+    if request.model_id is None:
+        return None
+    return Price.objects.in_effect(request.model_id, request.asked_at)
+
+
+def _write(row, reply, usage, outcome, cost, total, now):
+    row.content, row.reasoning, row.tool_calls = reply.content, reply.reasoning, reply.tool_calls
+    row.finish_reason, row.stop_sequence = reply.finish_reason, reply.stop_sequence
+    row.status, row.error = outcome.status, outcome.error
+    if outcome.status == Message.Status.COMPLETE and not (reply.finish_reason or reply.content):
+        row.status = Message.Status.FAILED
+        row.error = "The provider returned fewer choices than were asked for."
+    for name, value in usage.as_fields().items():
+        setattr(row, name, value)
+    row.usage_estimated = usage.estimated
+    # Each reply's part of the request's cost, in proportion to its tokens.
+    share = usage.total_tokens / total.total_tokens if total.total_tokens else 1
+    row.cost = round(Decimal(cost) * Decimal(share), 8)
+    row.ttft_ms, row.duration_ms, row.completed = outcome.ttft_ms, outcome.duration_ms, now
+    row.save()
+
+
+def _ledger_row(request, outcome, total, cost, price, rows, now):
+    return UsageRecord(
+        request_id=request.id,
+        user_id=request.user_id,
+        conversation_id=request.conversation_id,
+        message=rows[0] if rows else None,
+        provider_id=request.provider_id,
+        model_id=request.model_id,
+        model_name=request.model_name,
+        status=outcome.status,
+        estimated=total.estimated,
+        cost=cost,
+        # A provider's own figure is in US dollars (OpenRouter's credits).
+        currency="USD" if total.cost is not None or not price else price.currency,
+        provider_cost=total.cost,
+        ttft_ms=outcome.ttft_ms,
+        duration_ms=outcome.duration_ms,
+        created=now,
+        **total.as_fields(),
+    )

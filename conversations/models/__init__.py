@@ -1,0 +1,25 @@
+"""The app's models, by concern: providers and prices, conversations and messages, the
+usage ledger and quotas, site settings."""
+
+from conversations.models.conversations import (
+    Conversation,
+    Message,
+    Preferences,
+    branch_through,
+)
+from conversations.models.ledger import Quota, UsageRecord
+from conversations.models.providers import LanguageModel, Price, Provider
+from conversations.models.site import SiteSettings
+
+__all__ = [
+    "Conversation",
+    "LanguageModel",
+    "Message",
+    "Preferences",
+    "Price",
+    "Provider",
+    "Quota",
+    "SiteSettings",
+    "UsageRecord",
+    "branch_through",
+]

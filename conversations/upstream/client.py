@@ -1,0 +1,320 @@
+"""The upstream client: the only code that talks HTTP to a provider.
+
+It builds the Chat Completions request, streams it with httpx, splits the Server-Sent Events
+(upstream.sse), reads each chunk's dialect into typed events (upstream.chunks) and turns
+every failure into one `UpstreamError` whose message is safe to show to the user.
+
+httpx runs over the httpx-aiohttp transport: the httpx API (timeouts, limits, errors) with
+aiohttp's C HTTP parser underneath, which reads a streamed chunk for less than half the CPU
+of httpx's own pure-Python stack (docs/performance.md, "Reading the upstream").
+"""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+import weakref
+
+import aiohttp
+import httpx
+from django.conf import settings
+from httpx_aiohttp import HttpxAiohttpClient
+
+from conversations.upstream.chunks import ChunkReader, error_message
+from conversations.upstream.events import Failed, UpstreamError
+from conversations.upstream.sse import EventTooLarge, SSESplitter
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = {429, 502, 503, 504}
+JSON_BODY = {"Content-Type": "application/json"}
+MAX_RETRIES = 2
+MAX_RETRY_AFTER_S = 10.0
+MAX_ERROR_BODY = 64 * 1024
+MAX_COMPLETION_BODY = 16 * 1024 * 1024
+# How long the end of a body that follows [DONE] is waited for, so the connection is reused.
+DRAIN_S = 0.1
+LIST_MODELS_TIMEOUT_S = 15
+# The transport maps aiohttp's errors to httpx's, but for a malformed response, which it
+# leaves as aiohttp's own.
+TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
+
+
+def pseudonymous_user(user_id):
+    """The `user` field: stable per user, meaningless outside this server."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"user:{user_id}".encode(), hashlib.sha256)
+    return "confab-" + digest.hexdigest()[:32]
+
+
+def build_body(model, messages, params, user_id):
+    """The request: the model's extra fields and defaults, overridden by `params`."""
+    body = {
+        **model.extra_body,
+        **model.default_params,
+        **params,
+        "model": model.upstream_id,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "user": pseudonymous_user(user_id),
+    }
+    if limit := model.max_output_tokens:
+        body["max_tokens"] = min(body.get("max_tokens") or limit, limit)
+    return body
+
+
+# One pooled client per provider per process. Its connections are bound to the event loop
+# that made them, so the pool is kept per loop.
+_clients = weakref.WeakKeyDictionary()
+
+
+def _headers(provider):
+    headers = {**provider.extra_headers}
+    if provider.api_key:
+        headers["Authorization"] = f"Bearer {provider.api_key}"
+    return headers
+
+
+def client_for(provider):
+    pool = _clients.setdefault(asyncio.get_running_loop(), {})
+    # A provider changed in admin gets a new client; the key is in the pool key only hashed.
+    settings_seen = json.dumps([provider.base_url, provider.api_key, provider.extra_headers])
+    key = (provider.pk, hashlib.sha256(settings_seen.encode()).hexdigest())
+    if key not in pool:
+        pool[key] = HttpxAiohttpClient(
+            headers=_headers(provider),
+            # Connecting and sending are bounded here; waiting for the answer is bounded by
+            # ChatStream, which needs two bounds (the first byte, then each gap) where httpx
+            # has one read timeout.
+            timeout=httpx.Timeout(settings.CONFAB_CONNECT_TIMEOUT_S, read=None, pool=None),
+            # A reply holds its connection as long as it streams: the process's own cap on
+            # replies (CONFAB_MAX_GENERATIONS_PER_PROCESS) is the limit, not the pool.
+            limits=httpx.Limits(max_connections=0, max_keepalive_connections=None),
+            trust_env=True,  # HTTP(S)_PROXY and NO_PROXY
+        )
+    return pool[key]
+
+
+async def close_clients():
+    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose()
+
+
+class ChatStream:
+    """One streamed Chat Completions request.
+
+    Iterate it for its events (upstream.events) as they arrive. It never raises for a
+    request that failed: its last event is then `Failed`, after whatever came before.
+    """
+
+    def __init__(self, provider, body):
+        self.provider = provider
+        self.body = body
+        self.first_byte_timeout = (
+            provider.first_byte_timeout_s or settings.CONFAB_FIRST_BYTE_TIMEOUT_S
+        )
+        self.idle_timeout = provider.idle_timeout_s or settings.CONFAB_IDLE_TIMEOUT_S
+        self.reader = ChunkReader(self._redact)
+
+    async def __aiter__(self):
+        try:
+            async for event in self._events():
+                yield event
+        except UpstreamError as error:
+            yield Failed(error)
+
+    async def _events(self):
+        loop = asyncio.get_running_loop()
+        # The first bytes of the answer are waited for up to first_byte_timeout in all,
+        # retries included; then each gap between reads up to idle_timeout. Any bytes count,
+        # SSE comments too: a provider that pings while its model thinks keeps the reply.
+        first_bytes_by = loop.time() + self.first_byte_timeout
+        try:
+            async with asyncio.timeout_at(first_bytes_by):
+                response = await self._open()
+        except TimeoutError:
+            raise self._silence(started=False) from None
+        try:
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" in content_type:
+                async for event in self._read_stream(response, first_bytes_by):
+                    yield event
+            elif "json" in content_type:
+                for event in await self._read_completion(response, first_bytes_by):
+                    yield event
+            else:
+                body = await self._read_bounded(response, MAX_ERROR_BODY)
+                raise UpstreamError(
+                    self._redact(
+                        "The provider answered without a stream "
+                        f"({content_type or 'no content type'}): {body[:300]}"
+                    ),
+                    status=response.status_code,
+                    code="not_a_stream",
+                )
+        except (*TRANSPORT_ERRORS, EventTooLarge) as error:
+            raise UpstreamError(
+                self._redact(f"The connection to the provider failed: {_describe(error)}"),
+                code="connection",
+            ) from None
+        finally:
+            await response.aclose()
+
+    async def _read_stream(self, response, first_bytes_by):
+        """The events of a streamed response, until [DONE] or the end of the body."""
+        loop = asyncio.get_running_loop()
+        chunks = response.aiter_bytes()
+        splitter = SSESplitter()
+        deadline = first_bytes_by
+        started = False
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = await anext(chunks, None)
+            except TimeoutError:
+                raise self._silence(started) from None
+            if data is None:
+                break
+            started = True
+            deadline = loop.time() + self.idle_timeout
+            for name, payload in splitter.feed(data):
+                if payload == b"[DONE]":
+                    await self._drain(chunks)
+                    return
+                for event in self.reader.read(payload, name):
+                    yield event
+        if not self.reader.finished:
+            raise UpstreamError(
+                "The provider closed the connection before the reply was finished.",
+                code="cut",
+            )
+
+    async def _read_completion(self, response, first_bytes_by):
+        """A provider that ignored `stream: true` and answered one chat.completion."""
+        try:
+            async with asyncio.timeout_at(first_bytes_by):
+                body = await self._read_bounded(response, MAX_COMPLETION_BODY, text=False)
+        except TimeoutError:
+            raise self._silence(started=False) from None
+        return self.reader.read_completion(body)
+
+    def _silence(self, started):
+        if started:
+            message = f"The provider went silent for {self.idle_timeout} s mid-reply."
+        else:
+            message = f"The provider did not start answering within {self.first_byte_timeout} s."
+        return UpstreamError(message, code="timeout")
+
+    @staticmethod
+    async def _drain(chunks):
+        """The body's end, if it follows [DONE] at once, so the connection can be reused."""
+        try:
+            async with asyncio.timeout(DRAIN_S):
+                async for _ in chunks:
+                    pass
+        except (TimeoutError, *TRANSPORT_ERRORS):
+            pass  # closed unread: the connection is not reused
+
+    async def _open(self):
+        """Send the request; retry before the first byte only, and only what may pass."""
+        client = client_for(self.provider)
+        url = self.provider.base_url.rstrip("/") + "/chat/completions"
+        body = json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
+        for attempt in range(MAX_RETRIES + 1):
+            request = client.build_request("POST", url, content=body, headers=JSON_BODY)
+            try:
+                response = await client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                if attempt == MAX_RETRIES:
+                    raise UpstreamError(
+                        self._redact(f"Could not connect to the provider: {_describe(error)}"),
+                        code="connection",
+                    ) from None
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            except TRANSPORT_ERRORS as error:
+                raise UpstreamError(
+                    self._redact(f"The connection to the provider failed: {_describe(error)}"),
+                    code="connection",
+                ) from None
+            if response.status_code < 400:
+                return response
+            text = await self._read_bounded(response, MAX_ERROR_BODY)
+            if response.status_code in RETRY_STATUSES and attempt < MAX_RETRIES:
+                await asyncio.sleep(self._backoff(attempt, response.headers.get("retry-after")))
+                continue
+            raise UpstreamError(
+                self._redact(
+                    f"The provider refused the request (HTTP {response.status_code}): "
+                    f"{error_message(text)}"
+                ),
+                status=response.status_code,
+                code="http_error",
+            )
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _backoff(attempt, retry_after=None):
+        if retry_after:
+            try:
+                return min(float(retry_after), MAX_RETRY_AFTER_S)
+            except ValueError:
+                pass
+        base = settings.CONFAB_RETRY_BASE_MS / 1000
+        return base * 2**attempt + random.uniform(0, base / 2)
+
+    @staticmethod
+    async def _read_bounded(response, limit, *, text=True):
+        """At most `limit` bytes of the body; the response is closed afterwards."""
+        chunks, size = [], 0
+        try:
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= limit:
+                    break
+        finally:
+            await response.aclose()
+        body = b"".join(chunks)
+        return body.decode("utf-8", errors="replace") if text else body
+
+    def _redact(self, text):
+        return _redactor(self.provider.api_key)(text)
+
+
+def _describe(error):
+    """An httpx error in a few words: its message, else its kind."""
+    return str(error) or type(error).__name__
+
+
+async def list_models(provider):
+    """The model ids that `GET {base}/models` lists.
+
+    A client of its own, not the pool: this runs from admin actions and commands, on
+    event loops that may not outlive the call.
+    """
+    url = provider.base_url.rstrip("/") + "/models"
+    try:
+        async with HttpxAiohttpClient(
+            headers=_headers(provider), timeout=LIST_MODELS_TIMEOUT_S, trust_env=True
+        ) as client:
+            response = await client.get(url)
+            status, text = response.status_code, response.text
+    except (*TRANSPORT_ERRORS, TimeoutError) as error:
+        raise UpstreamError(f"Could not reach the provider: {type(error).__name__}") from None
+    redact = _redactor(provider.api_key)
+    if status >= 400:
+        raise UpstreamError(
+            redact(f"The provider refused to list models (HTTP {status}): {error_message(text)}"),
+            status=status,
+        )
+    try:
+        return [item["id"] for item in json.loads(text)["data"] if isinstance(item.get("id"), str)]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UpstreamError("The provider's model list is not in the OpenAI format.") from None
+
+
+def _redactor(key):
+    return (lambda text: text.replace(key, "[redacted]")) if key else (lambda text: text)
