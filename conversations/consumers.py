@@ -295,9 +295,7 @@ def _owns_conversation(user, conversation_id):
 
 @database_sync_to_async
 def _owned_message(user, message_id):
-    return Message.objects.filter(
-        id=message_id, conversation__in=Conversation.objects.for_user(user)
-    ).first()
+    return Message.objects.for_user(user).filter(id=message_id).first()
 
 
 @database_sync_to_async

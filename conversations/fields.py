@@ -1,4 +1,5 @@
-"""A model field whose value is encrypted at rest with a key derived from SECRET_KEY."""
+"""Model fields of our own: a value encrypted at rest with a key derived from SECRET_KEY,
+and a JSON object that is empty unless set."""
 
 import base64
 import functools
@@ -51,3 +52,8 @@ class EncryptedTextField(models.TextField):
         if not value:
             return value
         return _fernet(_keys()).encrypt(value.encode()).decode()
+
+
+def json_object_field(verbose_name, help_text):
+    """A JSON object, empty unless set, that an administrator may leave blank."""
+    return models.JSONField(verbose_name, default=dict, blank=True, help_text=help_text)

@@ -31,8 +31,8 @@ def estimate_prompt_tokens(messages):
 
 @dataclass
 class Usage:
-    _COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
-               "reasoning_tokens")  # fmt: skip
+    COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens",
+              "reasoning_tokens")  # fmt: skip
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -75,7 +75,7 @@ class Usage:
 
     @classmethod
     def sum(cls, usages):
-        fields = [sum(getattr(u, name) for u in usages) for name in cls._COUNTS]
+        fields = [sum(getattr(u, name) for u in usages) for name in cls.COUNTS]
         return cls(*fields, estimated=any(u.estimated for u in usages))
 
     def share(self, weights):
@@ -95,13 +95,8 @@ class Usage:
         ]
 
     def as_fields(self):
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "cached_tokens": self.cached_tokens,
-            "reasoning_tokens": self.reasoning_tokens,
-        }
+        """The counts, by name: the fields of models.TokenCounts."""
+        return {name: getattr(self, name) for name in self.COUNTS}
 
 
 def _money(value):

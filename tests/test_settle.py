@@ -42,11 +42,11 @@ def streaming(alice, model):
     return reply, request
 
 
-def complete(text="Hello there.", usage=Usage(10, 3, 13)):
+def complete(text="Hello there.", usage=None):
     return Outcome(
         status=Message.Status.COMPLETE,
         replies=(Reply(content=text, finish_reason="stop"),),
-        usage=usage,
+        usage=usage or Usage(10, 3, 13),
         ttft_ms=40,
         duration_ms=900,
     )

@@ -62,6 +62,15 @@ def test_every_line_ending_works_even_cut_in_two(newline):
         assert split(stream, [cut]) == [(b"", b"a\nb"), (b"", b"c")]
 
 
+def test_an_empty_read_between_a_cr_and_its_lf_changes_nothing():
+    splitter = SSESplitter()
+
+    events = [*splitter.feed(b"data: a\r"), *splitter.feed(b""), *splitter.feed(b"\nid: 1\r\n")]
+
+    assert events == []  # one line ending, not two: no blank line, no event yet
+    assert list(splitter.feed(b"\r\n")) == [(b"", b"a")]
+
+
 def test_an_unfinished_event_waits_for_its_end():
     splitter = SSESplitter()
 

@@ -30,7 +30,8 @@ from conversations.fanout import (
 from conversations.generation import titles
 from conversations.generation.settle import Outcome, Reply, settle
 from conversations.models import Message
-from conversations.upstream import DELTAS, ChatStream, Completion
+from conversations.upstream import ChatStream, Completion
+from conversations.upstream.events import DELTAS
 
 logger = logging.getLogger(__name__)
 

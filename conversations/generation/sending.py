@@ -151,15 +151,8 @@ def prepare_send(user, data, *, sibling_of=None):
 
 def prepare_edit(user, data):
     """The user's message said again, differently: a new branch from the same point."""
-    original = (
-        Message.objects.filter(
-            id=data["message"],
-            role=Message.Role.USER,
-            conversation__in=Conversation.objects.for_user(user),
-        )
-        .select_related("conversation")
-        .first()
-    )
+    mine = Message.objects.for_user(user)
+    original = mine.filter(id=data["message"], role=Message.Role.USER).first()
     if original is None:
         raise EventError("not_found", _("No such message."))
     send = {
@@ -175,15 +168,8 @@ def prepare_edit(user, data):
 
 def prepare_regenerate(user, data):
     """Another reply to the same user message: a sibling of the one asked about."""
-    earlier = (
-        Message.objects.filter(
-            id=data["message"],
-            role=Message.Role.ASSISTANT,
-            conversation__in=Conversation.objects.for_user(user),
-        )
-        .select_related("conversation", "parent")
-        .first()
-    )
+    mine = Message.objects.for_user(user).select_related("conversation", "parent")
+    earlier = mine.filter(id=data["message"], role=Message.Role.ASSISTANT).first()
     if earlier is None or earlier.parent is None:
         raise EventError("not_found", _("No such reply."))
     if earlier.status == Message.Status.STREAMING:

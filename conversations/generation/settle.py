@@ -104,11 +104,12 @@ def settle(request, outcome):
             total = Usage.sum(shares)
         price = _price(request)
         cost = total.cost if total.cost is not None else (price.cost(total) if price else 0)
-        # A title's request has no replies of its own: its text only counts.
-        ended = dict(zip(request.reply_ids, zip(outcome.replies, shares, strict=True)))
-        for row in rows:
-            reply, usage = ended[row.id]
-            _write(row, reply, usage, outcome, cost, total, now)
+        if request.reply_ids:  # a title's request has none: its text only counts
+            ended = zip(outcome.replies, shares, strict=True)
+            by_id = dict(zip(request.reply_ids, ended, strict=True))
+            for row in rows:
+                reply, usage = by_id[row.id]
+                _write(row, reply, usage, outcome, cost, total, now)
         UsageRecord.objects.bulk_create(
             [_ledger_row(request, outcome, total, cost, price, rows, now)],
             ignore_conflicts=True,

@@ -10,6 +10,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from conversations.models.counts import TokenCounts
 from conversations.models.providers import LanguageModel
 
 
@@ -135,7 +136,13 @@ def branch_through(messages, through=None):
     return path
 
 
-class Message(models.Model):
+class MessageQuerySet(models.QuerySet):
+    def for_user(self, user):
+        """The only way to reach messages: those of the user's conversations."""
+        return self.filter(conversation__in=Conversation.objects.for_user(user))
+
+
+class Message(TokenCounts):
     class Role(models.TextChoices):
         SYSTEM = "system"
         USER = "user"
@@ -175,11 +182,6 @@ class Message(models.Model):
     # messages are left out (they are this reply's ancestors, rebuilt when shown), so a long
     # conversation does not store its history once per reply; a system message is kept.
     request = models.JSONField(default=dict, blank=True)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    total_tokens = models.PositiveIntegerField(default=0)
-    cached_tokens = models.PositiveIntegerField(default=0)
-    reasoning_tokens = models.PositiveIntegerField(default=0)
     usage_estimated = models.BooleanField(default=False)
     cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -189,6 +191,8 @@ class Message(models.Model):
     completed = models.DateTimeField(null=True, blank=True)
     # When a running reply last wrote its text: the reaper's evidence that its runner lives.
     checkpointed = models.DateTimeField(null=True, blank=True)
+
+    objects = MessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["created"]
@@ -278,14 +282,7 @@ class Message(models.Model):
         return blocks
 
     def usage_dict(self):
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-            "cached_tokens": self.cached_tokens,
-            "reasoning_tokens": self.reasoning_tokens,
-            "estimated": self.usage_estimated,
-        }
+        return {**self.token_counts(), "estimated": self.usage_estimated}
 
     def to_dict(self):
         """The MESSAGE object of the websocket protocol and the export (DESIGN.md §4); with

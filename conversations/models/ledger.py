@@ -8,10 +8,11 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from conversations.models.conversations import Conversation, Message
+from conversations.models.counts import TokenCounts
 from conversations.models.providers import LanguageModel, Provider
 
 
-class UsageRecord(models.Model):
+class UsageRecord(TokenCounts):
     """The ledger: one row per upstream request, written once, so nothing counts twice."""
 
     request_id = models.UUIDField(unique=True)
@@ -24,11 +25,6 @@ class UsageRecord(models.Model):
     model = models.ForeignKey(LanguageModel, null=True, on_delete=models.SET_NULL, related_name="+")
     model_name = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=Message.Status.choices)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    total_tokens = models.PositiveIntegerField(default=0)
-    cached_tokens = models.PositiveIntegerField(default=0)
-    reasoning_tokens = models.PositiveIntegerField(default=0)
     estimated = models.BooleanField(default=False)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
     currency = models.CharField(max_length=3, default="USD")

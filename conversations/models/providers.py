@@ -8,7 +8,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from conversations.fields import EncryptedTextField
+from conversations.fields import EncryptedTextField, json_object_field
 
 PER_MILLION = Decimal(1_000_000)
 
@@ -22,13 +22,9 @@ class Provider(models.Model):
         _("base URL"), max_length=200, help_text=_("For example https://api.openai.com/v1")
     )
     api_key = EncryptedTextField(_("API key"), blank=True)
-    extra_headers = models.JSONField(
+    extra_headers = json_object_field(
         _("extra headers"),
-        default=dict,
-        blank=True,
-        help_text=_(
-            'Sent with every request, for example {"HTTP-Referer": "https://chat.example"}.'
-        ),
+        _('Sent with every request, for example {"HTTP-Referer": "https://chat.example"}.'),
     )
     first_byte_timeout_s = models.PositiveIntegerField(
         _("first byte timeout (s)"),
@@ -102,19 +98,13 @@ class LanguageModel(models.Model):
     supports_json = models.BooleanField(_("JSON mode"), default=True)
     supports_reasoning = models.BooleanField(_("reasoning"), default=False)
     supports_n = models.BooleanField(_("several choices (n)"), default=True)
-    default_params = models.JSONField(
+    default_params = json_object_field(
         _("default parameters"),
-        default=dict,
-        blank=True,
-        help_text=_(
-            'Request fields used unless a conversation sets them, e.g. {"temperature": 0.7}.'
-        ),
+        _('Request fields used unless a conversation sets them, e.g. {"temperature": 0.7}.'),
     )
-    extra_body = models.JSONField(
+    extra_body = json_object_field(
         _("extra body fields"),
-        default=dict,
-        blank=True,
-        help_text=_(
+        _(
             "Fields this provider understands beyond the standard API, sent as they are, "
             'e.g. {"reasoning_effort": "high"} or {"top_k": 40}.'
         ),

@@ -1,5 +1,7 @@
 """The provider's side: the one client that talks HTTP to providers (client), the Server-Sent
-Events it reads (sse), each provider's chunks read into typed events (chunks, events)."""
+Events it reads (sse), each provider's chunks read (chunks) into typed events (events).
+
+Iterate a `ChatStream` for its events; fold them with a `Completion`."""
 
 from conversations.upstream.client import (
     ChatStream,
@@ -8,31 +10,12 @@ from conversations.upstream.client import (
     list_models,
     pseudonymous_user,
 )
-from conversations.upstream.events import (
-    DELTAS,
-    Choice,
-    Completion,
-    Failed,
-    Finished,
-    ReasoningDelta,
-    TextDelta,
-    ToolCallDelta,
-    UpstreamError,
-    UsageReported,
-)
+from conversations.upstream.events import Completion, UpstreamError
 
 __all__ = [
-    "DELTAS",
     "ChatStream",
-    "Choice",
     "Completion",
-    "Failed",
-    "Finished",
-    "ReasoningDelta",
-    "TextDelta",
-    "ToolCallDelta",
     "UpstreamError",
-    "UsageReported",
     "build_body",
     "close_clients",
     "list_models",

@@ -37,6 +37,8 @@ class SSESplitter:
         self._first = True  # the first block may start with a BOM
 
     def feed(self, chunk):
+        if not chunk:
+            return ()  # nothing, and a CR the last read ended in still awaits its LF
         if self._cr or b"\r" in chunk:
             chunk = self._normalise(chunk)
         buffer = self._buffer

@@ -146,9 +146,7 @@ def search(request):
         conversations = Conversation.objects.for_user(request.user)
         for conversation in conversations.filter(title__icontains=query)[:20]:
             hits.append({"conversation": conversation, "message": None, "snippet": ""})
-        messages = Message.objects.filter(conversation__in=conversations).select_related(
-            "conversation"
-        )
+        messages = Message.objects.for_user(request.user).select_related("conversation")
         for message in _matching(messages, query)[:50]:
             hits.append(
                 {

@@ -9,16 +9,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.generation import sending
-from conversations.models import Conversation, Message
+from conversations.models import Message
 
 
 def _message_or_404(request, message_id):
-    return get_object_or_404(
-        Message.objects.filter(
-            conversation__in=Conversation.objects.for_user(request.user)
-        ).select_related("conversation"),
-        id=message_id,
-    )
+    mine = Message.objects.for_user(request.user).select_related("conversation")
+    return get_object_or_404(mine, id=message_id)
 
 
 @login_required
