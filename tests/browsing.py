@@ -2,6 +2,7 @@
 driven by Playwright, and the steps every journey takes (sign up, ask)."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -79,7 +80,15 @@ def server(tmp_path, fake_upstream):
 
 
 class ConsoleErrors(list):
-    """What the pages of watched browser contexts logged as errors, or threw."""
+    """What the pages of watched browser contexts logged as errors, or threw, but for what
+    a journey expects (`allow`: a pattern of the message)."""
+
+    def __init__(self):
+        super().__init__()
+        self.allowed = []
+
+    def allow(self, pattern):
+        self.allowed.append(re.compile(pattern))
 
     def watch(self, context):
         context.on("console", self._console)
@@ -87,15 +96,20 @@ class ConsoleErrors(list):
         return context
 
     def _console(self, message):
-        if message.type == "error":
+        if message.type == "error" and not any(p.search(message.text) for p in self.allowed):
             self.append(f"{message.location.get('url')}: {message.text}")
 
 
 @pytest.fixture
-def context():
+def console_errors():
+    return ConsoleErrors()
+
+
+@pytest.fixture
+def context(console_errors):
     """One browser profile: its tabs share the signed-in session. The journey fails on any
     console error or uncaught exception, in this profile or another it opens."""
-    errors = ConsoleErrors()
+    errors = console_errors
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         new_context = browser.new_context

@@ -92,6 +92,34 @@ def test_a_dropped_connection_recovers_with_the_exact_text(server, page):
     expect(done).to_have_text(full.strip())
 
 
+def test_a_message_written_offline_is_sent_when_the_connection_is_back(
+    server, context, console_errors
+):
+    console_errors.allow("WebSocket connection to .* failed")  # reconnecting while offline
+    page = context.new_page()
+    sign_up(page, server)
+    expect(page.locator('body[data-connection="open"]')).to_have_count(1)
+    page.locator("#model-picker").select_option(label="slow-model")
+
+    context.set_offline(True)
+    page.evaluate("window.confab.socket.drop()")
+    expect(page.locator("#connection")).to_have_text("Connection lost. Reconnecting…")
+    page.get_by_label("Message").fill("Written offline")
+    page.get_by_label("Message").press("Enter")
+
+    expect(page.locator("#composer-error")).to_have_text(
+        "Not connected: your message will be sent as soon as the connection is back."
+    )
+    expect(page.locator("article.role-user")).to_have_count(0)  # not sent yet
+    context.set_offline(False)
+
+    expect(page.locator("article.role-user .message-body")).to_have_text("Written offline")
+    expect(page.locator("#composer-error")).to_be_hidden()
+    done = page.locator('article.role-assistant[data-status="complete"] .message-body')
+    expect(done).to_have_text("".join(SLOW_PARTS).strip(), timeout=15_000)
+    expect(page.locator("article.role-user")).to_have_count(1)  # sent once, not twice
+
+
 def test_an_administrator_sets_up_a_model_and_a_quota_that_a_user_runs_into(
     server, context, fake_upstream
 ):

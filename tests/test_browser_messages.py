@@ -122,3 +122,30 @@ def test_two_alternatives_stream_and_the_switcher_shows_each(server, page, fake_
     expect(finished_replies(page).last.locator(".siblings")).to_contain_text("2 / 2")
     page.reload()  # the version chosen is remembered
     expect(finished_replies(page).last.locator(".message-body")).to_have_text("Green pears.")
+
+
+def test_what_cannot_be_done_says_so_signed_out_or_offline(server, context, console_errors):
+    console_errors.allow("WebSocket connection to .* failed")  # reconnecting while offline
+    page = context.new_page()
+    sign_up(page, server)
+    ask(page, "Hello", model="fake-model")
+    reply = finished_replies(page)
+    expect(reply).to_have_count(1)
+
+    context.clear_cookies()  # signed out in another tab: the request is a login page now
+    reply.get_by_role("button", name="View request").click()
+    expect(page.locator("#composer-error")).to_have_text(
+        "The request could not be loaded. Check your connection and try again."
+    )
+    expect(page.get_by_role("dialog", name="Request sent upstream")).to_be_hidden()
+
+    context.set_offline(True)
+    page.evaluate("window.confab.socket.drop()")
+    reply.get_by_role("button", name="Another model…").click()
+    page.get_by_role("dialog", name="Regenerate with another model").get_by_role(
+        "button", name="Regenerate"
+    ).click()
+    expect(page.locator("#composer-error")).to_have_text(
+        "Not connected, so this did not happen. Try again in a moment."
+    )
+    context.set_offline(False)

@@ -78,6 +78,15 @@ def chat(request, conversation_id=None):
                 "newChat": _("New chat"),
                 "reconnecting": _("Connection lost. Reconnecting…"),
                 "signedOut": _("You are signed out. Reload the page to sign in."),
+                "sendQueued": _(
+                    "Not connected: your message will be sent as soon as the connection "
+                    "is back."
+                ),
+                "notConnected": _("Not connected, so this did not happen. Try again in a moment."),
+                "requestFailed": _(
+                    "The request could not be loaded. Check your connection and try again."
+                ),
+                "copyFailed": _("Could not copy: the browser did not allow it."),
                 "replyFinished": _("The reply is finished."),
                 "today": _("Today"),
                 "copy": _("Copy"),

@@ -16,24 +16,34 @@ export function wireMessageActions({ container, socket, text, page, showError })
     event.preventDefault();
     const model = document.getElementById("regenerate-model").value;
     regenerate.close();
-    showError("");
-    socket.send({ type: "regenerate", message: regenerating, model });
+    send({ type: "regenerate", message: regenerating, model });
   });
 
-  document.getElementById("request-copy").addEventListener("click", async (event) => {
-    await navigator.clipboard.writeText(document.getElementById("request-json").textContent);
-    flashLabel(event.target, text.copied);
+  document.getElementById("request-copy").addEventListener("click", (event) => {
+    copy(document.getElementById("request-json").textContent, event.target);
   });
+
+  // A socket that is down sends nothing: the user hears of it.
+  function send(event) {
+    showError(socket.send(event) ? "" : text.notConnected);
+  }
+
+  async function copy(value, button) {
+    try {
+      await navigator.clipboard.writeText(value);
+      flashLabel(button, text.copied);
+    } catch {
+      showError(text.copyFailed);
+    }
+  }
 
   container.addEventListener("click", async (event) => {
     const button = event.target.closest("button");
     if (!button) return;
     if (button.dataset.copy) {
-      await navigator.clipboard.writeText(source(button.closest("article")));
-      flashLabel(button, text.copied);
+      await copy(source(button.closest("article")), button);
     } else if (button.dataset.retry) {
-      showError("");
-      socket.send({ type: "regenerate", message: button.dataset.retry });
+      send({ type: "regenerate", message: button.dataset.retry });
     } else if (button.dataset.retryWith) {
       regenerating = button.dataset.retryWith;
       regenerate.showModal();
@@ -47,10 +57,12 @@ export function wireMessageActions({ container, socket, text, page, showError })
   });
 
   async function showRequest(id) {
-    const response = await fetch(page.messageUrl.replace("{id}", id) + "request.json");
-    const data = await response.json();
-    if (!response.ok) {
-      showError(data.error);
+    const url = page.messageUrl.replace("{id}", id) + "request.json";
+    // Offline, signed out (a login page is not JSON) or refused: the user is told.
+    const response = await fetch(url).catch(() => null);
+    const data = await response?.json().catch(() => null);
+    if (!response?.ok || !data) {
+      showError(data?.error ?? text.requestFailed);
       return;
     }
     document.getElementById("request-json").textContent = JSON.stringify(data.request, null, 2);

@@ -139,6 +139,7 @@ const socket = new ChatSocket(page.socket, {
     subscribe();
     // Sends the server may not have had: retried with the same client_id, never doubled.
     for (const event of pending.values()) socket.send(event);
+    if (errorBox.textContent === text.sendQueued) showError(""); // sent now
   },
   onStatus: (status) => {
     document.body.dataset.connection = status; // "open", "reconnecting" or "signed-out"
@@ -180,8 +181,8 @@ function send() {
       };
   setEditing(null);
   pending.set(event.client_id, event);
-  showError("");
-  socket.send(event);
+  // Unsent, it stays pending: the socket sends it again once it is back (onOpen).
+  showError(socket.send(event) ? "" : text.sendQueued);
   input.value = "";
   resize();
   input.focus();
@@ -205,7 +206,9 @@ input.addEventListener("keydown", (event) => {
 });
 input.addEventListener("input", resize);
 function stop() {
-  for (const id of list.streamingIds()) socket.send({ type: "stop", message: id });
+  for (const id of list.streamingIds()) {
+    if (!socket.send({ type: "stop", message: id })) showError(text.notConnected);
+  }
 }
 
 stopButton.addEventListener("click", stop);

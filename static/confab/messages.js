@@ -170,8 +170,13 @@ export class MessageList {
       button.textContent = this.labels.copy;
       button.addEventListener("click", async () => {
         const code = pre.querySelector("code")?.textContent ?? "";
-        await navigator.clipboard.writeText(code.replace(/\n$/, "")); // markdown adds one
-        button.textContent = this.labels.copied;
+        let label = this.labels.copied;
+        try {
+          await navigator.clipboard.writeText(code.replace(/\n$/, "")); // markdown adds one
+        } catch {
+          label = this.labels.copyFailed; // the browser refused: say so, never silently
+        }
+        button.textContent = label;
         setTimeout(() => (button.textContent = this.labels.copy), 1500);
       });
       pre.append(button);
