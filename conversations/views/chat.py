@@ -79,8 +79,7 @@ def chat(request, conversation_id=None):
                 "reconnecting": _("Connection lost. Reconnecting…"),
                 "signedOut": _("You are signed out. Reload the page to sign in."),
                 "sendQueued": _(
-                    "Not connected: your message will be sent as soon as the connection "
-                    "is back."
+                    "Not connected: your message will be sent as soon as the connection is back."
                 ),
                 "notConnected": _("Not connected, so this did not happen. Try again in a moment."),
                 "requestFailed": _(
