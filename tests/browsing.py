@@ -1,5 +1,5 @@
-"""The browser journeys' shared parts: Confab as `make run` starts it, Debian's chromium
-driven by Playwright, and the steps every journey takes (sign up, ask)."""
+"""The browser journeys' fixtures: Confab as `make run` starts it, and Debian's chromium
+driven by Playwright (the steps every journey takes are in tests.helpers)."""
 
 import os
 import re
@@ -11,11 +11,11 @@ from urllib.error import URLError
 from urllib.request import urlopen
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import sync_playwright
 
 from conversations.management.commands.serve import free_port
-from tests.conftest import API_KEY
 from tests.fake_upstream import reply
+from tests.helpers import API_KEY, JOURNEY_PARTS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -23,7 +23,6 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-SLOW_PARTS = [f"word{i} " for i in range(50)]
 
 
 XSS = [
@@ -41,7 +40,7 @@ XSS = [
 @pytest.fixture
 def server(tmp_path, fake_upstream):
     """Confab as `make run` starts it, on a fresh SQLite database, using the fake upstream."""
-    fake_upstream.script("slow-model", reply(SLOW_PARTS, delay=0.1, usage=(20, 50)))
+    fake_upstream.script("slow-model", reply(JOURNEY_PARTS, delay=0.1, usage=(20, 50)))
     fake_upstream.script("hostile-model", reply([f"{line}\n\n" for line in XSS], delay=0.05))
     port = free_port()
     env = {
@@ -124,19 +123,3 @@ def context(console_errors):
 @pytest.fixture
 def page(context):
     return context.new_page()
-
-
-def sign_up(page, server):
-    page.goto(server + "/accounts/signup/")
-    page.get_by_label("Username").fill("alice")
-    page.locator("#id_password1").fill("correct horse 42")
-    page.locator("#id_password2").fill("correct horse 42")
-    page.get_by_role("button", name="Sign up").click()
-    expect(page.get_by_role("link", name="Admin")).to_be_visible()
-
-
-def ask(page, text, model="slow-model"):
-    expect(page.locator('body[data-connection="open"]')).to_have_count(1)  # the page is live
-    page.locator("#model-picker").select_option(label=model)  # the composer's own
-    page.get_by_label("Message").fill(text)
-    page.get_by_label("Message").press("Enter")

@@ -1,26 +1,26 @@
-import asyncio
-import json
 import logging
 import re
 from datetime import timedelta
 
 import pytest
-from channels.db import database_sync_to_async
 from channels.layers import DEFAULT_CHANNEL_LAYER, InMemoryChannelLayer, channel_layers
-from channels.testing import WebsocketCommunicator
-from django.contrib.auth import get_user_model
-from django.test import Client
 from django.utils import timezone
 
 from conversations import upstream
 from conversations.generation import runner
 from conversations.models import LanguageModel, Provider
 from tests.fake_upstream import DEFAULT_MODEL, FakeUpstream
+from tests.helpers import API_KEY, make_user, open_socket
 
 # The browser journeys' fixtures: server, context, page.
 pytest_plugins = ["tests.browsing"]
 
-API_KEY = "sk-test-0123456789-secret-4f2a"
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """A user's password hashed with MD5, not 1,000,000 rounds of PBKDF2 (0.3 s each):
+    what is tested is who may do what, not the hasher."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(scope="session")
@@ -105,10 +105,6 @@ def fake_upstream(fake_upstream_server):
     return fake_upstream_server
 
 
-def make_user(name):
-    return get_user_model().objects.create_user(name, f"{name}@example.com", "correct horse 42")
-
-
 @pytest.fixture
 def alice(db):
     return make_user("alice")
@@ -121,6 +117,7 @@ def bob(db):
 
 @pytest.fixture
 def charlie(db):
+    """Neither alice's nor bob's: the outsider."""
     return make_user("charlie")
 
 
@@ -147,64 +144,6 @@ def model(provider):
         effective_from=timezone.now() - timedelta(days=30), input="2.00", output="8.00"
     )
     return model
-
-
-def add_model(provider, upstream_id, **fields):
-    return LanguageModel.objects.create(provider=provider, upstream_id=upstream_id, **fields)
-
-
-class Socket:
-    """A signed-in browser tab's websocket, for consumer tests."""
-
-    def __init__(self, communicator):
-        self.communicator = communicator
-
-    async def send(self, **event):
-        await self.communicator.send_to(text_data=json.dumps(event))
-
-    async def send_raw(self, **frame):
-        await self.communicator.send_to(**frame)
-
-    async def receive(self, timeout=5):
-        return json.loads(await self.communicator.receive_from(timeout=timeout))
-
-    async def receive_until(self, event_type, timeout=10):
-        """Every event up to and including the first of `event_type`."""
-        events = []
-        async with asyncio.timeout(timeout):
-            while not events or events[-1]["type"] != event_type:
-                events.append(await self.receive(timeout=timeout))
-        return events
-
-    async def nothing_more(self):
-        return await self.communicator.receive_nothing(timeout=0.2)
-
-    async def close(self):
-        await self.communicator.disconnect()
-
-
-def _session_cookie(user):
-    client = Client()
-    client.force_login(user)
-    return client.cookies["sessionid"].value
-
-
-async def open_socket(user=None, headers=()):
-    from chatsite.asgi import application
-
-    headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000"), *headers]
-    if user is not None:
-        cookie = await database_sync_to_async(_session_cookie)(user)
-        headers.append((b"cookie", f"sessionid={cookie}".encode()))
-    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
-    connected, code = await communicator.connect()
-    return Socket(communicator) if connected else code
-
-
-async def refused_code(communicator):
-    """The close code of a socket the server accepted only to close it."""
-    closed = await communicator.receive_output()
-    return closed["code"] if closed["type"] == "websocket.close" else None
 
 
 @pytest.fixture

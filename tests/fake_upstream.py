@@ -91,6 +91,7 @@ class FakeUpstream:
         self.scripts = {DEFAULT_MODEL: echo}
         self.requests = []
         self.closed_early = []  # models whose client hung up before the script ended
+        self.hung_up = threading.Condition()
         self.loop = asyncio.new_event_loop()
         self.server = None
         self.started = threading.Event()
@@ -111,6 +112,12 @@ class FakeUpstream:
 
     def script(self, model, steps):
         self.scripts[model] = steps
+
+    def wait_hung_up(self, model, timeout=5):
+        """Whether the client of a request for `model` hangs up before its script ends,
+        within `timeout` seconds (blocking: from async code, run it in a thread)."""
+        with self.hung_up:
+            return self.hung_up.wait_for(lambda: model in self.closed_early, timeout)
 
     def reset(self):
         self.scripts = {DEFAULT_MODEL: echo}
@@ -162,7 +169,7 @@ class FakeUpstream:
         try:
             for step in steps:
                 if hung_up.done():
-                    self.closed_early.append(model)
+                    self._hang_up(model)
                     return
                 if step is CLOSE:
                     return
@@ -172,9 +179,14 @@ class FakeUpstream:
                 writer.write(step)
                 await writer.drain()
         except ConnectionError:
-            self.closed_early.append(model)
+            self._hang_up(model)
         finally:
             hung_up.cancel()
+
+    def _hang_up(self, model):
+        with self.hung_up:
+            self.closed_early.append(model)
+            self.hung_up.notify_all()
 
     @staticmethod
     async def _read_request(reader):

@@ -3,12 +3,8 @@
 import pytest
 from playwright.sync_api import expect
 
-from tests.browsing import (
-    SLOW_PARTS,
-    ask,
-    sign_up,
-)
 from tests.fake_upstream import http_error, reply
+from tests.helpers import JOURNEY_PARTS, ask, sign_up
 
 pytestmark = pytest.mark.browser
 
@@ -32,13 +28,13 @@ def test_a_first_user_signs_up_chats_reloads_mid_reply_and_finds_the_reply_saved
     expect(page.locator('article.role-assistant[data-status="streaming"]')).to_have_count(1)
     done = page.locator('article.role-assistant[data-status="complete"]')
     expect(done).to_have_count(1, timeout=15_000)
-    expect(done.locator(".message-body")).to_have_text("".join(SLOW_PARTS).strip())
+    expect(done.locator(".message-body")).to_have_text("".join(JOURNEY_PARTS).strip())
     expect(done.locator(".usage")).to_have_text("20 + 50 = 70 tokens")
     expect(page.get_by_role("button", name="Stop")).to_be_hidden()
 
     page.reload()
     expect(page.locator("article.role-assistant .message-body")).to_have_text(
-        "".join(SLOW_PARTS).strip()
+        "".join(JOURNEY_PARTS).strip()
     )
     expect(page.locator("article.role-user .message-body")).to_have_text("Count for me")
 
@@ -65,7 +61,7 @@ def test_two_tabs_stay_in_sync_and_stop_from_either(server, context):
     texts = [
         p.locator("article.role-assistant .message-body").inner_text() for p in (first, second)
     ]
-    assert texts[0] == texts[1] and "".join(SLOW_PARTS).startswith(texts[0])
+    assert texts[0] == texts[1] and "".join(JOURNEY_PARTS).startswith(texts[0])
 
 
 def test_a_dropped_connection_recovers_with_the_exact_text(server, page):
@@ -78,7 +74,7 @@ def test_a_dropped_connection_recovers_with_the_exact_text(server, page):
     expect(page.locator("#connection")).to_have_text("Connection lost. Reconnecting…")
     expect(page.locator("#connection")).to_be_hidden()
 
-    full = "".join(SLOW_PARTS)
+    full = "".join(JOURNEY_PARTS)
     seen = []
     streaming_text = """() => document.querySelector(
         'article.role-assistant[data-status="streaming"] .message-body')?.innerText ?? ''"""
@@ -116,7 +112,7 @@ def test_a_message_written_offline_is_sent_when_the_connection_is_back(
     expect(page.locator("article.role-user .message-body")).to_have_text("Written offline")
     expect(page.locator("#composer-error")).to_be_hidden()
     done = page.locator('article.role-assistant[data-status="complete"] .message-body')
-    expect(done).to_have_text("".join(SLOW_PARTS).strip(), timeout=15_000)
+    expect(done).to_have_text("".join(JOURNEY_PARTS).strip(), timeout=15_000)
     expect(page.locator("article.role-user")).to_have_count(1)  # sent once, not twice
 
 

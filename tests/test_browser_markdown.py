@@ -7,8 +7,8 @@ import pytest
 from playwright.sync_api import expect
 
 from conversations.rendering import render_markdown
-from tests.browsing import ask, sign_up
 from tests.fake_upstream import chunk, reply, sse
+from tests.helpers import ask, sign_up
 
 pytestmark = pytest.mark.browser
 

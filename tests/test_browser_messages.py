@@ -5,9 +5,8 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.browsing import SLOW_PARTS, ask, sign_up
-from tests.conftest import API_KEY
 from tests.fake_upstream import chunk, echo, sse, stream_headers
+from tests.helpers import API_KEY, JOURNEY_PARTS, ask, sign_up
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +34,7 @@ def test_copy_regenerate_with_another_model_view_the_request_and_delete(server, 
     expect(page.locator('article.role-assistant[data-status="streaming"]')).to_have_count(1)
     regenerated = page.locator('article.role-assistant[data-status="complete"]')
     expect(regenerated.locator(".message-body")).to_have_text(
-        "".join(SLOW_PARTS).strip(), timeout=15_000
+        "".join(JOURNEY_PARTS).strip(), timeout=15_000
     )
     expect(regenerated.locator(".message-role")).to_contain_text("slow-model")
     expect(regenerated.locator(".siblings")).to_contain_text("2 / 2")

@@ -3,7 +3,7 @@
 import pytest
 from playwright.sync_api import expect
 
-from tests.browsing import ask, sign_up
+from tests.helpers import ask, sign_up
 
 pytestmark = pytest.mark.browser
 

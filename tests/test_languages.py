@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 
 from conversations.models import Conversation
-from tests.test_consumer import send_event
+from tests.helpers import send_event
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "locale" / "zh_Hans" / "LC_MESSAGES"
 

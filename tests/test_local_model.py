@@ -5,7 +5,7 @@ from channels.db import database_sync_to_async
 
 from conversations.management.commands.serve import free_port, start_local_model
 from conversations.models import LanguageModel, Message, Provider, UsageRecord
-from tests.test_consumer import send_event
+from tests.helpers import send_event
 
 pytestmark = [pytest.mark.local_model, pytest.mark.django_db(transaction=True)]
 

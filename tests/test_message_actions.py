@@ -9,8 +9,7 @@ from channels.db import database_sync_to_async
 from django.test import Client
 
 from conversations.models import Conversation, Message, UsageRecord
-from tests.conftest import API_KEY
-from tests.test_consumer import send_event
+from tests.helpers import API_KEY, send_event
 
 
 def signed_in(user):
@@ -113,9 +112,9 @@ def test_it_refuses_to_delete_while_a_reply_below_is_generating(alice, thread):
 
 
 @pytest.mark.django_db
-def test_it_rejects_outsider(bob, thread):
+def test_it_rejects_outsider(charlie, thread):
     Message.objects.filter(id=thread.answer.id).update(request={"model": "fake-model"})
-    outsider = signed_in(bob)
+    outsider = signed_in(charlie)
 
     assert outsider.post(f"/m/{thread.second.id}/delete/").status_code == 404
     assert outsider.get(f"/m/{thread.answer.id}/request.json").status_code == 404

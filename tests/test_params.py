@@ -173,9 +173,9 @@ def test_the_settings_form_uses_the_same_rules(client, alice, model):
     assert (conversation.title, conversation.params) == ("Tuned", {"temperature": 1.1, "n": 2})
 
 
-def test_settings_reject_outsider(client, alice, bob):
+def test_settings_reject_outsider(client, alice, charlie):
     conversation = Conversation.objects.create(owner=alice)
-    client.force_login(bob)
+    client.force_login(charlie)
 
     assert client.get(reverse("settings", args=[conversation.id])).status_code == 404
     assert client.post(reverse("settings", args=[conversation.id]), {}).status_code == 404

@@ -9,8 +9,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from conversations.models import Conversation, Preferences
-from tests.conftest import add_model
-from tests.test_consumer import send_event
+from tests.helpers import add_model, send_event
 
 pytestmark = pytest.mark.django_db
 
@@ -294,10 +293,10 @@ def test_reset_is_a_post(client, settings_url, conversation):
     assert response.status_code == 405
 
 
-def test_it_rejects_outsider(client, alice, bob, conversation):
+def test_it_rejects_outsider(client, alice, charlie, conversation):
     conversation.params = {"temperature": 0.4}
     conversation.save()
-    client.force_login(bob)
+    client.force_login(charlie)
     url = reverse("settings", args=[conversation.id])
 
     assert client.get(url).status_code == 404

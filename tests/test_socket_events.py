@@ -10,11 +10,11 @@ from django.test import Client
 
 from conversations.models import Conversation, Message, Preferences
 from tests.fake_upstream import reply
+from tests.helpers import SLOW_PARTS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SAVED = {"temperature": 0.3, "max_tokens": 64, "stop": ["END"]}
-SLOW_PARTS = [f"word{i} " for i in range(40)]
 
 
 @pytest.fixture(params=[{}, SAVED], ids=["default-params", "saved-params"])

@@ -6,14 +6,13 @@ the message(s) Confab stores: content, reasoning, tool calls, finish reason, sta
 
 import json
 import uuid
-from itertools import pairwise
 
 import pytest
 from channels.db import database_sync_to_async
 
 from conversations.models import LanguageModel, Message, UsageRecord
-from tests.conftest import API_KEY
 from tests.fake_upstream import CLOSE, chunk, http_error, reply, sse, stream_headers
+from tests.helpers import API_KEY, split_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,12 +28,6 @@ def usage(prompt, completion, **extra):
 
 def usage_chunk(**counts):
     return sse(chunk(choices=False, usage=usage(**counts)))
-
-
-def split_bytes(data, *cuts):
-    """`data` as several network writes, cut at the given byte offsets."""
-    edges = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in pairwise(edges)]
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ from django.utils import timezone
 from conversations import quotas
 from conversations.generation.reaper import reap_stale
 from conversations.models import LanguageModel, Message, Quota, UsageRecord
-from tests.conftest import API_KEY
 from tests.fake_upstream import CLOSE, chunk, http_error, reply, sse, stream_headers
-from tests.test_consumer import send_event
+from tests.helpers import API_KEY, send_event
 
 SLOW = [f"tick{i} " for i in range(40)]
 

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from conversations.models import Conversation, Message, Provider, SiteSettings
-from tests.conftest import API_KEY
+from tests.helpers import API_KEY
 
 pytestmark = pytest.mark.django_db
 
@@ -98,9 +98,9 @@ def test_the_sidebar_lists_only_my_conversations_newest_first_by_page(client, al
     assert "bob&#x27;s" not in first.content.decode()
 
 
-def test_it_rejects_outsider(client, alice, bob):
+def test_it_rejects_outsider(client, alice, charlie):
     conversation = conversation_with_reply(alice)
-    client.force_login(bob)
+    client.force_login(charlie)
 
     for name in ["conversation", "export_json", "export_markdown"]:
         assert client.get(reverse(name, args=[conversation.id])).status_code == 404
@@ -296,9 +296,9 @@ def test_a_deleted_conversation_can_be_undone_then_is_purged(client, alice, sett
     assert not Conversation.objects.filter(id=conversation.id).exists()
 
 
-def test_conversation_actions_reject_outsider(client, alice, bob):
+def test_conversation_actions_reject_outsider(client, alice, charlie):
     conversation = Conversation.objects.create(owner=alice, title="mine")
-    client.force_login(bob)
+    client.force_login(charlie)
 
     for name in ["rename", "pin", "archive", "delete", "restore"]:
         assert client.post(reverse(name, args=[conversation.id]), {"title": "x"}).status_code == 404

@@ -125,8 +125,7 @@ async def test_stop_through_the_other_worker_stops_the_runner(cluster, upstream,
     assert stopped["message"]["status"] == "cancelled"
     assert 0 < len(stopped["message"]["content"]) < len(SLOW_TEXT)
     assert stored(cluster, reply_id)[:2] == ("cancelled", stopped["message"]["content"])
-    await asyncio.sleep(0.2)
-    assert "slow" in upstream.closed_early
+    assert await asyncio.to_thread(upstream.wait_hung_up, "slow")
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -179,17 +178,18 @@ async def test_a_killed_worker_leaves_its_reply_interrupted_with_the_checkpointe
 
 async def test_the_reaper_needs_nobody_to_open_the_page(cluster, upstream, session):
     async with cluster.tab("a", session) as tab:
-        _, reply_id = await start_reply(tab, cluster)
-        await asyncio.sleep(0.6)
+        conversation_id, reply_id = await start_reply(tab, cluster)
+        await asyncio.sleep(0.6)  # some checkpoints written
         cluster.kill("a", signal.SIGKILL)
     try:
-        for _ in range(100):  # worker b's periodic reaper, within a few seconds
-            if stored(cluster, reply_id)[0] != "streaming":
-                break
-            await asyncio.sleep(0.1)
+        async with cluster.tab("b", session) as watcher:
+            # Subscribed before the reply is stale: its end comes from b's periodic reaper.
+            await watcher.send(type="subscribe", conversation=conversation_id)
+            done = await watcher.until_done(reply_id, timeout=15)
     finally:
         cluster.start("a")
 
+    assert done["message"]["status"] == "interrupted"
     assert stored(cluster, reply_id)[0] == "interrupted"
 
 

@@ -1,0 +1,130 @@
+"""The chat websocket itself: who may connect, and every bad event answered with a clear
+error while the socket stays open."""
+
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+
+from conversations.models import Message
+from tests.helpers import (
+    open_socket,
+    refused_code,
+    send_event,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_it_answers_invalid_events_and_keeps_the_socket_open(alice, model, sockets):
+    socket = await sockets(alice)
+    bad = [
+        {"text_data": "not json"},
+        {"bytes_data": b"\x00\x01"},
+        {"text_data": "[1, 2]"},
+        {"text_data": '{"type": "dance"}'},
+        {"text_data": '{"type": "subscribe", "conversation": "not-a-uuid"}'},
+        {"text_data": '{"type": "send", "conversation": null, "content": "   "}'},
+        {"text_data": '{"type": "send", "content": 42}'},
+        {"text_data": '{"type": "send", "content": "hi", "params": {"temperature": 3}}'},
+        {"text_data": '{"type": "send", "content": "hi", "params": {"bogus": 1}}'},
+        {"text_data": '{"type": "send", "content": "hi", "params": [1]}'},
+        {"text_data": '{"type": "stop", "message": "' + str(uuid.uuid4()) + '"}'},
+    ]
+    codes = []
+    for frame in bad:
+        await socket.send_raw(**frame)
+        event = await socket.receive()
+        assert event["type"] == "error" and event["message"]
+        codes.append(event["code"])
+
+    assert codes == [
+        "bad_json", "bad_frame", "unknown_type", "unknown_type", "invalid", "invalid",
+        "invalid", "invalid", "invalid", "invalid", "not_found",
+    ]  # fmt: skip
+    await socket.send(**send_event("still here"))
+    assert (await socket.receive_until("message.done"))[-1]["message"]["status"] == "complete"
+
+
+async def test_it_names_the_field_and_range_of_a_bad_parameter(alice, model, sockets):
+    socket = await sockets(alice)
+    await socket.send(**send_event(params={"temperature": 3}))
+
+    error = await socket.receive()
+
+    assert error["code"] == "invalid"
+    assert "params.temperature" in error["message"] and "2" in error["message"]
+    assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+async def test_it_refuses_a_message_that_is_too_long(alice, model, sockets, settings):
+    socket = await sockets(alice)
+    await socket.send(**send_event("x" * 100_001))
+
+    error = await socket.receive()
+
+    assert error["code"] == "invalid" and "content" in error["message"]
+
+
+async def test_it_rejects_unauthenticated_sockets(db):
+    socket = await open_socket(None)
+
+    assert await refused_code(socket.communicator) == 4401
+
+
+async def test_it_rejects_outsider(alice, charlie, model, sockets, fake_upstream):
+    owner = await sockets(alice)
+    await owner.send(**send_event("alice's secret"))
+    events = await owner.receive_until("message.done")
+    conversation = events[0]["conversation"]["id"]
+    user_message = events[1]["message"]["id"]
+    reply_id = events[-1]["message"]["id"]
+    outsider = await sockets(charlie)
+
+    attempts = [
+        {"type": "subscribe", "conversation": conversation},
+        send_event("let me in", conversation=conversation),
+        {"type": "stop", "message": reply_id},
+        send_event("branch off", parent=user_message),
+    ]
+    answers = []
+    for attempt in attempts:
+        await outsider.send(**attempt)
+        answers.append(await outsider.receive())
+
+    assert [a["code"] for a in answers] == ["not_found"] * 4
+    await outsider.send(type="subscribe", conversation=str(uuid.uuid4()))
+    assert (await outsider.receive())["message"] == answers[0]["message"]
+    assert await database_sync_to_async(Message.objects.count)() == 2
+    assert await outsider.nothing_more()
+
+
+async def test_an_oversized_frame_gets_an_error_not_a_closed_socket(alice, model, sockets,
+                                                                   settings):  # fmt: skip
+    settings.CONFAB_MAX_FRAME_BYTES = 1000
+    socket = await sockets(alice)
+
+    await socket.send(**send_event("x" * 2000))
+    error = await socket.receive()
+
+    assert error["code"] == "too_large" and "1000 bytes" in error["message"]
+    await socket.send(**send_event("small"))
+    assert (await socket.receive_until("message.done"))[-1]["message"]["status"] == "complete"
+
+
+async def test_the_default_model_checks_the_parameters_too(alice, provider, sockets,
+                                                           fake_upstream):  # fmt: skip
+    from conversations.models import LanguageModel
+
+    await database_sync_to_async(LanguageModel.objects.create)(
+        provider=provider, upstream_id="fake-model", max_output_tokens=100, supports_n=False
+    )
+    socket = await sockets(alice)
+
+    await socket.send(**send_event(params={"max_tokens": 500, "n": 2}))
+    error = await socket.receive()
+
+    assert error["code"] == "invalid"
+    assert "params.n: This model does not support it." in error["message"]
+    assert "params.max_tokens: Must be between 1 and 100 for this model." in error["message"]
+    assert fake_upstream.requests == []
