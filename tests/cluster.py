@@ -80,11 +80,12 @@ class Cluster:
             text=True,
         ).stdout
 
-    def start(self, name):
+    def start(self, name, *serve_options):
         port = free_port()
+        serve = [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port)]
         with (self.tmp_path / f"{name}.log").open("a") as log:
             process = subprocess.Popen(
-                [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port)],
+                [*serve, *serve_options],
                 env={**self.env, "CONFAB_VAR_DIR": str(self.tmp_path / name)},
                 cwd=ROOT,
                 stdout=log,

@@ -3,10 +3,13 @@ yet every tab on any worker sees it, can stop it, and gets it back exactly after
 Two real `manage.py serve` processes behind no proxy, no sticky sessions."""
 
 import asyncio
+import os
 import random
 import signal
 import time
 import uuid
+from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
 
@@ -240,3 +243,32 @@ async def test_per_user_limits_hold_across_workers(cluster, upstream, session):
     assert answered == 3
     assert event["code"] == "rate_limited" and event["retry_after"] > 0
     assert "6 messages this minute" in event["message"]
+
+
+def children(pid):
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+async def test_several_workers_share_one_port_and_one_that_dies_is_replaced(
+    cluster, upstream, session
+):
+    port = cluster.start("pair", "--workers", "2")
+    serve, _ = cluster.workers["pair"]
+    first = children(serve.pid)
+    assert len(first) == 2, "serve --workers 2 runs two daphne processes"
+    with urlopen(f"http://127.0.0.1:{port}/accounts/login/") as response:
+        assert response.headers["Server"].startswith("daphne")
+
+    os.kill(first[0], signal.SIGKILL)
+    for _ in range(3):  # every connection is served, by the worker left or its replacement
+        async with cluster.tab("pair", session) as tab:
+            _, reply_id = await start_reply(tab, cluster, model="quick")
+            done = await tab.until_done(reply_id)
+            assert done["message"]["status"] == "complete"
+    # Another process has no event to wait on: its replacement is looked for, for a while.
+    deadline = time.monotonic() + 10
+    while first[0] in (now := children(serve.pid)) or len(now) < 2:
+        assert time.monotonic() < deadline, f"no replacement for {first[0]}: {now}"
+        await asyncio.sleep(0.1)
+    cluster.kill("pair", signal.SIGTERM)

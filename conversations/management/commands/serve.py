@@ -97,6 +97,8 @@ def start_local_model(port):
 # (CONFAB_MAX_FRAME_BYTES), which answers with an error instead of closing the socket.
 MAX_WEBSOCKET_BYTES = 16 * 1024 * 1024
 LISTEN_BACKLOG = 1024
+# How often `serve --workers N` looks for a worker that died.
+WORKER_CHECK_S = 0.5
 
 
 def run_daphne(endpoints):
@@ -145,17 +147,13 @@ def listening_socket(host, port):
     return sock
 
 
-def start_workers(sock, workers):
-    """`workers` daphne processes accepting on `sock`."""
-    manage = [sys.executable, sys.argv[0]]
-    return [
-        subprocess.Popen(
-            [*manage, "serve", "--worker-fd", str(sock.fileno())],
-            pass_fds=[sock.fileno()],
-            preexec_fn=_die_with_parent,
-        )
-        for _ in range(workers)
-    ]
+def start_worker(sock):
+    """A daphne process accepting on `sock`."""
+    return subprocess.Popen(
+        [sys.executable, sys.argv[0], "serve", "--worker-fd", str(sock.fileno())],
+        pass_fds=[sock.fileno()],
+        preexec_fn=_die_with_parent,
+    )
 
 
 def stop(processes, grace_s):
@@ -225,15 +223,21 @@ class Command(BaseCommand):
                 local.wait(timeout=10)
 
     def _run_workers(self, host, port, workers):
+        """Several daphne processes on one port, each replaced if it dies; replies it was
+        generating are ended by the others' reapers."""
         sock = listening_socket(host, port)
-        processes = start_workers(sock, workers)
-        sock.close()  # the workers hold it now
+        processes = [start_worker(sock) for _ in range(workers)]
         # SIGTERM as SystemExit: the `finally` passes it on to the workers.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
-            while all(process.poll() is None for process in processes):
-                time.sleep(0.5)
+            while True:
+                time.sleep(WORKER_CHECK_S)
+                for i, process in enumerate(processes):
+                    if process.poll() is not None:
+                        self.stderr.write(f"Worker {process.pid} exited ({process.returncode}).")
+                        processes[i] = start_worker(sock)
         except KeyboardInterrupt:
             pass  # the workers had the Ctrl-C too: they are stopping
         finally:
             stop(processes, settings.CONFAB_SHUTDOWN_GRACE_S + 10)
+            sock.close()
