@@ -257,8 +257,9 @@ async def test_several_workers_share_one_port_and_one_that_dies_is_replaced(
     serve, _ = cluster.workers["pair"]
     first = children(serve.pid)
     assert len(first) == 2, "serve --workers 2 runs two daphne processes"
-    with urlopen(f"http://127.0.0.1:{port}/accounts/login/") as response:
-        assert response.headers["Server"].startswith("daphne")
+    page = await asyncio.to_thread(urlopen, f"http://127.0.0.1:{port}/accounts/login/")
+    with page:
+        assert page.headers["Server"].startswith("daphne")
 
     os.kill(first[0], signal.SIGKILL)
     for _ in range(3):  # every connection is served, by the worker left or its replacement
