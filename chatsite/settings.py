@@ -51,6 +51,9 @@ SECRET_KEY_FALLBACKS = envlist("DJANGO_SECRET_KEY_FALLBACKS", "")
 DEBUG = envbool("DJANGO_DEBUG", "False")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+# daphne takes the client's address and scheme from X-Forwarded-* only when told to: it
+# trusts them from anyone, so only behind a proxy that alone can reach it.
+TRUST_PROXY_HEADERS = envbool("TRUST_PROXY_HEADERS", "false")
 
 INSTALLED_APPS = [
     # First: it installs Twisted's asyncio reactor early, and makes runserver serve ASGI.

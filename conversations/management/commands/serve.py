@@ -97,6 +97,11 @@ def start_local_model(port):
 # (CONFAB_MAX_FRAME_BYTES), which answers with an error instead of closing the socket.
 MAX_WEBSOCKET_BYTES = 16 * 1024 * 1024
 LISTEN_BACKLOG = 1024
+PROXY_HEADERS = {
+    "proxy_forwarded_address_header": "X-Forwarded-For",
+    "proxy_forwarded_port_header": "X-Forwarded-Port",
+    "proxy_forwarded_proto_header": "X-Forwarded-Proto",
+}
 # How often `serve --workers N` looks for a worker that died.
 WORKER_CHECK_S = 0.5
 
@@ -133,6 +138,7 @@ def run_daphne(endpoints):
         websocket_max_frame_size=MAX_WEBSOCKET_BYTES,
         application_close_timeout=settings.CONFAB_SHUTDOWN_GRACE_S + 5,
         verbosity=0,
+        **(PROXY_HEADERS if settings.TRUST_PROXY_HEADERS else {}),
     ).run()
 
 
