@@ -82,16 +82,19 @@ class Usage:
         """This request's usage split over its replies (choices), adding up to it exactly.
 
         The prompt is shared evenly; completion and reasoning tokens in proportion to
-        `weights`, each reply's share of the generated text.
+        `weights`, each reply's share of the generated text. A total beyond prompt and
+        completion (xAI counts reasoning there) is shared like the completion.
         """
         even = [1] * len(weights)
         prompts = _apportion(self.prompt_tokens, even)
         cached = _apportion(self.cached_tokens, even)
         completions = _apportion(self.completion_tokens, weights)
         reasoning = _apportion(self.reasoning_tokens, weights)
+        beyond = self.total_tokens - self.prompt_tokens - self.completion_tokens
+        extra = _apportion(max(beyond, 0), weights)
         return [
-            Usage(p, c, p + c, k, r, self.estimated)
-            for p, c, k, r in zip(prompts, completions, cached, reasoning, strict=True)
+            Usage(p, c, p + c + e, k, r, self.estimated)
+            for p, c, e, k, r in zip(prompts, completions, extra, cached, reasoning, strict=True)
         ]
 
     def as_fields(self):

@@ -1,14 +1,16 @@
 import logging
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import DEFAULT_CHANNEL_LAYER, InMemoryChannelLayer, channel_layers
 from django.utils import timezone
 
 from conversations import upstream
 from conversations.generation import runner
-from conversations.models import LanguageModel, Provider
+from conversations.models import LanguageModel, Message, Provider
 from tests.fake_upstream import DEFAULT_MODEL, FakeUpstream
 from tests.helpers import API_KEY, make_user, open_socket
 
@@ -162,3 +164,40 @@ async def sockets():
     await runner.shutdown(grace_s=5)
     runner.accepting = True
     await upstream.close_clients()
+
+
+@pytest.fixture
+def stream(alice, provider, sockets, fake_upstream):
+    """Serve `steps` for one send from a model of their own; the stored replies, once each
+    is done (`stream.events`: every event the sending socket got)."""
+
+    async def run(steps, params=None, **model_fields):
+        name = f"m-{uuid.uuid4().hex[:8]}"
+        fake_upstream.script(name, steps)
+        model = await database_sync_to_async(LanguageModel.objects.create)(
+            provider=provider, upstream_id=name, **model_fields
+        )
+        socket = await sockets(alice)
+        await socket.send(
+            type="send",
+            conversation=None,
+            content="Tell me.",
+            model=str(model.public_id),
+            params=params or {},
+            client_id=str(uuid.uuid4()),
+        )
+        created = await socket.receive_until("message.created")
+        created += await socket.receive_until("message.created")
+        replies = (params or {}).get("n", 1)
+        for _ in range(replies - 1):
+            created += await socket.receive_until("message.created")
+        events = []
+        for _ in range(replies):
+            events += await socket.receive_until("message.done", timeout=30)
+        run.events = events
+        ids = [e["message"]["id"] for e in events if e["type"] == "message.done"]
+        return await database_sync_to_async(
+            lambda: sorted(Message.objects.filter(id__in=ids), key=lambda m: m.created)
+        )()
+
+    return run

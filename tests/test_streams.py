@@ -5,12 +5,11 @@ the message(s) Confab stores: content, reasoning, tool calls, finish reason, sta
 """
 
 import json
-import uuid
 
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations.models import LanguageModel, Message, UsageRecord
+from conversations.models import UsageRecord
 from tests.fake_upstream import CLOSE, chunk, http_error, reply, sse, stream_headers
 from tests.helpers import API_KEY, split_bytes
 
@@ -28,42 +27,6 @@ def usage(prompt, completion, **extra):
 
 def usage_chunk(**counts):
     return sse(chunk(choices=False, usage=usage(**counts)))
-
-
-@pytest.fixture
-def stream(alice, provider, sockets, fake_upstream):
-    """Serve `steps` for one send and return the stored replies once every one is done."""
-
-    async def run(steps, params=None, **model_fields):
-        name = f"m-{uuid.uuid4().hex[:8]}"
-        fake_upstream.script(name, steps)
-        model = await database_sync_to_async(LanguageModel.objects.create)(
-            provider=provider, upstream_id=name, **model_fields
-        )
-        socket = await sockets(alice)
-        await socket.send(
-            type="send",
-            conversation=None,
-            content="Tell me.",
-            model=str(model.public_id),
-            params=params or {},
-            client_id=str(uuid.uuid4()),
-        )
-        created = await socket.receive_until("message.created")
-        created += await socket.receive_until("message.created")
-        replies = (params or {}).get("n", 1)
-        for _ in range(replies - 1):
-            created += await socket.receive_until("message.created")
-        events = []
-        for _ in range(replies):
-            events += await socket.receive_until("message.done", timeout=30)
-        run.events = events
-        ids = [e["message"]["id"] for e in events if e["type"] == "message.done"]
-        return await database_sync_to_async(
-            lambda: sorted(Message.objects.filter(id__in=ids), key=lambda m: m.created)
-        )()
-
-    return run
 
 
 def stored(message):
@@ -436,7 +399,9 @@ async def test_retries_before_the_first_byte_then_succeeds(stream, settings):
     ("finish_reason", "extra", "words"),
     [
         ("length", {}, "stopped: token limit reached"),
+        ("model_length", {}, "stopped: token limit reached"),
         ("content_filter", {}, "stopped by the provider&#x27;s content filter"),
+        ("sensitive", {}, "stopped by the provider&#x27;s content filter"),
         ("stop", {"stop_reason": "END"}, "stopped at the stop sequence “END”"),
     ],
 )

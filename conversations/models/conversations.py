@@ -250,7 +250,9 @@ class Message(TokenCounts):
             return _("stopped at the stop sequence “%(stop)s”") % {"stop": self.stop_sequence}
         return {
             "length": _("stopped: token limit reached"),
+            "model_length": _("stopped: token limit reached"),  # Mistral
             "content_filter": _("stopped by the provider's content filter"),
+            "sensitive": _("stopped by the provider's content filter"),  # Zhipu GLM
             "tool_calls": _("the model asked to call a tool"),
         }.get(self.finish_reason, "")
 

@@ -10,6 +10,7 @@ and the tests that hold each one.
 import json
 
 from conversations.upstream.events import (
+    Failed,
     Finished,
     ReasoningDelta,
     TextDelta,
@@ -21,6 +22,18 @@ from conversations.usage import Usage
 
 # Choice indexes beyond this are a provider's bug, not n > 1 (n is at most 8).
 MAX_CHOICES = 128
+# Finish reasons that say the provider failed mid-answer: the reason is stored as sent, and
+# the reply fails with these words (docs/providers.md).
+FAILING_FINISH_REASONS = {
+    "network_error": "The provider's inference broke off mid-answer (network_error).",
+    "insufficient_system_resource": (
+        "The provider ran out of capacity mid-answer (insufficient_system_resource)."
+    ),
+    "abort": "The provider aborted the reply (abort).",
+    "error": "The provider failed mid-answer.",
+}
+# The types of `reasoning_details` parts that carry readable text, and the field holding it.
+REASONING_PARTS = {"reasoning.text": "text", "reasoning.summary": "summary"}
 
 
 class _CallNumbers:
@@ -61,10 +74,12 @@ class ChunkReader:
     def __init__(self, redact):
         self.redact = redact
         self.calls = {}  # choice -> _CallNumbers
+        self.said = set()  # choices that sent text, reasoning or tool calls
         self.finished = set()  # choices that reported a finish reason
 
     def read(self, payload, event_name=b""):
-        """The events of one SSE event's data (bytes)."""
+        """The events of one SSE event's data (bytes); a `Failed` event ends them when the
+        chunk reports an error, after what the chunk said before it."""
         # Decoded leniently, as a text stream would be: a stray byte is not worth a reply.
         text = payload.decode("utf-8", "replace")
         try:
@@ -76,18 +91,21 @@ class ChunkReader:
             ) from None
         if not isinstance(chunk, dict):
             raise UpstreamError("The provider sent a malformed chunk.", code="bad_chunk")
-        if chunk.get("error") or event_name == b"error":
-            raise UpstreamError(
-                self.redact(f"The provider reported an error: {error_message(chunk)}"),
-                code="provider_error",
-            )
         events = []
         choices = chunk.get("choices")
         for raw in choices if isinstance(choices, list) else ():
             if isinstance(raw, dict):
-                self._choice(raw, raw.get("delta"), events)
-        if isinstance(usage := chunk.get("usage"), dict):
-            events.append(UsageReported(Usage.from_api(usage)))
+                self._choice(raw, events)
+        # Usage at the top level (OpenAI), inside the choice (Moonshot, read there) or in
+        # x_groq (Groq).
+        for usage in (chunk.get("usage"), _field(chunk.get("x_groq"), "usage")):
+            if isinstance(usage, dict) and any(_counts(usage)):
+                events.append(UsageReported(Usage.from_api(usage)))
+        # An `error` member (OpenAI, OpenRouter), a chunk that is an error (vLLM's
+        # {"object": "error"}) or an SSE event named error.
+        if chunk.get("error") or chunk.get("object") == "error" or event_name == b"error":
+            message = f"The provider reported an error: {error_message(chunk)}"
+            events.append(Failed(UpstreamError(self.redact(message), code="provider_error")))
         return events
 
     def read_completion(self, body):
@@ -108,28 +126,53 @@ class ChunkReader:
             )
         return self.read(body)
 
-    def _choice(self, raw, delta, events):
+    def _choice(self, raw, events):
         index = raw.get("index")
         index = index if type(index) is int and 0 <= index < MAX_CHOICES else 0
+        delta = raw.get("delta")
         if not isinstance(delta, dict):
-            # A whole completion's choice has its text in `message`.
-            delta = raw.get("message") if isinstance(raw.get("message"), dict) else {}
-        # DeepSeek and Qwen call it reasoning_content, OpenRouter reasoning.
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
+            # A whole completion's choice has its text in `message`; in a stream (MiniMax's
+            # last frame) it repeats what the deltas said, so only a choice that said nothing
+            # yet takes it.
+            message = raw.get("message")
+            delta = message if isinstance(message, dict) and index not in self.said else {}
+        reasoning = _reasoning(delta)
+        if reasoning:
+            self.said.add(index)
             events.append(ReasoningDelta(index, reasoning))
         content = delta.get("content")
-        if isinstance(content, str) and content:
-            events.append(TextDelta(index, content))
+        if isinstance(content, str):
+            if content:
+                self.said.add(index)
+                events.append(TextDelta(index, content))
+        elif isinstance(content, list):  # typed parts (Mistral's Magistral)
+            self._content_parts(index, content, events)
         calls = delta.get("tool_calls")
         if isinstance(calls, list) and calls:
+            self.said.add(index)
             self._tool_calls(index, calls, events)
+        if isinstance(usage := raw.get("usage"), dict) and any(_counts(usage)):
+            events.append(UsageReported(Usage.from_api(usage)))
         finish_reason = raw.get("finish_reason")
         if isinstance(finish_reason, str) and finish_reason:
             # vLLM names the stop string in stop_reason, SGLang in matched_stop.
             stop = raw.get("stop_reason") or raw.get("matched_stop")
             self.finished.add(index)
             events.append(Finished(index, finish_reason, stop if isinstance(stop, str) else ""))
+            if failing := FAILING_FINISH_REASONS.get(finish_reason):
+                events.append(Failed(UpstreamError(failing, code="provider_error")))
+
+    def _content_parts(self, index, parts, events):
+        """Content as a list of typed parts: text is content, thinking is reasoning."""
+        for part in parts:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "text" and isinstance(part.get("text"), str) and part["text"]:
+                self.said.add(index)
+                events.append(TextDelta(index, part["text"]))
+            elif part.get("type") == "thinking" and (text := _thinking(part.get("thinking"))):
+                self.said.add(index)
+                events.append(ReasoningDelta(index, text))
 
     def _tool_calls(self, choice, calls, events):
         numbers = self.calls.get(choice)
@@ -149,6 +192,44 @@ class ChunkReader:
                 arguments = ""
             number = numbers.number(index if type(index) is int else None, call_id)
             events.append(ToolCallDelta(choice, number, call_id, name, arguments))
+
+
+def _reasoning(delta):
+    """What a delta marks as reasoning: `reasoning_content` (DeepSeek, Qwen), `reasoning`
+    (OpenRouter, which repeats it in `reasoning_details`), else the text of
+    `reasoning_details` parts (MiniMax, OpenRouter without `reasoning`)."""
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    if isinstance(reasoning, str):
+        return reasoning
+    details = delta.get("reasoning_details")
+    if not isinstance(details, list):
+        return ""
+    return "".join(
+        part[field]
+        for part in details
+        if isinstance(part, dict)
+        and (field := REASONING_PARTS.get(part.get("type")))
+        and isinstance(part.get(field), str)
+    )
+
+
+def _thinking(thinking):
+    """The text of a thinking part: a string, or a list of text parts."""
+    if isinstance(thinking, str):
+        return thinking
+    parts = thinking if isinstance(thinking, list) else ()
+    texts = (part.get("text") for part in parts if isinstance(part, dict))
+    return "".join(text for text in texts if isinstance(text, str))
+
+
+def _field(value, name):
+    return value.get(name) if isinstance(value, dict) else None
+
+
+def _counts(usage):
+    """The token counts of a usage object: all zero in a placeholder (MiniMax's
+    `{"total_tokens": 0}` on every chunk), which reports nothing."""
+    return [usage.get(name) for name in Usage.COUNTS[:3] if usage.get(name)]
 
 
 def error_message(body):

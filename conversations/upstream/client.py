@@ -142,7 +142,7 @@ class ChatStream:
                 async for event in self._read_stream(response, first_bytes_by):
                     yield event
             elif "json" in content_type:
-                for event in await self._read_completion(response, first_bytes_by):
+                async for event in self._read_completion(response, first_bytes_by):
                     yield event
             else:
                 body = await self._read_bounded(response, MAX_ERROR_BODY)
@@ -179,12 +179,12 @@ class ChatStream:
                 break
             started = True
             deadline = loop.time() + self.idle_timeout
-            for name, payload in splitter.feed(data):
-                if payload == b"[DONE]":
-                    await self._drain(chunks)
-                    return
-                for event in self.reader.read(payload, name):
-                    yield event
+            events, ended = self._events_of(splitter.feed(data))
+            for event in events:
+                yield event
+            if ended:
+                await self._drain(chunks)
+                return
         if not self.reader.finished:
             raise UpstreamError(
                 "The provider closed the connection before the reply was finished.",
@@ -192,13 +192,34 @@ class ChatStream:
             )
 
     async def _read_completion(self, response, first_bytes_by):
-        """A provider that ignored `stream: true` and answered one chat.completion."""
+        """A provider that ignored `stream: true` and answered one chat.completion; or one
+        that streams under the wrong content type (Foundry Local), read as the stream."""
         try:
             async with asyncio.timeout_at(first_bytes_by):
                 body = await self._read_bounded(response, MAX_COMPLETION_BODY, text=False)
         except TimeoutError:
             raise self._silence(started=False) from None
-        return self.reader.read_completion(body)
+        if body.lstrip().startswith((b"data:", b":", b"event:")):
+            events, _ = self._events_of(SSESplitter().feed(body + b"\n\n"))
+        else:
+            events = self.reader.read_completion(body)
+        for event in events:
+            yield event
+
+    def _events_of(self, blocks):
+        """The events of some SSE blocks, and whether the stream ended among them: at
+        [DONE], or at a failure the provider reported (nothing after it counts)."""
+        events = []
+        for name, payload in blocks:
+            if payload == b"[DONE]":
+                return events, True
+            try:
+                events += self.reader.read(payload, name)
+            except UpstreamError as error:  # a chunk that cannot be read: after the others
+                events.append(Failed(error))
+            if events and type(events[-1]) is Failed:
+                return events, True
+        return events, False
 
     def _silence(self, started):
         if started:
