@@ -191,6 +191,9 @@ CONFAB_FIRST_BYTE_TIMEOUT_S = envint("CONFAB_FIRST_BYTE_TIMEOUT_S", 120)
 CONFAB_IDLE_TIMEOUT_S = envint("CONFAB_IDLE_TIMEOUT_S", 60)
 CONFAB_RETRY_BASE_MS = envint("CONFAB_RETRY_BASE_MS", 500)
 CONFAB_MAX_MESSAGE_CHARS = envint("CONFAB_MAX_MESSAGE_CHARS", 100_000)
+# The output bound sent with every request to a model that has no max output tokens of its
+# own, when the user sets none: what quotas reserve before the provider is called.
+CONFAB_DEFAULT_MAX_OUTPUT_TOKENS = envint("CONFAB_DEFAULT_MAX_OUTPUT_TOKENS", 4096)
 CONFAB_MAX_FRAME_BYTES = envint("CONFAB_MAX_FRAME_BYTES", 1_000_000)
 # Past ~200-250 streams one core falls behind (docs/performance.md): refuse, rather than let
 # every reply's latency grow.

@@ -1,8 +1,9 @@
 """Quotas: what a user may still use this period, checked before a reply starts.
 
-A request is admitted when the usage recorded in the ledger since the period began, plus
-what is generating now, plus what this request may cost (the prompt estimate and its
-max_tokens), stays within every quota that applies to the user: their own, and those of
+A request is admitted when the usage recorded in the ledger since the period began (what
+is generating now counts there at its reservation: its prompt and its maximum output),
+plus what this request may cost at most (its prompt estimate and its max_tokens), stays
+within every quota that applies to the user: their own, and those of
 each group they belong to. The ledger settles it afterwards, whatever the ending.
 """
 
@@ -15,10 +16,7 @@ from django.db.models import Q, Sum
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 
-from conversations.models import Message, Quota, UsageRecord
-
-# Output assumed for a request that sets no max_tokens, when checking quotas.
-EXPECTED_OUTPUT_TOKENS = 256
+from conversations.models import Quota, UsageRecord
 
 
 class QuotaExceeded(Exception):
@@ -96,20 +94,11 @@ def max_concurrent(user, limits=None):
 
 def check(user, *, expected_tokens, expected_cost, currency, limits=None):
     """Refuse a request that would take the user past any quota; say by how much."""
-    user_standings = standings(user, limits=limits)
-    if not user_standings:
-        return
-    in_flight = (
-        Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING).aggregate(
-            total=Sum("prompt_tokens")
-        )["total"]
-        or 0
-    )
-    for standing in user_standings:
+    for standing in standings(user, limits=limits):
         resets = formats.date_format(timezone.localtime(standing.end), "DATETIME_FORMAT")
         period = standing.quota.get_period_display()
         limit = standing.token_limit
-        if limit is not None and standing.used_tokens + in_flight + expected_tokens > limit:
+        if limit is not None and standing.used_tokens + expected_tokens > limit:
             raise QuotaExceeded(
                 _(
                     "You have used %(used)s of your %(limit)s tokens this %(period)s and this "
@@ -130,11 +119,7 @@ def check(user, *, expected_tokens, expected_cost, currency, limits=None):
         # This request's cost counts only in the quota's currency; usage already at the
         # limit refuses any request, priced or not.
         expected = expected_cost if standing.quota.currency == currency else 0
-        if (
-            limit is not None
-            and standing.used_cost + expected >= limit
-            and (expected or standing.used_cost >= limit)
-        ):
+        if limit is not None and standing.used_cost >= limit:
             raise QuotaExceeded(
                 _(
                     "You have used %(currency)s %(used)s of your %(currency)s %(limit)s this "
@@ -144,6 +129,25 @@ def check(user, *, expected_tokens, expected_cost, currency, limits=None):
                     "currency": standing.quota.currency,
                     "used": formats.number_format(standing.used_cost, 2, force_grouping=True),
                     "limit": formats.number_format(limit, 2, force_grouping=True),
+                    "period": period,
+                    "resets": resets,
+                },
+                used=standing.used_cost,
+                limit=limit,
+                resets_at=standing.end,
+            )
+        if limit is not None and standing.used_cost + expected > limit:
+            raise QuotaExceeded(
+                _(
+                    "You have used %(currency)s %(used)s of your %(currency)s %(limit)s this "
+                    "%(period)s, and this message may cost up to %(currency)s %(expected)s. "
+                    "Your quota resets on %(resets)s."
+                )
+                % {
+                    "currency": standing.quota.currency,
+                    "used": formats.number_format(standing.used_cost, 2, force_grouping=True),
+                    "limit": formats.number_format(limit, 2, force_grouping=True),
+                    "expected": formats.number_format(expected, 4, force_grouping=True),
                     "period": period,
                     "resets": resets,
                 },

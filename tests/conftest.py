@@ -26,12 +26,17 @@ def fast_password_hashing(settings):
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings():
+def django_db_modify_db_settings(tmp_path_factory):
     """Close connections after each use, as pytest-django's own threads never close the
-    ones database_sync_to_async keeps: PostgreSQL would refuse to drop the test database."""
+    ones database_sync_to_async keeps: PostgreSQL would refuse to drop the test database.
+    SQLite in a file, as it runs (WAL, transactions that wait for the write lock), not
+    Django's shared in-memory test database, whose table locks fail at once."""
     from django.conf import settings
 
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    database = settings.DATABASES["default"]
+    database["CONN_MAX_AGE"] = 0
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database["TEST"]["NAME"] = str(tmp_path_factory.mktemp("db") / "confab.sqlite3")
 
 
 @pytest.fixture(autouse=True)

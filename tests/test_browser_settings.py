@@ -60,7 +60,7 @@ def test_the_settings_panel_refuses_a_bad_value_and_applies_a_good_one(server, p
     ask(page, "Third", model="fake-model")
     replies_done(page, 3)
     sent = fake_upstream.requests[-1]["body"]
-    assert "temperature" not in sent and "max_tokens" not in sent
+    assert "temperature" not in sent and sent["max_tokens"] == 4096  # the site's bound
     assert sent["messages"][-1] == {"role": "user", "content": "Third"}
 
 

@@ -15,6 +15,8 @@ from tests.helpers import SLOW_PARTS
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SAVED = {"temperature": 0.3, "max_tokens": 64, "stop": ["END"]}
+# Every request is bounded: the site's default when neither the model nor the user set one.
+DEFAULTS = {"max_tokens": 4096}
 
 
 @pytest.fixture(params=[{}, SAVED], ids=["default-params", "saved-params"])
@@ -95,7 +97,7 @@ async def test_send_streams_a_reply_with_the_saved_parameters(
     assert created[0]["parent"] == str(answer.id)
     body = fake_upstream.requests[-1]["body"]
     assert {name: body.get(name) for name in SAVED} == {
-        name: saved_params.get(name) for name in SAVED
+        name: saved_params.get(name, DEFAULTS.get(name)) for name in SAVED
     }
     summary = await sidebar_update(other_tab, conversation.id)
     assert (summary["title"], summary["model"], summary["generating"]) == (
@@ -136,7 +138,8 @@ async def test_edit_answers_the_new_version_of_a_question(
 
     created, _ = assert_a_reply_streamed(events, "You said: first, better")
     assert created[0]["parent"] is None and created[0]["id"] != str(question.id)
-    assert fake_upstream.requests[-1]["body"].get("max_tokens") == saved_params.get("max_tokens")
+    sent = fake_upstream.requests[-1]["body"]
+    assert sent["max_tokens"] == saved_params.get("max_tokens", DEFAULTS["max_tokens"])
     assert (await sidebar_update(other_tab, conversation.id))["generating"] is True
 
 

@@ -6,6 +6,11 @@ cap of replies, or its database thread is backed up. Otherwise it runs the calle
 `prepare` in the database thread, where `authorise()` checks the user, inside the
 transaction that starts the reply: the account is active, within its send rate, its replies
 at once and its quotas. Every refusal is an `EventError` that says why, and when to retry.
+
+Quotas are never exceeded: a request reserves what it may cost at most (its prompt and its
+maximum output, in tokens and in money) as its row in the usage ledger before the provider
+is called, and settle() turns the reservation into what it really cost. The check and the
+reservation hold the user's row locked, so concurrent sends are admitted one after another.
 """
 
 import contextlib
@@ -21,7 +26,7 @@ from django.utils.translation import ngettext
 
 from conversations import quotas
 from conversations.generation import runner
-from conversations.models import Message
+from conversations.models import Message, Price, UsageRecord
 from conversations.usage import Usage
 
 RATE_WINDOW_S = 60
@@ -105,13 +110,51 @@ def check_account(user):
     _check_rate(user)
 
 
-def authorise(user, *, model, body, prompt_tokens, when):
-    """The user may start this request now: within their replies at once and their quotas.
-    Call it in the transaction that writes the request's replies."""
+def authorise(user, request, body):
+    """The user may start this request now: within their replies at once and their quotas;
+    its reservation is then written. Call it in the transaction that writes its replies."""
+    lock(user)
     limits = list(quotas.quotas_for(user))
     _check_running(user, limits)
+    reserve(user, request, body, limits=limits)
+
+
+def reserve(user, request, body, *, limits=None):
+    """Refuse a request that could take the user past a quota; else hold what it may cost
+    at most in the ledger until it settles. Call it in a transaction, after `lock(user)`
+    (authorise does both)."""
+    outputs = max_output_tokens(body) * (body.get("n") or 1)
+    most = Usage(request.prompt_estimate, outputs, request.prompt_estimate + outputs)
+    price = Price.objects.in_effect(request.model_id, request.asked_at)
+    cost = price.cost(most) if price else 0
+    limits = list(quotas.quotas_for(user)) if limits is None else limits
     if limits:
-        _check_quotas(user, model, body, prompt_tokens, when, limits)
+        _check_quotas(user, most, cost, price.currency if price else "", limits)
+    UsageRecord.objects.create(
+        request_id=request.id,
+        user_id=request.user_id,
+        conversation_id=request.conversation_id,
+        provider_id=request.provider_id,
+        model_id=request.model_id,
+        model_name=request.model_name,
+        status=Message.Status.STREAMING,
+        estimated=True,
+        cost=cost,
+        currency=price.currency if price else "USD",
+        created=request.asked_at,
+        **most.as_fields(),
+    )
+
+
+def max_output_tokens(body):
+    """The most a request may generate per choice: the bound it is sent with."""
+    return body.get("max_completion_tokens") or body.get("max_tokens") or 0
+
+
+def lock(user):
+    """Hold the user's row until the transaction ends: their checks and reservations are
+    made one after another. (SQLite's IMMEDIATE transactions are serialised already.)"""
+    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
 
 
 def _check_rate(user):
@@ -154,17 +197,13 @@ def _check_running(user, limits):
         )
 
 
-def _check_quotas(user, model, body, prompt_tokens, when, limits):
-    replies = body.get("n") or 1
-    output = (body.get("max_tokens") or quotas.EXPECTED_OUTPUT_TOKENS) * replies
-    price = model.price_at(when)
-    expected = Usage(prompt_tokens, output, prompt_tokens + output)
+def _check_quotas(user, most, cost, currency, limits):
     try:
         quotas.check(
             user,
-            expected_tokens=expected.total_tokens,
-            expected_cost=price.cost(expected) if price else 0,
-            currency=price.currency if price else "",
+            expected_tokens=most.total_tokens,
+            expected_cost=cost,
+            currency=currency,
             limits=limits,
         )
     except quotas.QuotaExceeded as refusal:

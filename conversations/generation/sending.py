@@ -3,7 +3,7 @@ conversation, the user's message and the reply placeholders written in one trans
 and the request to send upstream built."""
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from django.db import transaction
@@ -12,7 +12,12 @@ from django.utils.translation import gettext as _
 
 from conversations import upstream
 from conversations.forms import ParamsForm
-from conversations.generation.admission import EventError, authorise, check_account
+from conversations.generation.admission import (
+    EventError,
+    authorise,
+    check_account,
+    max_output_tokens,
+)
 from conversations.generation.settle import Request
 from conversations.models import (
     Conversation,
@@ -23,6 +28,10 @@ from conversations.models import (
     branch_through,
 )
 from conversations.usage import estimate_prompt_tokens
+
+# In a reply's stored request: how many of the oldest messages of its branch were left out
+# to fit the model's context window (fit_context); never sent upstream.
+HISTORY_DROPPED = "_history_dropped"
 
 
 @dataclass
@@ -195,9 +204,19 @@ def _start_replies(user, conversation, history, user_message, model, params):
     now = timezone.now()
     messages = _api_messages(conversation, history, user_message)
     body = upstream.build_body(model, messages, params, user.pk)
-    prompt_estimate = estimate_prompt_tokens(messages)
-    authorise(user, model=model, body=body, prompt_tokens=prompt_estimate, when=now)
-    request_id = uuid.uuid4()
+    body["messages"], dropped = fit_context(model, messages, max_output_tokens(body))
+    prompt_estimate = estimate_prompt_tokens(body["messages"])
+    request = Request(
+        id=uuid.uuid4(),
+        user_id=user.pk,
+        conversation_id=str(conversation.id),
+        model_id=model.pk,
+        provider_id=model.provider_id,
+        model_name=model.upstream_id,
+        asked_at=now,
+        prompt_estimate=prompt_estimate,
+    )
+    authorise(user, request, body)
     # With n > 1 each choice becomes a reply of its own, siblings under the message.
     replies = Message.objects.bulk_create(
         Message(
@@ -208,9 +227,13 @@ def _start_replies(user, conversation, history, user_message, model, params):
             model=model,
             model_name=model.upstream_id,
             params=params,
-            request_id=request_id,
-            # The history is left out; request_sent() puts it back.
-            request={**body, "messages": _system_messages(conversation)},
+            request_id=request.id,
+            # The history is left out; request_sent() puts it back (less what was dropped).
+            request={
+                **body,
+                "messages": _system_messages(conversation),
+                HISTORY_DROPPED: dropped,
+            },
             created=now + timedelta(microseconds=index + 1),
             checkpointed=now,
             # An estimate until the provider reports usage (or never does).
@@ -223,17 +246,7 @@ def _start_replies(user, conversation, history, user_message, model, params):
     # The new reply is what the conversation shows now, on every page load.
     conversation.updated, conversation.model, conversation.shown = now, model, replies[0]
     conversation.save(update_fields=["updated", "model", "shown"])
-    request = Request(
-        id=request_id,
-        user_id=user.pk,
-        conversation_id=str(conversation.id),
-        model_id=model.pk,
-        provider_id=model.provider_id,
-        model_name=model.upstream_id,
-        asked_at=now,
-        reply_ids=tuple(reply.id for reply in replies),
-        prompt_estimate=prompt_estimate,
-    )
+    request = replace(request, reply_ids=tuple(reply.id for reply in replies))
     return {"replies": replies, "provider": model.provider, "body": body, "request": request}
 
 
@@ -255,6 +268,45 @@ def _parent_for(history, parent_id, shown_id):
         raise EventError("not_found", _("No such message."))
     branch = branch_through(history, shown_id)
     return branch[-1] if branch else None
+
+
+def fit_context(model, messages, output_tokens):
+    """`messages`, fitted to the model's context window with room for `output_tokens` of
+    reply, and how many were dropped to fit: the oldest of the branch first, never a
+    system message or the last message, and the history then starts with a user's. A
+    prompt that cannot fit is refused before any provider is called. Token counts are
+    estimates (conversations.usage), so a window is best set a little below the model's."""
+    window = model.context_window
+    if not window:
+        return messages, 0
+    system = [m for m in messages if m["role"] == Message.Role.SYSTEM]
+    rest = [m for m in messages if m["role"] != Message.Role.SYSTEM]
+    sizes = [estimate_prompt_tokens([m]) for m in rest]
+    needed = estimate_prompt_tokens(system) + sum(sizes) + output_tokens
+    dropped, last = 0, len(rest) - 1
+    while needed > window and dropped < last:
+        needed -= sizes[dropped]
+        dropped += 1
+    while dropped and dropped < last and rest[dropped]["role"] != Message.Role.USER:
+        needed -= sizes[dropped]  # a history that starts with a reply would read oddly
+        dropped += 1
+    if needed > window:
+        raise EventError(
+            "too_long",
+            _(
+                "This message and the system prompt need about %(prompt)s tokens, and "
+                "%(model)s takes %(window)s in all, up to %(output)s of them for its reply. "
+                "Shorten the message or the system prompt, lower max tokens, or choose a "
+                "model with a larger context window."
+            )
+            % {
+                "prompt": needed - output_tokens,
+                "model": model,
+                "window": window,
+                "output": output_tokens,
+            },
+        )
+    return system + rest[dropped:], dropped
 
 
 def _api_messages(conversation, history, user_message):
@@ -287,10 +339,11 @@ def request_sent(reply):
     request = dict(reply.request)
     if not request:
         return None  # replies from before requests were kept
+    dropped = request.pop(HISTORY_DROPPED, 0)
     history = list(reply.conversation.messages.only("id", "parent_id", "role", "content"))
     parent = next((m for m in history if m.id == reply.parent_id), None)
     tree = _as_api_messages(history, parent) if parent else []
-    request["messages"] = [*request.get("messages", []), *tree]
+    request["messages"] = [*request.get("messages", []), *tree[dropped:]]
     return request
 
 

@@ -1,9 +1,10 @@
 """The one ending of every upstream request: settle().
 
 However a request ends (complete, stopped, failed, cut, found orphaned by the reaper, or a
-title written), settle() writes its replies, its one row in the usage ledger and the
-`message.done` payloads, in one transaction. It is idempotent: only replies still streaming
-are written, and the ledger's unique request id refuses a second row, so a request settled
+title written), settle() writes its replies, its one row in the usage ledger (turning the
+reservation admission made into what the request cost) and the `message.done` payloads, in
+one transaction. It is idempotent: only replies and a reservation still streaming are
+written, and the ledger's unique request id refuses a second row, so a request settled
 twice (by its runner and by a reaper that thought it dead) counts once.
 """
 
@@ -110,10 +111,7 @@ def settle(request, outcome):
             for row in rows:
                 reply, usage = by_id[row.id]
                 _write(row, reply, usage, outcome, cost, total, now)
-        UsageRecord.objects.bulk_create(
-            [_ledger_row(request, outcome, total, cost, price, rows, now)],
-            ignore_conflicts=True,
-        )
+        _write_ledger(request, outcome, total, cost, price, rows, now)
         if request.conversation_id:
             Conversation.objects.filter(id=request.conversation_id).update(updated=now)
     if not rows:
@@ -150,23 +148,32 @@ def _write(row, reply, usage, outcome, cost, total, now):
     row.save()
 
 
-def _ledger_row(request, outcome, total, cost, price, rows, now):
-    return UsageRecord(
-        request_id=request.id,
-        user_id=request.user_id,
-        conversation_id=request.conversation_id,
-        message=rows[0] if rows else None,
-        provider_id=request.provider_id,
-        model_id=request.model_id,
-        model_name=request.model_name,
-        status=outcome.status,
-        estimated=total.estimated,
-        cost=cost,
+def _write_ledger(request, outcome, total, cost, price, rows, now):
+    """The request's reservation (admission.reserve) becomes what it cost; a request that
+    reserved nothing (one made before reservations) gets its row now. Never two rows: the
+    request id is unique."""
+    fields = {
+        "message": rows[0] if rows else None,
+        "status": outcome.status,
+        "estimated": total.estimated,
+        "cost": cost,
         # A provider's own figure is in US dollars (OpenRouter's credits).
-        currency="USD" if total.cost is not None or not price else price.currency,
-        provider_cost=total.cost,
-        ttft_ms=outcome.ttft_ms,
-        duration_ms=outcome.duration_ms,
-        created=now,
+        "currency": "USD" if total.cost is not None or not price else price.currency,
+        "provider_cost": total.cost,
+        "ttft_ms": outcome.ttft_ms,
+        "duration_ms": outcome.duration_ms,
         **total.as_fields(),
-    )
+    }
+    reservation = UsageRecord.objects.filter(request_id=request.id, status=Message.Status.STREAMING)
+    if not reservation.update(**fields):
+        row = UsageRecord(
+            request_id=request.id,
+            user_id=request.user_id,
+            conversation_id=request.conversation_id,
+            provider_id=request.provider_id,
+            model_id=request.model_id,
+            model_name=request.model_name,
+            created=now,
+            **fields,
+        )
+        UsageRecord.objects.bulk_create([row], ignore_conflicts=True)

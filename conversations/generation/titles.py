@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.fanout import publish_to_user
+from conversations.generation import admission
 from conversations.generation.settle import Outcome, Reply, Request, settle
 from conversations.models import Conversation, LanguageModel, Message, SiteSettings
 from conversations.upstream import ChatStream, Completion, build_body
@@ -37,27 +38,15 @@ async def write_title(conversation_id, user_id):
 
 
 async def _write_title(conversation_id, user_id):
-    job = await _job(conversation_id)
+    job = await database_sync_to_async(_job)(conversation_id, user_id)
     if job is None:
         return
-    model, messages = job
-    params = {"max_tokens": MAX_TITLE_TOKENS, "temperature": 0.3}
-    body = build_body(model, messages, params, user_id)
+    provider, body, request = job
     completion = Completion()
-    async for event in ChatStream(model.provider, body):
+    async for event in ChatStream(provider, body):
         completion.add(event)
     if completion.failure is not None:
         logger.info("no title for %s: %s", conversation_id, completion.failure)
-    request = Request(
-        id=uuid.uuid4(),
-        user_id=user_id,
-        conversation_id=str(conversation_id),
-        model_id=model.pk,
-        provider_id=model.provider_id,
-        model_name=model.upstream_id,
-        asked_at=timezone.now(),
-        prompt_estimate=estimate_prompt_tokens(messages),
-    )
     outcome = Outcome(
         status=Message.Status.FAILED if completion.failure else Message.Status.COMPLETE,
         replies=(Reply.of(completion.choice(0)),),
@@ -69,8 +58,10 @@ async def _write_title(conversation_id, user_id):
         await publish_to_user(user_id, {"type": "conversation.updated", "conversation": summary})
 
 
-@database_sync_to_async
-def _job(conversation_id):
+def _job(conversation_id, user_id):
+    """The title request, reserved against the user's quotas like any other (a title is
+    written on their behalf, so it counts for them), or None: no title is due, or the user
+    has no quota left for one."""
     conversation = Conversation.objects.filter(id=conversation_id, auto_title=True).first()
     if conversation is None:
         return None
@@ -85,8 +76,27 @@ def _job(conversation_id):
         return None
     question = replies[0].parent.content[:MAX_QUOTED_CHARS]
     answer = replies[0].content[:MAX_QUOTED_CHARS]
-    prompt = PROMPT.format(question=question, answer=answer)
-    return model, [{"role": "user", "content": prompt}]
+    messages = [{"role": "user", "content": PROMPT.format(question=question, answer=answer)}]
+    params = {"max_tokens": MAX_TITLE_TOKENS, "temperature": 0.3}
+    body = build_body(model, messages, params, user_id)
+    request = Request(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        conversation_id=str(conversation_id),
+        model_id=model.pk,
+        provider_id=model.provider_id,
+        model_name=model.upstream_id,
+        asked_at=timezone.now(),
+        prompt_estimate=estimate_prompt_tokens(messages),
+    )
+    try:
+        with transaction.atomic():
+            admission.lock(conversation.owner)
+            admission.reserve(conversation.owner, request, body)
+    except admission.EventError as refusal:
+        logger.info("no title for %s: %s", conversation_id, refusal.code)
+        return None
+    return model.provider, body, request
 
 
 def _clean(text):

@@ -49,7 +49,8 @@ def pseudonymous_user(user_id):
 
 
 def build_body(model, messages, params, user_id):
-    """The request: the model's extra fields and defaults, overridden by `params`."""
+    """The request: the model's extra fields and defaults, overridden by `params`, with a
+    bound on its output (the model's, else the site's, when `params` set none lower)."""
     body = {
         **model.extra_body,
         **model.default_params,
@@ -60,8 +61,11 @@ def build_body(model, messages, params, user_id):
         "stream_options": {"include_usage": True},
         "user": pseudonymous_user(user_id),
     }
-    if limit := model.max_output_tokens:
-        body["max_tokens"] = min(body.get("max_tokens") or limit, limit)
+    # Always a bound on the output: quotas reserve it before the request is sent. A model
+    # configured for max_completion_tokens (OpenAI's reasoning models) keeps that name.
+    limit = model.max_output_tokens or settings.CONFAB_DEFAULT_MAX_OUTPUT_TOKENS
+    name = "max_completion_tokens" if body.get("max_completion_tokens") else "max_tokens"
+    body[name] = min(body.get(name) or limit, limit)
     return body
 
 

@@ -26,6 +26,8 @@ from django.core.management.base import BaseCommand, CommandError
 from conversations.management.commands.connect_provider import connect_provider
 
 LOCAL_PROVIDER = "Local model (SmolLM2)"
+LOCAL_CONTEXT_TOKENS = 2048
+LOCAL_OUTPUT_TOKENS = 512
 
 
 def local_model_path():
@@ -72,7 +74,7 @@ def start_local_model(port):
             "--port",
             str(port),
             "--n_ctx",
-            "2048",
+            str(LOCAL_CONTEXT_TOKENS),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -211,7 +213,13 @@ class Command(BaseCommand):
                 model_port = int(os.environ.get("LOCAL_MODEL_PORT") or free_port())
                 self.stdout.write("Starting the bundled local model (SmolLM2-135M-Instruct)…")
                 local = start_local_model(model_port)
-                connect_provider(LOCAL_PROVIDER, f"http://127.0.0.1:{model_port}/v1", "")
+                provider, _ = connect_provider(
+                    LOCAL_PROVIDER, f"http://127.0.0.1:{model_port}/v1", ""
+                )
+                # Its window is what the server is started with; its replies are short.
+                provider.models.filter(context_window__isnull=True).update(
+                    context_window=LOCAL_CONTEXT_TOKENS, max_output_tokens=LOCAL_OUTPUT_TOKENS
+                )
                 self.stdout.write(f"Local model ready on 127.0.0.1:{model_port}.")
             self.stdout.write(
                 self.style.SUCCESS(f"\nConfab is running at http://{host}:{port}/\n")
