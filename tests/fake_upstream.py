@@ -89,6 +89,7 @@ def echo(body):
 class FakeUpstream:
     def __init__(self):
         self.scripts = {DEFAULT_MODEL: echo}
+        self.models_script = None  # steps for `GET /models` instead of the list of scripts
         self.requests = []
         self.closed_early = []  # models whose client hung up before the script ended
         self.hung_up = threading.Condition()
@@ -121,6 +122,7 @@ class FakeUpstream:
 
     def reset(self):
         self.scripts = {DEFAULT_MODEL: echo}
+        self.models_script = None
         self.requests.clear()
         self.closed_early.clear()
 
@@ -139,6 +141,9 @@ class FakeUpstream:
     async def _handle(self, reader, writer):
         try:
             method, path, headers, body = await self._read_request(reader)
+            if method == "GET" and path.endswith("/models") and self.models_script:
+                await self._play(reader, writer, "GET /models", self.models_script)
+                return
             if method == "GET" and path.endswith("/models"):
                 data = {
                     "object": "list",

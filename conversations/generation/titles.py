@@ -46,7 +46,7 @@ async def _write_title(conversation_id, user_id):
     async for event in ChatStream(provider, body):
         completion.add(event)
     if completion.failure is not None:
-        logger.info("no title for %s: %s", conversation_id, completion.failure)
+        logger.info("no title for %s: %s", conversation_id, completion.failure.code)
     outcome = Outcome(
         status=Message.Status.FAILED if completion.failure else Message.Status.COMPLETE,
         replies=(Reply.of(completion.choice(0)),),

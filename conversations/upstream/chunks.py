@@ -22,6 +22,9 @@ from conversations.usage import Usage
 
 # Choice indexes beyond this are a provider's bug, not n > 1 (n is at most 8).
 MAX_CHOICES = 128
+# How much of a provider's error, or of what it sent instead of a chunk, a user is shown.
+MAX_ERROR_CHARS = 500
+MAX_QUOTED_CHARS = 300
 # Finish reasons that say the provider failed mid-answer: the reason is stored as sent, and
 # the reply fails with these words (docs/providers.md).
 FAILING_FINISH_REASONS = {
@@ -76,6 +79,8 @@ class ChunkReader:
         self.calls = {}  # choice -> _CallNumbers
         self.said = set()  # choices that sent text, reasoning or tool calls
         self.finished = set()  # choices that reported a finish reason
+        self.surrogates = {}  # (kind, choice): a high surrogate awaiting its pair
+        self.escaped = False  # the chunk being read has escapes that may be surrogates
 
     def read(self, payload, event_name=b""):
         """The events of one SSE event's data (bytes); a `Failed` event ends them when the
@@ -86,11 +91,14 @@ class ChunkReader:
             chunk = json.loads(text)
         except ValueError:
             raise UpstreamError(
-                self.redact(f"The provider sent something that is not JSON: {text[:200]}"),
+                "The provider sent something that is not JSON: "
+                + self.redact(text)[:MAX_QUOTED_CHARS],
                 code="bad_chunk",
             ) from None
         if not isinstance(chunk, dict):
             raise UpstreamError("The provider sent a malformed chunk.", code="bad_chunk")
+        # Only JSON's \\u escapes make surrogates (most of them make none): a cheap look.
+        self.escaped = b"\\ud" in payload or b"\\uD" in payload
         events = []
         choices = chunk.get("choices")
         for raw in choices if isinstance(choices, list) else ():
@@ -104,8 +112,8 @@ class ChunkReader:
         # An `error` member (OpenAI, OpenRouter), a chunk that is an error (vLLM's
         # {"object": "error"}) or an SSE event named error.
         if chunk.get("error") or chunk.get("object") == "error" or event_name == b"error":
-            message = f"The provider reported an error: {error_message(chunk)}"
-            events.append(Failed(UpstreamError(self.redact(message), code="provider_error")))
+            message = f"The provider reported an error: {error_message(chunk, self.redact)}"
+            events.append(Failed(UpstreamError(message, code="provider_error")))
         return events
 
     def read_completion(self, body):
@@ -118,10 +126,8 @@ class ChunkReader:
             isinstance(completion.get("choices"), list) or completion.get("error")
         ):
             raise UpstreamError(
-                self.redact(
-                    "The provider answered without a stream, and not with a chat completion: "
-                    f"{body[:300].decode('utf-8', 'replace')}"
-                ),
+                "The provider answered without a stream, and not with a chat completion: "
+                + self.redact(body.decode("utf-8", "replace"))[:MAX_QUOTED_CHARS],
                 code="not_a_stream",
             )
         return self.read(body)
@@ -136,13 +142,13 @@ class ChunkReader:
             # yet takes it.
             message = raw.get("message")
             delta = message if isinstance(message, dict) and index not in self.said else {}
-        reasoning = _reasoning(delta)
+        reasoning = self._text("reasoning", index, _reasoning(delta))
         if reasoning:
             self.said.add(index)
             events.append(ReasoningDelta(index, reasoning))
         content = delta.get("content")
         if isinstance(content, str):
-            if content:
+            if content := self._text("content", index, content):
                 self.said.add(index)
                 events.append(TextDelta(index, content))
         elif isinstance(content, list):  # typed parts (Mistral's Magistral)
@@ -157,8 +163,16 @@ class ChunkReader:
         if isinstance(finish_reason, str) and finish_reason:
             # vLLM names the stop string in stop_reason, SGLang in matched_stop.
             stop = raw.get("stop_reason") or raw.get("matched_stop")
+            if self.escaped:
+                finish_reason, stop = (
+                    _utf8(finish_reason),
+                    _utf8(stop if isinstance(stop, str) else ""),
+                )
             self.finished.add(index)
-            events.append(Finished(index, finish_reason, stop if isinstance(stop, str) else ""))
+            for kind, event in (("reasoning", ReasoningDelta), ("content", TextDelta)):
+                if self.surrogates.pop((kind, index), None):  # never paired: not a character
+                    events.append(event(index, "\ufffd"))
+            events.append(Finished(index, finish_reason, stop))
             if failing := FAILING_FINISH_REASONS.get(finish_reason):
                 events.append(Failed(UpstreamError(failing, code="provider_error")))
 
@@ -167,12 +181,26 @@ class ChunkReader:
         for part in parts:
             if not isinstance(part, dict):
                 continue
-            if part.get("type") == "text" and isinstance(part.get("text"), str) and part["text"]:
-                self.said.add(index)
-                events.append(TextDelta(index, part["text"]))
-            elif part.get("type") == "thinking" and (text := _thinking(part.get("thinking"))):
-                self.said.add(index)
-                events.append(ReasoningDelta(index, text))
+            if part.get("type") == "text" and isinstance(part.get("text"), str):
+                if text := self._text("content", index, part["text"]):
+                    self.said.add(index)
+                    events.append(TextDelta(index, text))
+            elif part.get("type") == "thinking":
+                if text := self._text("reasoning", index, _thinking(part.get("thinking"))):
+                    self.said.add(index)
+                    events.append(ReasoningDelta(index, text))
+
+    def _text(self, kind, index, text):
+        """`text` as UTF-8 can carry it. A provider that escapes characters beyond the BMP
+        may split one's surrogate pair across two chunks: the first half waits for the
+        second; a surrogate that has no pair becomes U+FFFD. The rest of the text stays."""
+        if not (self.escaped or self.surrogates) or not text:
+            return text
+        text = self.surrogates.pop((kind, index), "") + text
+        if "\ud800" <= text[-1] <= "\udbff":
+            self.surrogates[(kind, index)] = text[-1]
+            text = text[:-1]
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
     def _tool_calls(self, choice, calls, events):
         numbers = self.calls.get(choice)
@@ -191,6 +219,8 @@ class ChunkReader:
             elif not isinstance(arguments, str):
                 arguments = ""
             number = numbers.number(index if type(index) is int else None, call_id)
+            arguments = self._text(("arguments", number), choice, arguments)
+            call_id, name = (_utf8(call_id), _utf8(name)) if self.escaped else (call_id, name)
             events.append(ToolCallDelta(choice, number, call_id, name, arguments))
 
 
@@ -213,6 +243,11 @@ def _reasoning(delta):
     )
 
 
+def _utf8(text):
+    """A short string (a name, an id) with any lone surrogate made U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _thinking(thinking):
     """The text of a thinking part: a string, or a list of text parts."""
     if isinstance(thinking, str):
@@ -232,17 +267,18 @@ def _counts(usage):
     return [usage.get(name) for name in Usage.COUNTS[:3] if usage.get(name)]
 
 
-def error_message(body):
-    """The human part of a provider's error body, whatever its shape."""
+def error_message(body, redact=str):
+    """The human part of a provider's error body, whatever its shape: its secrets redacted
+    before it is cut short, so no piece of one is left at the cut."""
     data = body
     if isinstance(body, str):
         try:
             data = json.loads(body)
         except ValueError:
-            return body.strip()[:500] or "no details given"
+            return _utf8(redact(body.strip()))[:MAX_ERROR_CHARS] or "no details given"
     if isinstance(data, dict):
         error = data.get("error", data)
         if isinstance(error, dict):
-            return str(error.get("message") or error.get("code") or error)[:500]
-        return str(error)[:500]
-    return str(data)[:500]
+            error = error.get("message") or error.get("code") or error
+        data = error
+    return _utf8(redact(str(data)))[:MAX_ERROR_CHARS]

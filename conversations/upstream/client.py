@@ -22,7 +22,7 @@ import httpx
 from django.conf import settings
 from httpx_aiohttp import HttpxAiohttpClient
 
-from conversations.upstream.chunks import ChunkReader, error_message
+from conversations.upstream.chunks import MAX_QUOTED_CHARS, ChunkReader, error_message
 from conversations.upstream.events import Failed, UpstreamError
 from conversations.upstream.sse import EventTooLarge, SSESplitter
 
@@ -37,6 +37,7 @@ MAX_COMPLETION_BODY = 16 * 1024 * 1024
 # How long the end of a body that follows [DONE] is waited for, so the connection is reused.
 DRAIN_S = 0.1
 LIST_MODELS_TIMEOUT_S = 15
+MIN_SECRET_CHARS = 8
 # The transport maps aiohttp's errors to httpx's, but for a malformed response, which it
 # leaves as aiohttp's own.
 TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
@@ -151,10 +152,9 @@ class ChatStream:
             else:
                 body = await self._read_bounded(response, MAX_ERROR_BODY)
                 raise UpstreamError(
-                    self._redact(
-                        "The provider answered without a stream "
-                        f"({content_type or 'no content type'}): {body[:300]}"
-                    ),
+                    "The provider answered without a stream "
+                    f"({content_type or 'no content type'}): "
+                    + self._redact(body)[:MAX_QUOTED_CHARS],
                     status=response.status_code,
                     code="not_a_stream",
                 )
@@ -271,10 +271,8 @@ class ChatStream:
                 await asyncio.sleep(self._backoff(attempt, response.headers.get("retry-after")))
                 continue
             raise UpstreamError(
-                self._redact(
-                    f"The provider refused the request (HTTP {response.status_code}): "
-                    f"{error_message(text)}"
-                ),
+                f"The provider refused the request (HTTP {response.status_code}): "
+                + error_message(text, self._redact),
                 status=response.status_code,
                 code="http_error",
             )
@@ -306,7 +304,7 @@ class ChatStream:
         return body.decode("utf-8", errors="replace") if text else body
 
     def _redact(self, text):
-        return _redactor(self.provider.api_key)(text)
+        return redactor(self.provider)(text)
 
 
 def _describe(error):
@@ -329,11 +327,10 @@ async def list_models(provider):
             status, text = response.status_code, response.text
     except (*TRANSPORT_ERRORS, TimeoutError) as error:
         raise UpstreamError(f"Could not reach the provider: {type(error).__name__}") from None
-    redact = _redactor(provider.api_key)
     if status >= 400:
+        message = error_message(text, redactor(provider))
         raise UpstreamError(
-            redact(f"The provider refused to list models (HTTP {status}): {error_message(text)}"),
-            status=status,
+            f"The provider refused to list models (HTTP {status}): {message}", status=status
         )
     try:
         return [item["id"] for item in json.loads(text)["data"] if isinstance(item.get("id"), str)]
@@ -341,5 +338,17 @@ async def list_models(provider):
         raise UpstreamError("The provider's model list is not in the OpenAI format.") from None
 
 
-def _redactor(key):
-    return (lambda text: text.replace(key, "[redacted]")) if key else (lambda text: text)
+def redactor(provider):
+    """A function that removes from a text every secret a request to `provider` carries:
+    its key, and the values of its extra headers (Azure's `api-key`, a relay's token)."""
+    secrets = [provider.api_key, *provider.extra_headers.values()]
+    # Longest first, so a secret that contains another goes whole; short values (a version
+    # number, a flag) are no secrets, and replacing them would garble the text.
+    secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+
+    def redact(text):
+        for secret in secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+    return redact
