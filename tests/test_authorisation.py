@@ -1,0 +1,125 @@
+"""Authorisation, kept: every URL of the app and every websocket event, aimed at alice's
+conversation and messages by charlie (signed in, an outsider) and by an anonymous visitor,
+returns none of alice's data and changes nothing of hers. The URLs are read from the URL
+configuration, so a view added later is walked too."""
+
+import pytest
+from django.core import serializers
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from conversations.models import Conversation, Message, Preferences, UsageRecord
+from tests.helpers import open_socket, refused_code
+
+SECRET = "alice-private-7391"
+# URL parameters that name alice's things, by their name in the URL configuration.
+OWN = {"conversation_id": "conversation", "message_id": "question"}
+
+
+def app_urls(patterns=None, prefix=""):
+    """(route, parameter names) of every URL pattern, admin's included."""
+    for pattern in get_resolver().url_patterns if patterns is None else patterns:
+        if isinstance(pattern, URLResolver):
+            yield from app_urls(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            yield prefix + str(pattern.pattern), list(pattern.pattern.converters)
+
+
+def concrete(route, parameters, ids):
+    """The route with alice's ids in it, or None for a route that takes other parameters."""
+    path = route
+    for name in parameters:
+        if name not in OWN:
+            return None
+        path = path.replace(f"<uuid:{name}>", str(ids[OWN[name]]))
+    if "<" in path or path.startswith("^"):
+        return None  # a pattern of the admin's own, not one of our ids
+    return "/" + path
+
+
+@pytest.fixture
+def alices(alice, model):
+    conversation = Conversation.objects.create(
+        owner=alice, title=f"Plans {SECRET}", model=model, system_prompt=SECRET
+    )
+    question = Message.objects.create(
+        conversation=conversation, role="user", content=f"question {SECRET}"
+    )
+    answer = Message.objects.create(
+        conversation=conversation, parent=question, role="assistant",
+        content=f"answer {SECRET}", model=model, request={"model": "fake-model"},
+    )  # fmt: skip
+    Preferences.objects.create(user=alice, system_prompt=SECRET)
+    return {"conversation": conversation.id, "question": question.id, "answer": answer.id}
+
+
+def body(response):
+    content = b"".join(response.streaming_content) if response.streaming else response.content
+    return content.decode(errors="replace")
+
+
+def snapshot():
+    """Everything of alice's that a request could change."""
+    return [
+        serializers.serialize("json", rows.order_by("pk"))
+        for rows in (
+            Conversation.objects.filter(owner__username="alice"),
+            Message.objects.filter(conversation__owner__username="alice"),
+            Preferences.objects.filter(user__username="alice"),
+            UsageRecord.objects.filter(user__username="alice"),
+        )
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("visitor", ["charlie", "anonymous"])
+def test_no_url_gives_another_user_anything_of_alices(alices, charlie, visitor):
+    client = Client()
+    if visitor == "charlie":
+        client.force_login(charlie)
+    before = snapshot()
+    walked = 0
+
+    for route, parameters in app_urls():
+        path = concrete(route, parameters, alices)
+        if path is None or path.startswith("/accounts/") or path.startswith("/i18n/"):
+            continue  # sign-in pages and the language switch hold nobody's data
+        for method in (client.get, client.post):
+            # `q` would find alice's conversation were search to leak it: SECRET would show.
+            response = method(path, {"title": "stolen", "q": "Plans"}, follow=True)
+            walked += 1
+            assert SECRET not in body(response), (method, path)
+            assert response.status_code in (200, 403, 404, 405), (method, path)
+
+    assert walked > 40
+    assert snapshot() == before
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_no_websocket_event_reaches_alices_conversation(alices, charlie, sockets):
+    from channels.db import database_sync_to_async
+
+    before = await database_sync_to_async(snapshot)()
+    socket = await sockets(charlie)
+    conversation = str(alices["conversation"])
+    events = [
+        {"type": "subscribe", "conversation": conversation, "streaming": [str(alices["answer"])]},
+        {"type": "send", "conversation": conversation, "content": "hi", "parent": None,
+         "params": {}},
+        {"type": "send", "conversation": None, "content": "hi",
+         "parent": str(alices["question"]), "params": {}},
+        {"type": "regenerate", "message": str(alices["answer"])},
+        {"type": "edit", "message": str(alices["question"]), "content": "mine now"},
+        {"type": "stop", "message": str(alices["answer"])},
+    ]  # fmt: skip
+
+    for event in events:
+        await socket.send(**event)
+        answer = await socket.receive()
+        assert answer["type"] == "error" and answer["code"] == "not_found", event
+        assert SECRET not in str(answer)
+    assert await socket.nothing_more()
+    anonymous = await open_socket(None)
+    assert anonymous.__class__.__name__ == "Socket"
+    assert await refused_code(anonymous.communicator) == 4401
+    assert await database_sync_to_async(snapshot)() == before
