@@ -208,6 +208,9 @@ CONFAB_CONVERSATIONS_PER_PAGE = envint("CONFAB_CONVERSATIONS_PER_PAGE", 30)
 CONFAB_MESSAGES_SHOWN = envint("CONFAB_MESSAGES_SHOWN", 60)
 CONFAB_UNDO_DELETE_S = envint("CONFAB_UNDO_DELETE_S", 3600)
 CONFAB_AUTO_TITLE = envbool("CONFAB_AUTO_TITLE", "true")
+# The gateway (/v1) sends a comment line after this much silence, so proxies and clients
+# keep a stream whose model is still thinking.
+CONFAB_KEEP_ALIVE_S = envint("CONFAB_KEEP_ALIVE_S", 15)
 
 LOGGING = {
     "version": 1,

@@ -7,6 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("v1/", include("conversations.gateway.urls")),
     # Pages name their icon; browsers still ask for this one on pages that do not (admin).
     path("favicon.ico", RedirectView.as_view(url=static("confab/icon.svg"), permanent=True)),
     path("", include("conversations.urls")),

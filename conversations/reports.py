@@ -44,7 +44,7 @@ def top(records, key, limit=10):
 
 
 def key_field(key):
-    return {"user": "user__username", "model": "model_name"}[key]
+    return {"user": "user__username", "model": "model_name", "api_key": "api_key__name"}[key]
 
 
 def daily_chart(records, key, start, end, *, measure="tokens", width=720, height=220,

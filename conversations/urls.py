@@ -1,6 +1,7 @@
 from django.urls import path
 
 from conversations import views
+from conversations.gateway import keys
 
 urlpatterns = [
     path("", views.chat, name="chat"),
@@ -19,5 +20,7 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("usage/", views.my_usage, name="my_usage"),
     path("settings/", views.preferences, name="preferences"),
+    path("settings/keys/", keys.api_keys, name="api_keys"),
+    path("settings/keys/<uuid:key_id>/revoke/", keys.revoke_api_key, name="revoke_api_key"),
     path("search/", views.search, name="search"),
 ]

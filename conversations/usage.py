@@ -26,7 +26,14 @@ def estimate_tokens(text):
 
 
 def estimate_prompt_tokens(messages):
-    return sum(_TOKENS_PER_MESSAGE + estimate_tokens(m.get("content") or "") for m in messages)
+    return sum(_TOKENS_PER_MESSAGE + estimate_tokens(_text(m.get("content"))) for m in messages)
+
+
+def _text(content):
+    """A message's text: its content, or the text of its typed parts (the gateway's)."""
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
 
 
 @dataclass

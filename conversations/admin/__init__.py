@@ -2,5 +2,6 @@
 only), usage and quotas, users and site settings. Importing the modules registers them."""
 
 from conversations.admin import accounts, conversations, providers, usage
+from conversations.gateway import admin as gateway
 
-__all__ = ["accounts", "conversations", "providers", "usage"]
+__all__ = ["accounts", "conversations", "gateway", "providers", "usage"]

@@ -34,12 +34,14 @@ class UsageRecordAdmin(admin.ModelAdmin):
     """The ledger: append-only. Totals, the CSV export and the dashboard all read it."""
 
     list_display = [
-        "created", "user", "model_name", "status", "prompt_tokens", "completion_tokens",
-        "total_tokens", "estimated", "cost", "currency", "ttft_ms", "duration_ms",
+        "created", "user", "source", "model_name", "status", "prompt_tokens",
+        "completion_tokens", "total_tokens", "estimated", "cost", "currency", "ttft_ms",
+        "duration_ms",
     ]  # fmt: skip
     list_filter = [
-        "status", "estimated", ("user", admin.RelatedOnlyFieldListFilter), GroupFilter,
-        ("model", admin.RelatedOnlyFieldListFilter), "provider",
+        "status", "source", "estimated", ("user", admin.RelatedOnlyFieldListFilter),
+        GroupFilter, ("model", admin.RelatedOnlyFieldListFilter), "provider",
+        ("api_key", admin.RelatedOnlyFieldListFilter),
     ]  # fmt: skip
     list_select_related = ["user"]
     search_fields = ["user__username", "model_name"]
@@ -136,6 +138,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
             ],
             "top_users": reports.top(records, "user"),
             "top_models": reports.top(records, "model"),
+            "top_keys": reports.top(records.filter(api_key__isnull=False), "api_key"),
         }
         return TemplateResponse(request, "admin/conversations/usage_dashboard.html", context)
 

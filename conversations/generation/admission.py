@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from conversations import quotas
+from conversations.gateway.relay import relays
 from conversations.generation import runner
 from conversations.models import Message, Price, UsageRecord
 from conversations.usage import Usage
@@ -92,30 +93,31 @@ def refuse_when_overloaded():
         raise EventError(
             "unavailable", _("The server is restarting. Try again."), retry_after=RETRY_AFTER_S
         )
-    if (
-        len(runner.generations_running()) >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS
-        or send_queue.backed_up()
-    ):
+    running = len(runner.generations_running()) + len(relays)
+    if running >= settings.CONFAB_MAX_GENERATIONS_PER_PROCESS or send_queue.backed_up():
         raise EventError(
             "busy", _("The server is busy. Try again shortly."), retry_after=RETRY_AFTER_S
         )
 
 
-def check_account(user):
-    """The account may still send: active, and within its send rate. Cheap: call it before
-    reading what the send needs."""
+def check_account(user, api_key=None):
+    """The account may still send: active, and within its send rate (and the key's).
+    Cheap: call it before reading what the send needs."""
     if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
         # A tab opened before an administrator disabled the account.
         raise EventError("signed_out", _("Your account is disabled. Ask an administrator."))
-    _check_rate(user)
+    _check_rate(f"user:{user.pk}", settings.CONFAB_USER_SENDS_PER_MINUTE)
+    if api_key is not None and api_key.requests_per_minute is not None:
+        _check_rate(f"key:{api_key.pk}", api_key.requests_per_minute)
 
 
-def authorise(user, request, body):
-    """The user may start this request now: within their replies at once and their quotas;
-    its reservation is then written. Call it in the transaction that writes its replies."""
+def authorise(user, request, body, *, api_key=None):
+    """The user may start this request now: within their replies at once (and the key's,
+    for the gateway) and their quotas; its reservation is then written. Call it in the
+    transaction that starts the request."""
     lock(user)
     limits = list(quotas.quotas_for(user))
-    _check_running(user, limits)
+    _check_running(user, limits, api_key)
     reserve(user, request, body, limits=limits)
 
 
@@ -142,6 +144,8 @@ def reserve(user, request, body, *, limits=None):
         cost=cost,
         currency=price.currency if price else "USD",
         created=request.asked_at,
+        source=request.source,
+        api_key_id=request.api_key_id,
         **most.as_fields(),
     )
 
@@ -157,31 +161,29 @@ def lock(user):
     list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
 
 
-def _check_rate(user):
-    """At most CONFAB_USER_SENDS_PER_MINUTE sends a minute per user: counted in Redis across
-    processes when REDIS_URL is set, per process otherwise (one process by default)."""
+def _check_rate(who, per_minute):
+    """At most `per_minute` sends a minute by `who`: counted in Redis across processes when
+    REDIS_URL is set, per process otherwise (one process by default)."""
     window = int(time.time() // RATE_WINDOW_S)
-    key = f"confab:sends:{user.pk}:{window}"
+    key = f"confab:sends:{who}:{window}"
     cache.add(key, 0, timeout=RATE_WINDOW_S * 2)
-    sends = cache.incr(key)
-    if sends > settings.CONFAB_USER_SENDS_PER_MINUTE:
+    if cache.incr(key) > per_minute:
         retry_after = RATE_WINDOW_S - int(time.time() % RATE_WINDOW_S)
         raise EventError(
             "rate_limited",
             _("You have sent %(count)d messages this minute. Try again in %(seconds)d s.")
-            % {"count": settings.CONFAB_USER_SENDS_PER_MINUTE, "seconds": retry_after},
+            % {"count": per_minute, "seconds": retry_after},
             retry_after=retry_after,
         )
 
 
-def _check_running(user, limits):
-    """Refuse a user at their limit of replies at once (a request with n > 1 counts once)."""
-    running = (
-        Message.objects.filter(conversation__owner=user, status=Message.Status.STREAMING)
-        .values("parent_id")
-        .distinct()
-        .count()
+def _check_running(user, limits, api_key=None):
+    """Refuse a user at their limit of requests at once, or a key at its own: requests in
+    flight are the reservations still streaming (a title, written for a reply, aside)."""
+    in_flight = UsageRecord.objects.filter(user=user, status=Message.Status.STREAMING).exclude(
+        source=UsageRecord.Source.TITLE
     )
+    running = in_flight.count()
     if running >= quotas.max_concurrent(user, limits):
         raise EventError(
             "too_many",
@@ -195,6 +197,14 @@ def _check_running(user, limits):
             % {"count": running},
             retry_after=RETRY_AFTER_S,
         )
+    if api_key is not None and api_key.max_concurrent is not None:
+        if in_flight.filter(api_key=api_key).count() >= api_key.max_concurrent:
+            raise EventError(
+                "too_many",
+                _("This key already has %(count)d requests running.")
+                % {"count": api_key.max_concurrent},
+                retry_after=RETRY_AFTER_S,
+            )
 
 
 def _check_quotas(user, most, cost, currency, limits):

@@ -270,12 +270,13 @@ def _parent_for(history, parent_id, shown_id):
     return branch[-1] if branch else None
 
 
-def fit_context(model, messages, output_tokens):
+def fit_context(model, messages, output_tokens, *, trim=True):
     """`messages`, fitted to the model's context window with room for `output_tokens` of
     reply, and how many were dropped to fit: the oldest of the branch first, never a
-    system message or the last message, and the history then starts with a user's. A
-    prompt that cannot fit is refused before any provider is called. Token counts are
-    estimates (conversations.usage), so a window is best set a little below the model's."""
+    system message or the last message, and the history then starts with a user's (with
+    `trim` false, none: the caller chose them). A prompt that cannot fit is refused before
+    any provider is called. Token counts are estimates (conversations.usage), so a window is
+    best set a little below the model's."""
     window = model.context_window
     if not window:
         return messages, 0
@@ -283,7 +284,7 @@ def fit_context(model, messages, output_tokens):
     rest = [m for m in messages if m["role"] != Message.Role.SYSTEM]
     sizes = [estimate_prompt_tokens([m]) for m in rest]
     needed = estimate_prompt_tokens(system) + sum(sizes) + output_tokens
-    dropped, last = 0, len(rest) - 1
+    dropped, last = 0, len(rest) - 1 if trim else 0
     while needed > window and dropped < last:
         needed -= sizes[dropped]
         dropped += 1

@@ -38,6 +38,10 @@ class Request:
     prompt_estimate: int = 0
     # The language of the page that asked: the finished replies' HTML is rendered in it.
     language: str = settings.LANGUAGE_CODE
+    # Who asked: the chat, a title written for it, or the gateway with one of the user's
+    # keys (UsageRecord.Source).
+    source: str = "chat"
+    api_key_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ class Settled:
     done: list
     conversation: dict | None
     user_id: int | None = None
+    # What the request used, as settled: reported, else estimated (None: settled before).
+    usage: Usage | None = None
 
 
 def settle(request, outcome):
@@ -115,13 +121,13 @@ def settle(request, outcome):
         if request.conversation_id:
             Conversation.objects.filter(id=request.conversation_id).update(updated=now)
     if not rows:
-        return Settled(done=[], conversation=None)
+        return Settled(done=[], conversation=None, usage=total)
     conversations = Conversation.objects.with_generating().select_related("model")
     conversation = conversations.get(id=request.conversation_id)
     with translation.override(request.language):
         done = [finished_message(row) for row in rows]
     summary = {**conversation.to_dict(), "generating": conversation.generating}
-    return Settled(done=done, conversation=summary, user_id=request.user_id)
+    return Settled(done=done, conversation=summary, user_id=request.user_id, usage=total)
 
 
 def _price(request):
@@ -173,6 +179,8 @@ def _write_ledger(request, outcome, total, cost, price, rows, now):
             provider_id=request.provider_id,
             model_id=request.model_id,
             model_name=request.model_name,
+            source=request.source,
+            api_key_id=request.api_key_id,
             created=now,
             **fields,
         )

@@ -15,7 +15,13 @@ from django.utils import timezone
 from conversations.fanout import publish_to_user
 from conversations.generation import admission
 from conversations.generation.settle import Outcome, Reply, Request, settle
-from conversations.models import Conversation, LanguageModel, Message, SiteSettings
+from conversations.models import (
+    Conversation,
+    LanguageModel,
+    Message,
+    SiteSettings,
+    UsageRecord,
+)
 from conversations.upstream import ChatStream, Completion, build_body
 from conversations.usage import estimate_prompt_tokens
 
@@ -88,6 +94,7 @@ def _job(conversation_id, user_id):
         model_name=model.upstream_id,
         asked_at=timezone.now(),
         prompt_estimate=estimate_prompt_tokens(messages),
+        source=UsageRecord.Source.TITLE,
     )
     try:
         with transaction.atomic():

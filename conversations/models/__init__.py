@@ -7,11 +7,13 @@ from conversations.models.conversations import (
     Preferences,
     branch_through,
 )
+from conversations.models.keys import ApiKey
 from conversations.models.ledger import Quota, UsageRecord
 from conversations.models.providers import LanguageModel, Price, Provider
 from conversations.models.site import SiteSettings
 
 __all__ = [
+    "ApiKey",
     "Conversation",
     "LanguageModel",
     "Message",

@@ -9,11 +9,18 @@ from django.utils.translation import gettext_lazy as _
 
 from conversations.models.conversations import Conversation, Message
 from conversations.models.counts import TokenCounts
+from conversations.models.keys import ApiKey
 from conversations.models.providers import LanguageModel, Provider
 
 
 class UsageRecord(TokenCounts):
-    """The ledger: one row per upstream request, written once, so nothing counts twice."""
+    """The ledger: one row per upstream request, so nothing counts twice. A request in
+    flight holds its reservation here (status streaming) until it settles."""
+
+    class Source(models.TextChoices):
+        CHAT = "chat", _("chat")
+        API = "api", _("API")
+        TITLE = "title", _("title")
 
     request_id = models.UUIDField(unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -33,6 +40,13 @@ class UsageRecord(TokenCounts):
     ttft_ms = models.PositiveIntegerField(null=True)
     duration_ms = models.PositiveIntegerField(null=True)
     created = models.DateTimeField(default=timezone.now, db_index=True)
+    source = models.CharField(
+        _("source"), max_length=8, choices=Source.choices, default=Source.CHAT
+    )
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("API key"),
+    )  # fmt: skip
 
     class Meta:
         verbose_name = _("usage record")

@@ -62,6 +62,7 @@ def my_usage(request):
             "totals": reports.totals(records),
             "chart": reports.daily_chart(records, "model", start, end),
             "by_model": reports.top(records, "model", limit=50),
+            "by_key": reports.top(records.filter(api_key__isnull=False), "api_key", limit=50),
             "start": start,
             "end": end,
         },

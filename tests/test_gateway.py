@@ -1,0 +1,335 @@
+"""The team gateway (/v1), driven by the official `openai` SDK against a running Confab
+(`manage.py serve`, SQLite, the fake upstream as its provider), as a member's script
+would: personal keys, every shape of answer, OpenAI's errors, quotas and the ledger."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.error import URLError
+from urllib.request import urlopen
+
+import httpx
+import openai
+import pytest
+
+from conversations.management.commands.serve import free_port
+from tests.fake_upstream import chunk, reply, sse, stream_headers
+from tests.helpers import API_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOW = [f"w{i} " for i in range(40)]
+
+
+class Confab:
+    """`manage.py serve` on a database of its own, and its management commands."""
+
+    def __init__(self, tmp_path, upstream_url):
+        self.tmp_path = tmp_path
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+            "CONFAB_VAR_DIR": str(tmp_path),
+            "OPENAI_BASE_URL": upstream_url,
+            "OPENAI_API_KEY": API_KEY,
+            "CONFAB_AUTO_TITLE": "false",
+            "CONFAB_KEEP_ALIVE_S": "1",
+            "CONFAB_USER_SENDS_PER_MINUTE": "1000",
+            "CONFAB_USER_MAX_CONCURRENT": "50",
+        }
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def manage(self, *args):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args], env=self.env, cwd=ROOT,
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+
+    def sql(self, statement, *params):
+        with sqlite3.connect(self.tmp_path / "confab.sqlite3") as db:
+            return db.execute(statement, params).fetchall()
+
+    def start(self):
+        self.manage("migrate", "--noinput", "-v0")
+        self.log = (self.tmp_path / "server.log").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(self.port)],
+            env=self.env, cwd=ROOT, stdout=self.log, stderr=self.log,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:  # another process: nothing to wait on but its port
+            try:
+                urlopen(self.url + "/accounts/login/", timeout=1).close()
+                return self
+            except (URLError, OSError):
+                assert time.monotonic() < deadline and self.process.poll() is None
+                time.sleep(0.2)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(20)
+        self.log.close()
+        return (self.tmp_path / "server.log").read_text()
+
+    def user_with_key(self, name, **quota):
+        """A new user and a key of theirs (with a quota, when given)."""
+        script = (
+            "from django.contrib.auth import get_user_model\n"
+            "from conversations.models import Quota\n"
+            f"user = get_user_model().objects.create_user({name!r}, password='pw-{name}-42')\n"
+            f"if {quota!r}: Quota.objects.create(user=user, **{quota!r})\n"
+        )
+        self.manage("shell", "-c", script)
+        return self.manage("create_api_key", name, "--name", "tests").strip().splitlines()[-1]
+
+    def client(self, key, **options):
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, **options)
+
+    def ledger(self, name):
+        return self.sql(
+            "SELECT r.status, r.source, r.estimated, r.prompt_tokens, r.completion_tokens,"
+            " k.name FROM conversations_usagerecord r JOIN auth_user u ON u.id = r.user_id"
+            " LEFT JOIN conversations_apikey k ON k.id = r.api_key_id WHERE u.username = ?",
+            name,
+        )
+
+
+@pytest.fixture(scope="module")
+def confab(tmp_path_factory, fake_upstream_server):
+    server = Confab(tmp_path_factory.mktemp("gateway"), fake_upstream_server.url).start()
+    yield server
+    log = server.stop()
+    assert "Traceback" not in log, log
+    assert "ck-" not in log and API_KEY not in log, "no key in the server's log"
+
+
+@pytest.fixture
+def upstream(fake_upstream_server):
+    fake_upstream_server.reset()
+    return fake_upstream_server
+
+
+@pytest.fixture
+def key(confab, request):
+    return confab.user_with_key(request.node.name.split("[")[0][5:40].replace("_", "")[:30])
+
+
+def hello(**extra):
+    return {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}], **extra}
+
+
+def test_it_lists_the_models_its_key_may_use(confab, upstream, key):
+    models = confab.client(key).models.list()
+
+    assert "fake-model" in [m.id for m in models.data]
+
+
+def test_a_whole_answer_with_its_usage(confab, upstream, key):
+    answer = confab.client(key).chat.completions.create(**hello())
+
+    assert answer.choices[0].message.content == "You said: hello"
+    assert answer.choices[0].finish_reason == "stop"
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (11, 7)
+
+
+def test_a_streamed_answer_ends_with_usage_when_asked(confab, upstream, key):
+    stream = confab.client(key).chat.completions.create(
+        **hello(stream=True, stream_options={"include_usage": True})
+    )
+    chunks = list(stream)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "You said: hello"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 18
+
+
+def test_usage_is_not_passed_on_unless_asked(confab, upstream, key):
+    chunks = list(confab.client(key).chat.completions.create(**hello(stream=True)))
+
+    assert all(c.usage is None for c in chunks)
+    assert confab.ledger(key and confab_user(confab, key))[0][:3] == ("complete", "api", 0)
+
+
+def confab_user(confab, key):
+    [(name,)] = confab.sql(
+        "SELECT u.username FROM conversations_apikey k JOIN auth_user u ON u.id = k.user_id"
+        " WHERE k.prefix = ?",
+        key[:9],
+    )
+    return name
+
+
+def test_two_choices(confab, upstream, key):
+    upstream.script("fake-model", [
+        stream_headers(),
+        sse(chunk({"role": "assistant", "content": "One"}, index=0)),
+        sse(chunk({"role": "assistant", "content": "Two"}, index=1)),
+        sse(chunk(finish_reason="stop", index=0)), sse(chunk(finish_reason="stop", index=1)),
+        sse(chunk(choices=False, usage={"prompt_tokens": 5, "completion_tokens": 2,
+                                        "total_tokens": 7})),
+        sse("[DONE]"),
+    ])  # fmt: skip
+
+    answer = confab.client(key).chat.completions.create(**hello(n=2))
+
+    assert [c.message.content for c in answer.choices] == ["One", "Two"]
+    assert confab.sql("SELECT count(*) FROM conversations_message")[0][0] == 0  # no chat
+
+
+def test_tool_calls_carry_their_index_though_the_provider_gave_none(confab, upstream, key):
+    def call(call_id, arguments):
+        fragment = {"id": call_id, "type": "function",
+                    "function": {"name": "lookup", "arguments": arguments}}  # fmt: skip
+        return sse(chunk({"tool_calls": [fragment]}))
+
+    upstream.script("fake-model", [
+        stream_headers(), call("c1", '{"q": 1}'), call("c2", '{"q": 2}'),
+        sse(chunk(finish_reason="tool_calls")), sse("[DONE]"),
+    ])  # fmt: skip
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+
+    stream = confab.client(key).chat.completions.create(**hello(stream=True, tools=tools))
+    calls = [
+        c.choices[0].delta.tool_calls for c in stream if c.choices and c.choices[0].delta.tool_calls
+    ]
+
+    assert [(c[0].index, c[0].id, c[0].function.arguments) for c in calls] == [
+        (0, "c1", '{"q": 1}'), (1, "c2", '{"q": 2}'),
+    ]  # fmt: skip
+
+
+def test_json_mode_is_passed_on(confab, upstream, key):
+    upstream.script("fake-model", reply(['{"a": 1}']))
+
+    answer = confab.client(key).chat.completions.create(
+        **hello(response_format={"type": "json_object"})
+    )
+
+    assert json.loads(answer.choices[0].message.content) == {"a": 1}
+    assert upstream.requests[-1]["body"]["response_format"] == {"type": "json_object"}
+
+
+def test_a_wrong_key_is_401(confab, upstream):
+    with pytest.raises(openai.AuthenticationError) as refused:
+        confab.client("ck-not-a-key").chat.completions.create(**hello())
+
+    assert refused.value.code == "invalid_api_key"
+
+
+def test_an_unknown_model_is_404(confab, upstream, key):
+    with pytest.raises(openai.NotFoundError) as refused:
+        confab.client(key).chat.completions.create(**hello(model="no-such-model"))
+
+    assert refused.value.code == "model_not_found"
+
+
+def test_a_bad_parameter_is_400_naming_it(confab, upstream, key):
+    with pytest.raises(openai.BadRequestError) as refused:
+        confab.client(key).chat.completions.create(**hello(temperature=5))
+
+    assert refused.value.param == "temperature"
+    assert upstream.requests == []
+
+
+def test_over_quota_is_429_insufficient_quota_and_not_retried(confab, upstream):
+    key = confab.user_with_key("poor", max_tokens=50)
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        confab.client(key, max_retries=2).chat.completions.create(**hello())
+
+    assert refused.value.code == "insufficient_quota"
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert upstream.requests == []
+
+
+def test_twenty_requests_at_once_against_a_quota_for_one(confab, upstream):
+    upstream.script("fake-model", reply(["ok"], delay=0.3, usage=(5, 1)))
+    # One request reserves its prompt (about 5) and the site's bound (4,096): room for one.
+    key = confab.user_with_key("racer", max_tokens=6000)
+    client = confab.client(key, max_retries=0)
+    outcomes = []
+
+    def ask():
+        try:
+            outcomes.append(client.chat.completions.create(**hello()).choices[0].message.content)
+        except openai.RateLimitError as refusal:
+            outcomes.append(refusal.code)
+
+    threads = [threading.Thread(target=ask) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(outcomes) == ["insufficient_quota"] * 19 + ["ok"]
+    assert len(upstream.requests) == 1
+
+
+def test_a_provider_error_mid_stream_reaches_the_caller(confab, upstream, key):
+    upstream.script("fake-model", [stream_headers(), sse(chunk({"content": "Half"})),
+                                   sse({"error": {"message": f"boom {API_KEY}"}})])  # fmt: skip
+
+    with pytest.raises(openai.APIError) as failed:
+        list(confab.client(key).chat.completions.create(**hello(stream=True)))
+
+    assert "boom" in str(failed.value) and API_KEY not in str(failed.value)
+
+
+def test_a_provider_that_refuses_is_a_502_with_its_message(confab, upstream, key):
+    from tests.fake_upstream import http_error
+
+    upstream.script("fake-model", http_error(400, f"context too long for {API_KEY}"))
+
+    with pytest.raises(openai.APIStatusError) as failed:
+        confab.client(key, max_retries=0).chat.completions.create(**hello())
+
+    assert failed.value.status_code == 502
+    assert "context too long" in str(failed.value) and API_KEY not in str(failed.value)
+
+
+def test_a_caller_that_goes_away_stops_the_provider_and_is_charged_once(confab, upstream):
+    upstream.script("fake-model", reply(SLOW, delay=0.1, usage=(9, 40)))
+    key = confab.user_with_key("leaver")
+
+    stream = confab.client(key).chat.completions.create(**hello(stream=True))
+    first = next(iter(stream))
+    stream.close()  # the script's process ends, its connection with it
+
+    assert first.choices[0].delta.role == "assistant"
+    assert upstream.wait_hung_up("fake-model")
+    deadline = time.monotonic() + 10
+    while not (rows := confab.ledger("leaver")) or rows[0][0] == "streaming":
+        assert time.monotonic() < deadline, rows  # another process: its ledger, looked at
+        time.sleep(0.1)
+    [(status, source, estimated, _, completion, key_name)] = rows
+    assert (status, source, estimated, key_name) == ("cancelled", "api", 1, "tests")
+    assert 0 < completion < 40
+
+
+def test_keep_alive_comments_while_the_model_thinks(confab, upstream, key):
+    upstream.script("fake-model", [stream_headers(), 2.5, *reply(["late"])[1:]])
+
+    with httpx.stream(
+        "POST", confab.url + "/v1/chat/completions", json=hello(stream=True),
+        headers={"Authorization": f"Bearer {key}"}, timeout=10,
+    ) as response:  # fmt: skip
+        lines = [line for line in response.iter_lines() if line]
+
+    assert lines[0] == ": keep-alive"  # before the first token
+    assert lines[-1] == "data: [DONE]"
+    assert any('"late"' in line for line in lines)
+
+
+def test_the_curl_example_of_the_docs_runs(confab, upstream, key):
+    docs = (ROOT / "docs" / "api.md").read_text()
+    example = docs.split("```sh\n", 1)[1].split("```", 1)[0]
+    command = example.replace("http://127.0.0.1:8000", confab.url).replace("$CONFAB_KEY", key)
+
+    answer = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+
+    assert json.loads(answer.stdout)["choices"][0]["message"]["content"].startswith("You said")
