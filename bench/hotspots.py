@@ -1,12 +1,14 @@
 """Where a profiled server spent its CPU, from the collapsed stacks `bench.relay --profile` keeps.
 
-    python -m bench.hotspots bench/results/profiles/uvicorn-steady100.txt
+    python -m bench.hotspots bench/results/profiles/daphne-steady100.txt
 
 Prints the share of samples by part of the relay (the first of PARTS whose marker is in
-the stack), by package of the innermost frame (self time: httpx, h11, django, ...) and the
-functions with the largest inclusive share. Under uvloop the event loop is C code that
-py-spy cannot see into: a sample whose innermost Python frame is the loop's `run` is the
-loop itself (polling, socket reads and writes, callbacks).
+the stack), by package of the innermost frame (self time: aiohttp, autobahn, django, ...)
+and the functions with the largest inclusive share. daphne runs Confab on Twisted's asyncio
+reactor, on asyncio's own (Python) event loop: a sample whose innermost frame is the loop's
+or the reactor's and that no other part claims is the loop itself (polling, socket reads,
+callbacks). Under uvloop (uvicorn, before 956f7a5) the loop is C code that py-spy cannot
+see into: there it shows as the loop's `run`, which counts the same way.
 """
 
 import argparse
@@ -16,28 +18,55 @@ from pathlib import Path
 
 PARTS = [
     ("database thread: opening and closing connections", ["get_new_connection", "Wrapper.close"]),
-    ("database thread: finishing a reply (save, ledger, HTML)", ["_finish (conversations"]),
+    ("database thread: settling a reply (save, ledger, HTML)",
+     ["conversations/generation/settle.py", "_finish (conversations"]),
     ("database thread: checkpoints", ["_checkpoint (conversations", "_touch (conversations"]),
     ("database thread: accepting a send",
-     ["_validate (conversations", "_prepare_send", "_validate_and_prepare", "timed_validate"]),
+     ["_validate (conversations", "_prepare_send", "prepare_send (conversations",
+      "_validate_and_prepare", "timed_validate"]),
     ("channels' close_old_connections hop before each layer message a socket handles",
      ["close_old_connections"]),
     ("database thread: other", ["DatabaseSyncToAsync", "concurrent/futures/thread.py"]),
-    ("reading the upstream (httpx, httpcore, h11, httpx-sse, anyio)",
-     ["httpcore/", "httpx/", "h11/", "httpx_sse/", "anyio/"]),
-    ("reading the upstream (aiohttp, the SSE splitter)", ["aiohttp/", "SSESplitter"]),
-    ("folding chunks (json, ChatStream._fold)", ["ChatStream._fold", "ChatStream.__aiter__"]),
+    # Before the reading parts: a chunk is folded below ChatStream's frames.
+    ("folding chunks into events (ChunkReader, json, Completion)",
+     ["ChunkReader.", "Completion.add", "ChatStream._fold"]),
+    ("reading the upstream: the HTTP client (httpx, httpx-aiohttp, aiohttp)",
+     ["httpx_aiohttp/", "aiohttp/", "httpx/", "httpcore/", "h11/", "httpx_sse/", "anyio/"]),
+    ("reading the upstream: ChatStream's own loop (deadlines, SSESplitter)",
+     ["SSESplitter", "ChatStream.", "Generation._read"]),
     ("channel layer: group_send (channels_redis, redis-py)", ["RedisChannelLayer.group_send"]),
     ("channel layer: receive (channels_redis, redis-py)",
      ["RedisChannelLayer.receive", "RedisChannelLayer._clean_receive_backup"]),
     ("channel layer: other (channels_redis, redis-py, msgpack)",
      ["channels_redis/", "redis/", "msgpack/"]),
     ("relaying layer messages to sockets (ChatConsumer.relay)", ["ChatConsumer.relay"]),
-    ("sending websocket frames (hub, channels, uvicorn, websockets)",
-     ["Hub.publish", "channels/", "uvicorn/protocols", "websockets/"]),
-    ("runner (flusher, coalescing)", ["conversations/runner.py"]),
-    ("event loop (uvloop, its I/O)", ["Runner.run (asyncio/runners.py"]),
+    ("the consumer handling socket events (sends, subscribes; its loop side)",
+     ["ChatConsumer.receive", "ChatConsumer.connect", "ChatConsumer.disconnect"]),
+    # daphne: channels' send chain, daphne's reply handling, autobahn's framing, Twisted's
+    # socket writes (each a writer added to the loop's selector, then removed once written);
+    # uvicorn's websocket protocol and websockets in profiles before 956f7a5.
+    ("websocket frames (hub, channels, daphne, autobahn, Twisted's socket writes)",
+     ["Hub.publish", "Hub.deliver", "channels/", "daphne/ws_protocol.py", "handle_reply (daphne",
+      "autobahn/", "twisted/internet/tcp.py", "twisted/internet/abstract.py",
+      "uvicorn/protocols", "websockets/"]),
+    ("runner (flusher, coalescing)",
+     ["conversations/generation/runner.py", "conversations/runner.py"]),
+    ("daphne's periodic checks of every connection",
+     ["application_checker (daphne", "timeout_checker (daphne", "check_timeouts (daphne"]),
+    # py-spy tells an idle thread apart only roughly: a loop with little to do shows here.
+    ("event loop: in select() (polling, and waiting py-spy took for work)",
+     ["Selector.select (selectors.py"]),
+    ("event loop (asyncio or uvloop, Twisted's reactor, their I/O)",
+     ["asyncio/", "selectors.py", "twisted/internet/asyncioreactor.py",
+      "twisted/internet/base.py"]),
 ]  # fmt: skip
+# The parts matched on the innermost frame only: every sample's stack passes through them.
+INNERMOST_ONLY = ("event loop",)
+# The outermost frame of a whole stack. py-spy, sampling without pausing the server, often
+# reads only the inner frames of a stack: such a sample still counts for any part whose
+# marker it shows, but never for the event loop, whose frames every stack ends in.
+ROOTS = ("_run_module_as_main (", "<module> (", "Thread._bootstrap (")
+CUT_SHORT = "unknown: a stack py-spy read only in part"
 IDLE_WORKER = "_worker (concurrent/futures/thread.py"
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^:()]+)(:\d+)?\)$")
 
@@ -71,13 +100,14 @@ def function_of(frame):
 def part_of(frames):
     stack = ";".join(frames)
     innermost = frames[-1]
+    whole = frames[0].startswith(ROOTS)
     for part, markers in PARTS:
-        if part.startswith("event loop"):
-            if any(marker in innermost for marker in markers):
+        if part.startswith(INNERMOST_ONLY):
+            if whole and any(marker in innermost for marker in markers):
                 return part
         elif any(marker in stack for marker in markers):
             return part
-    return "other"
+    return "other" if whole else CUT_SHORT
 
 
 def by_part(stacks):

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.relay              # N = 1, 50, 100, 200, 300, 500; burst; sends
     .venv/bin/python -m bench.relay --quick      # N = 1 and 20, short replies, under 30 s
     .venv/bin/python -m bench.relay --commit HEAD  # a commit (git archive), not the worktree
+    .venv/bin/python -m bench.relay --clients 100 --burst 0 --starts 0 --profile DIR  # py-spy
     .venv/bin/python -m bench.relay --redis      # also two processes on PostgreSQL + Redis
 
 How it measures (docs/performance.md has the method, the latest table and its reading):
@@ -12,7 +13,7 @@ How it measures (docs/performance.md has the method, the latest table and its re
   and logs when it wrote each chunk, on the machine-wide monotonic clock.
 - Per phase, the *floor* first: N httpx clients read the upstream directly, from the core
   the server will use (idle then). Then a fresh Confab process (bench.server: the `serve`
-  command, one uvicorn worker, SQLite in a temporary CONFAB_VAR_DIR) is started on its own
+  command, one daphne worker, SQLite in a temporary CONFAB_VAR_DIR) is started on its own
   core; after one warm-up reply, N websocket clients, each signed in as a distinct user,
   each send one message in a new conversation and read until `message.done`.
 - Sends are spread evenly over --ramp seconds (half a reply by default, so every stream
@@ -79,6 +80,9 @@ from bench.stats import (
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+# What `manage.py serve` runs Confab on (since 956f7a5; uvicorn before): the name in the
+# result, the report and the profiles' file names.
+SERVER = "daphne"
 API_KEY = "sk-bench-0000-not-a-secret"
 WARM_UP_TOKENS = 5
 START_TIMEOUT_S = 60
@@ -158,9 +162,8 @@ def server_env(app, workdir, upstream_url):
 class ConfabServer:
     """A fresh Confab process on its own core, for one phase."""
 
-    def __init__(self, *, app, kind, env, cores, workdir, tag):
+    def __init__(self, *, app, env, cores, workdir, tag):
         self.app = app
-        self.kind = kind
         self.env = env
         self.cores = cores
         self.port = procs.free_port()
@@ -175,7 +178,7 @@ class ConfabServer:
 
     async def __aenter__(self):
         command = [sys.executable, "-m", "bench.server", "--port", str(self.port)]
-        command += ["--server", self.kind, "--counts", str(self.counts_path)]
+        command += ["--counts", str(self.counts_path)]
         with self.log_path.open("w") as log:
             self.process = procs.start(
                 command, cores=self.cores, env=self.env, cwd=self.app, log=log
@@ -337,7 +340,6 @@ class Bench:
     def confab_server(self, phase):
         return ConfabServer(
             app=self.app,
-            kind=self.args.server,
             env=self.env,
             cores=self.cores.server,
             workdir=self.workdir,
@@ -365,7 +367,7 @@ class Bench:
     def profiling(self, server, phase, name=""):
         if self.args.profile is None:
             return contextlib.nullcontext()
-        output = self.args.profile / f"{self.args.server}-{phase.tag}{name}.txt"
+        output = self.args.profile / f"{SERVER}-{phase.tag}{name}.txt"
         return procs.sampling_profile(server.pid, output, cores=self.cores.load)
 
     # Two tabs per user: the sender, and a tab that subscribes to its conversation (--redis)
@@ -403,7 +405,6 @@ class Bench:
     def pair_server(self, phase, name, env, cores=None):
         return ConfabServer(
             app=self.app,
-            kind=self.args.server,
             env={**env, "CONFAB_VAR_DIR": str(self.workdir / f"var{name}")} if name else env,
             cores=cores or self.cores.server,
             workdir=self.workdir,
@@ -630,19 +631,27 @@ def git(*command):
 
 
 def unpack_commit(ref, destination):
-    """The tree of a commit, as `git archive` gives it, to run without touching the checkout."""
+    """The tree of a commit, as `git archive` gives it, to run without touching the checkout;
+    its bench/ replaced by this one, so that the server runs under the same bench.server
+    (the counters) as the harness expects."""
     commit = git("rev-parse", "--verify", f"{ref}^{{commit}}")
     destination.mkdir()
     archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(destination, filter="data")
+    shutil.rmtree(destination / "bench", ignore_errors=True)
+    shutil.copytree(
+        ROOT / "bench",
+        destination / "bench",
+        ignore=shutil.ignore_patterns("results", "__pycache__"),
+    )
     return commit
 
 
 def code_state(commit):
     """Which Confab was measured: a commit, or this working tree with its edits."""
     if commit:
-        return {"commit": commit, "source": "git archive"}
+        return {"commit": commit, "source": "git archive, this tree's bench/"}
     changed = bool(git("status", "--short", "--untracked-files=no"))
     return {"commit": git("rev-parse", "HEAD"), "source": "working tree", "edited": changed}
 
@@ -656,6 +665,7 @@ async def run(args):
         commit = unpack_commit(args.commit, app)
     bench = Bench(args, workdir, app)
     os.sched_setaffinity(0, bench.cores.load)
+    floor_loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     started = time.monotonic()
     # SIGTERM ends the run as Ctrl-C does: through the `finally` below, which stops the
     # processes and removes the database and the Redis db.
@@ -684,7 +694,10 @@ async def run(args):
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     config = {
-        "server": args.server,
+        "server": SERVER,
+        # The floor's reader runs in this process: on uvloop when it is installed (it is no
+        # dependency of Confab's), while daphne serves on asyncio's own loop.
+        "floor_loop": floor_loop,
         "rate": args.rate,
         "tokens": args.tokens,
         "quick": args.quick,
@@ -716,7 +729,8 @@ async def run(args):
 
 
 def run_loop(coroutine):
-    """uvloop when it is there: the clients are load, not the system under test."""
+    """uvloop when it is there: the clients are load, not the system under test. (The
+    floor's reader runs here too: the result's `config.floor_loop` says on which loop.)"""
     try:
         import uvloop
     except ImportError:
@@ -737,7 +751,6 @@ def parse_args(argv=None):
     parser.add_argument("--ramp", type=float, help="seconds over which sends are spread")
     parser.add_argument("--burst", type=int, default=100, help="sends within 1 s; 0: none")
     parser.add_argument("--starts", type=int, default=50, help="one-token sends; 0: none")
-    parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
     parser.add_argument("--quick", action="store_true", help="N=1 and 20, short replies")
     parser.add_argument("--output", type=Path, help="JSON result (default bench/results/)")
     parser.add_argument(

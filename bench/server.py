@@ -1,11 +1,10 @@
 """Run Confab exactly as `manage.py serve` does, counting the database queries it makes.
 
-    python -m bench.server --port 8123 --counts /tmp/counts.json [--server daphne]
+    python -m bench.server --port 8123 --counts /tmp/counts.json
 
-`--server uvicorn` (the default) runs the `serve` management command itself: one uvicorn
-process, no permessage-deflate. `--server daphne` registers the same provider, then runs
-daphne on the same ASGI application, to compare the two with the same code (daphne runs
-no ASGI lifespan, so the reaper and the heartbeat are off there).
+It runs the `serve` management command itself, in this process: one daphne worker (Twisted's
+asyncio reactor on asyncio's own event loop), the provider of OPENAI_BASE_URL registered,
+the reaper and the heartbeat in the background, as a user's `make run` has them.
 
 On SIGUSR1 the counts so far are written to --counts as JSON: statements by kind
 ("SELECT", "UPDATE conversations_message", "BEGIN", ...), writes made outside a transaction
@@ -186,23 +185,10 @@ def count_dropped_messages(counter):
             logger.setLevel(logging.INFO)
 
 
-def run_daphne(port):
-    from daphne.cli import CommandLineInterface
-    from django.conf import settings
-
-    from conversations.management.commands.connect_provider import connect_provider
-
-    connect_provider("Default", settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
-    CommandLineInterface().run(
-        ["-b", "127.0.0.1", "-p", str(port), "--verbosity", "0", "chatsite.asgi:application"]
-    )
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--counts", required=True, help="where SIGUSR1 writes the counts")
-    parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -217,11 +203,9 @@ def main():
     count_channel_layer(counter)
     count_dropped_messages(counter)
     count_accepting(counter)
+    # Twisted takes over SIGINT and SIGTERM when daphne starts, not SIGUSR1.
     signal.signal(signal.SIGUSR1, lambda signum, frame: counter.write(args.counts))
-    if args.server == "daphne":
-        run_daphne(args.port)
-    else:
-        call_command("serve", host="127.0.0.1", port=args.port)
+    call_command("serve", host="127.0.0.1", port=args.port, workers=1)
 
 
 if __name__ == "__main__":
