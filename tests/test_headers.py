@@ -1,4 +1,5 @@
-"""What every response says about itself: its Content-Security-Policy."""
+"""What every response says about itself: its Content-Security-Policy, the browser features
+it denies (Permissions-Policy), and, for private pages, that no cache may keep it."""
 
 import pytest
 from django.test import Client
@@ -17,7 +18,14 @@ def directives(response):
 @pytest.fixture
 def conversation(alice):
     conversation = Conversation.objects.create(owner=alice, title="Headers")
-    Message.objects.create(conversation=conversation, role="user", content="Hello")
+    question = Message.objects.create(conversation=conversation, role="user", content="Hello")
+    Message.objects.create(
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        content="Hi",
+        request={"model": "fake-model", "messages": []},
+    )
     return conversation
 
 
@@ -59,3 +67,42 @@ def test_it_sends_the_policy_to_visitors_not_signed_in_too(path):
     response = Client().get(path)
 
     assert directives(response)["script-src"] == ["'self'"]
+
+
+@pytest.mark.parametrize("path", ["/", "/accounts/login/", "/static/confab/app.css"])
+def test_it_denies_the_camera_microphone_location_and_other_features_a_chat_never_uses(
+    client, alice, path
+):
+    client.force_login(alice)
+    response = client.get(path)
+    response.close()  # a static file's, left open otherwise
+
+    denied = dict(feature.split("=") for feature in response["Permissions-Policy"].split(", "))
+    for feature in ("camera", "microphone", "geolocation", "payment", "usb", "display-capture"):
+        assert denied[feature] == "()"
+    assert "clipboard-write" not in denied  # the Copy buttons
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/c/{id}/",
+        "/c/{id}/settings/",
+        "/c/{id}/export.json",
+        "/c/{id}/export.md",
+        "/m/{reply}/request.json",
+        "/search/?q=hello",
+        "/usage/",
+        "/settings/",
+    ],
+)
+def test_it_lets_no_cache_keep_a_private_page(client, alice, conversation, path):
+    client.force_login(alice)
+    reply = conversation.messages.get(role="assistant")
+
+    response = client.get(path.format(id=conversation.id, reply=reply.id))
+
+    assert response.status_code == 200
+    directives = {d.strip() for d in response["Cache-Control"].split(",")}
+    assert {"private", "no-store"} <= directives

@@ -13,6 +13,7 @@ from django.utils.html import escape
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
 from conversations.models import Conversation, LanguageModel, Message, Preferences
@@ -27,6 +28,7 @@ def _uuid_or_none(value):
 
 
 @login_required
+@cache_control(private=True, no_store=True)
 @require_GET
 def chat(request, conversation_id=None):
     conversation = conversation_or_404(request, conversation_id) if conversation_id else None
@@ -145,6 +147,7 @@ def _mark_days(conversations):
 
 
 @login_required
+@cache_control(private=True, no_store=True)
 @require_GET
 def search(request):
     """Titles and message text of the user's conversations; each hit links to its message."""
