@@ -56,6 +56,19 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 # trusts them from anyone, so only behind a proxy that alone can reach it.
 TRUST_PROXY_HEADERS = envbool("TRUST_PROXY_HEADERS", "false")
 
+# HTTPS, once a proxy serves the site over it (docs/deployment.md). All off by default: `make
+# run` serves plain http://127.0.0.1:8000, where a redirect to https or cookies sent only over
+# https would lock everyone out.
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "false")
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "false")
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "false")
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "false")
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", "false")
+# The proxy's word on the scheme, read by Django as `serve` has daphne read it: the request is
+# https under any server, or SECURE_SSL_REDIRECT would send the proxy's requests round forever.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUST_PROXY_HEADERS else None
+
 INSTALLED_APPS = [
     # First: it installs Twisted's asyncio reactor early, and makes runserver serve ASGI.
     "daphne",
