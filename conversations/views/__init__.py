@@ -6,7 +6,7 @@ at a shared computer once its user has signed out.
 """
 
 from conversations.views.accounts import my_usage, preferences, signup
-from conversations.views.chat import chat, search
+from conversations.views.chat import chat, search, show_branch
 from conversations.views.conversations import (
     conversation_settings,
     delete,
@@ -33,6 +33,7 @@ __all__ = [
     "reset_settings",
     "restore",
     "search",
+    "show_branch",
     "signup",
     "toggle",
 ]
