@@ -1,12 +1,16 @@
 """What every response says about itself: its Content-Security-Policy, the browser features
 it denies (Permissions-Policy), and, for private pages, that no cache may keep it."""
 
+import re
+from pathlib import Path
+
 import pytest
 from django.test import Client
 
 from conversations.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 def directives(response):
@@ -67,6 +71,19 @@ def test_it_sends_the_policy_to_visitors_not_signed_in_too(path):
     response = Client().get(path)
 
     assert directives(response)["script-src"] == ["'self'"]
+
+
+@pytest.mark.parametrize(
+    "template", sorted(TEMPLATES.rglob("*.html")), ids=lambda path: str(path.relative_to(TEMPLATES))
+)
+def test_no_template_holds_what_the_policy_would_refuse(template):
+    """Pages no browser journey visits (sign-up closed, signed out...) are held to it too."""
+    text = template.read_text()
+
+    assert not re.search(r"<script(?![^>]*\bsrc=)", text)  # data comes through json_script
+    assert not re.search(r"\sstyle=", text)  # classes only
+    assert not re.search(r"\son[a-z]+=", text)
+    assert "javascript:" not in text
 
 
 @pytest.mark.parametrize("path", ["/", "/accounts/login/", "/static/confab/app.css"])
