@@ -124,6 +124,17 @@ _markdown.add_render_rule(
     lambda self, tokens, idx, options, env: _math_span(tokens[idx].content, "block") + "\n",
 )
 
+
+def _alignment_as_class(state):
+    """markdown-it aligns a table's columns with style attributes, which the pages' Content-
+    Security-Policy (style-src 'self') refuses: each becomes a class app.css styles."""
+    for token in state.tokens:
+        if token.type in ("th_open", "td_open") and (style := token.attrs.pop("style", None)):
+            token.attrSet("class", "align-" + style.removeprefix("text-align:"))
+
+
+_markdown.core.ruler.push("alignment_as_class", _alignment_as_class)
+
 # No <img>: an image URL in model output would be fetched by the browser, a way to leak
 # the conversation to a third party (prompt injection). markdown.js holds the same lists.
 _TAGS = {
@@ -136,9 +147,8 @@ _ATTRIBUTES = {
     "code": {"class"},
     "span": {"class", "data-display"},
     "ol": {"start"},
-    "th": {"style"},
-    "td": {"style"},
 }
+_ALIGNMENTS = {"align-left", "align-center", "align-right"}
 
 
 def render_markdown(text):
@@ -150,7 +160,7 @@ def render_markdown(text):
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer",
         set_tag_attribute_values={"a": {"target": "_blank"}},
-        filter_style_properties={"text-align"},
+        allowed_classes={"th": _ALIGNMENTS, "td": _ALIGNMENTS},
     )
 
 

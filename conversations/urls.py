@@ -16,6 +16,7 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/export.json", views.export_json, name="export_json"),
     path("c/<uuid:conversation_id>/export.md", views.export_markdown, name="export_markdown"),
     path("m/<uuid:message_id>/delete/", views.delete_message, name="delete_message"),
+    path("m/<uuid:message_id>/show/", views.show_branch, name="show_branch"),
     path("m/<uuid:message_id>/request.json", views.message_request, name="message_request"),
     path("accounts/signup/", views.signup, name="signup"),
     path("usage/", views.my_usage, name="my_usage"),

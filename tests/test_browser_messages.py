@@ -51,7 +51,7 @@ def test_copy_regenerate_with_another_model_view_the_request_and_delete(server, 
     drawer.get_by_role("button", name="Close").click()
     expect(drawer).to_be_hidden()
 
-    regenerated.locator(".siblings").get_by_role("link", name="Previous version").click()
+    regenerated.locator(".siblings").get_by_role("button", name="Previous version").click()
     expect(finished_replies(page).locator(".message-body")).to_have_text(
         "You said: Say **bold** things".replace("**", "")
     )
@@ -116,11 +116,21 @@ def test_two_alternatives_stream_and_the_switcher_shows_each(server, page, fake_
     switcher = finished_replies(page).last.locator(".siblings")
     expect(switcher).to_contain_text("1 / 2")
     assert fake_upstream.requests[-1]["body"]["n"] == 2
-    switcher.get_by_role("link", name="Next version").click()
+    red = finished_replies(page).last.get_attribute("data-id")
+    switcher.get_by_role("button", name="Next version").click()
     expect(finished_replies(page).last.locator(".message-body")).to_have_text("Green pears.")
     expect(finished_replies(page).last.locator(".siblings")).to_contain_text("2 / 2")
     page.reload()  # the version chosen is remembered
     expect(finished_replies(page).last.locator(".message-body")).to_have_text("Green pears.")
+
+    # A link to the other version (as search makes) shows it without choosing it; a send
+    # from that page continues the branch it shows.
+    page.goto(page.url.split("#")[0] + f"?show={red}")
+    expect(finished_replies(page).last.locator(".message-body")).to_have_text("Red apples.")
+    ask(page, "Which is sweeter?", model="fake-model")
+    expect(finished_replies(page)).to_have_count(3)
+    sent = fake_upstream.requests[-1]["body"]["messages"]
+    assert [m["content"] for m in sent if m["role"] == "assistant"][-1] == "Red apples."
 
 
 def test_what_cannot_be_done_says_so_signed_out_or_offline(server, context, console_errors):

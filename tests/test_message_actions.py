@@ -165,9 +165,13 @@ def test_a_message_far_back_opens_with_the_earlier_messages_shown(alice, model, 
         chain.append(parent)
     client = signed_in(alice)
 
-    far_back = client.get(f"/c/{conversation.id}/?show={chain[2].id}")
-    recent = client.get(f"/c/{conversation.id}/?show={chain[25].id}")
+    far_back = client.get(f"/c/{conversation.id}/?show={chain[2].id}").content.decode()
+    recent = client.get(f"/c/{conversation.id}/?show={chain[25].id}").content.decode()
+    chosen = client.post(f"/m/{chain[2].id}/show/")
+    chosen_recent = client.post(f"/m/{chain[25].id}/show/")
 
-    assert far_back.url == f"/c/{conversation.id}/?earlier=all"
-    assert f'id="m-{chain[2].id}"' in client.get(far_back.url).content.decode()
-    assert recent.url == f"/c/{conversation.id}/"
+    assert f'id="m-{chain[2].id}"' in far_back and f'id="m-{chain[0].id}"' in far_back
+    assert f'id="m-{chain[25].id}"' in recent and f'id="m-{chain[19].id}"' not in recent
+    assert chosen.url == f"/c/{conversation.id}/?earlier=all#m-{chain[2].id}"
+    assert f'id="m-{chain[2].id}"' in client.get(chosen.url).content.decode()
+    assert chosen_recent.url == f"/c/{conversation.id}/#m-{chain[25].id}"

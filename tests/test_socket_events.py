@@ -221,7 +221,7 @@ async def test_a_send_after_selecting_a_branch_continues_it(
     def select_first_answer():
         client = Client()
         client.force_login(alice)
-        return client.get(f"/c/{conversation.id}/?show={answer.id}", follow=True)
+        return client.post(f"/m/{answer.id}/show/", follow=True)
 
     assert (await database_sync_to_async(select_first_answer)()).status_code == 200
     await tab.send(**send(conversation, "and then?"))

@@ -6,6 +6,7 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from django.urls import reverse
 
 from conversations.models import Conversation, Message, Provider, SiteSettings
@@ -220,8 +221,9 @@ def test_the_chat_page_costs_the_same_queries_however_many_conversations(client,
     assert queries_for_page() == few
 
 
-def test_the_version_switcher_shows_and_remembers_a_branch(client, alice):
-    conversation = Conversation.objects.create(owner=alice, title="Versions")
+def two_answers(owner):
+    """A conversation whose question has two answers; the newest is on show."""
+    conversation = Conversation.objects.create(owner=owner, title="Versions")
     question = Message.objects.create(conversation=conversation, role="user", content="Q")
     first = Message.objects.create(
         conversation=conversation, parent=question, role="assistant", content="First answer"
@@ -229,18 +231,57 @@ def test_the_version_switcher_shows_and_remembers_a_branch(client, alice):
     second = Message.objects.create(
         conversation=conversation, parent=question, role="assistant", content="Second answer"
     )
+    return conversation, first, second
+
+
+def test_the_version_switcher_posts_the_choice_and_it_is_remembered(client, alice):
+    conversation, first, second = two_answers(alice)
     client.force_login(alice)
     url = reverse("conversation", args=[conversation.id])
 
     newest = client.get(url).content.decode()
-    switched = client.get(url, {"show": str(first.id)})
+    switched = client.post(reverse("show_branch", args=[first.id]))
     remembered = client.get(url).content.decode()
 
     assert "Second answer" in newest and "First answer" not in newest
-    assert "<span>2 / 2</span>" in newest and f'href="?show={first.id}"' in newest
-    assert switched.status_code == 302
+    assert "<span>2 / 2</span>" in newest
+    assert f'formaction="/m/{first.id}/show/"' in newest
+    assert switched.status_code == 302 and switched.url == f"{url}#m-{first.id}"
     assert "First answer" in remembered and "Second answer" not in remembered
-    assert "<span>1 / 2</span>" in remembered and f'href="?show={second.id}"' in remembered
+    assert "<span>1 / 2</span>" in remembered
+    assert f'formaction="/m/{second.id}/show/"' in remembered
+    assert 'id="show-branch-form"' in remembered  # what the switcher's buttons submit
+
+
+def test_it_shows_a_branch_asked_for_with_get_but_remembers_nothing(client, alice):
+    conversation, first, _ = two_answers(alice)
+    client.force_login(alice)
+    url = reverse("conversation", args=[conversation.id])
+
+    shown = client.get(url, {"show": str(first.id)})
+
+    assert shown.status_code == 200
+    assert "First answer" in shown.content.decode()
+    assert "Second answer" not in shown.content.decode()
+    assert shown.context["page_data"]["parent"] == str(first.id)  # a send continues it
+    conversation.refresh_from_db()
+    assert conversation.shown is None
+    assert "Second answer" in client.get(url).content.decode()
+    assert client.get(reverse("show_branch", args=[first.id])).status_code == 405
+
+
+def test_it_refuses_a_branch_choice_from_another_site(alice):
+    conversation, first, _ = two_answers(alice)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    forged = client.post(
+        reverse("show_branch", args=[first.id]), HTTP_ORIGIN="https://evil.example"
+    )
+
+    assert forged.status_code == 403
+    conversation.refresh_from_db()
+    assert conversation.shown is None
 
 
 def test_the_switcher_ignores_other_conversations_messages(client, alice, bob):
@@ -249,11 +290,15 @@ def test_the_switcher_ignores_other_conversations_messages(client, alice, bob):
     foreign = Message.objects.create(conversation=theirs, role="user", content="secret")
     client.force_login(alice)
 
-    client.get(reverse("conversation", args=[mine.id]), {"show": str(foreign.id)})
+    shown = client.get(reverse("conversation", args=[mine.id]), {"show": str(foreign.id)})
     client.get(reverse("conversation", args=[mine.id]), {"show": "not-a-uuid"})
+    chosen = client.post(reverse("show_branch", args=[foreign.id]))
 
+    assert "secret" not in shown.content.decode()
+    assert chosen.status_code == 404
     mine.refresh_from_db()
-    assert mine.shown is None
+    theirs.refresh_from_db()
+    assert mine.shown is None and theirs.shown is None
 
 
 def test_rename_pin_and_archive_a_conversation(client, alice):

@@ -1,7 +1,12 @@
-"""The pages: server-rendered views, each beginning with one access-checked getter."""
+"""The pages: server-rendered views, each beginning with one access-checked getter.
+
+What shows a user's conversations, settings or usage is `cache_control(private=True,
+no_store=True)`: no proxy may share it, and no browser keeps it on disk for the next person
+at a shared computer once its user has signed out.
+"""
 
 from conversations.views.accounts import my_usage, preferences, signup
-from conversations.views.chat import chat, search
+from conversations.views.chat import chat, search, show_branch
 from conversations.views.conversations import (
     conversation_settings,
     delete,
@@ -28,6 +33,7 @@ __all__ = [
     "reset_settings",
     "restore",
     "search",
+    "show_branch",
     "signup",
     "toggle",
 ]

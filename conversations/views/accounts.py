@@ -9,6 +9,7 @@ from django.db import transaction
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
 from conversations import quotas, reports
@@ -35,6 +36,7 @@ def signup(request):
 
 
 @login_required
+@cache_control(private=True, no_store=True)
 def preferences(request):
     """My defaults for new conversations."""
     form = PreferencesForm(
@@ -48,6 +50,7 @@ def preferences(request):
 
 
 @login_required
+@cache_control(private=True, no_store=True)
 @require_GET
 def my_usage(request):
     """What I used: this period against my quotas, per day and per model."""

@@ -6,14 +6,15 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import connection
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
-from django.views.decorators.http import require_GET
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET, require_POST
 
 from conversations.models import Conversation, LanguageModel, Message, Preferences
 from conversations.views.conversations import conversation_or_404
@@ -27,20 +28,18 @@ def _uuid_or_none(value):
 
 
 @login_required
+@cache_control(private=True, no_store=True)
 @require_GET
 def chat(request, conversation_id=None):
     conversation = conversation_or_404(request, conversation_id) if conversation_id else None
+    # ?show=<message> (a search hit): this page shows the branch through that message, and
+    # remembers nothing; choosing a branch to keep is a POST (show_branch).
+    wanted = None
     if conversation and "show" in request.GET:
-        # The `< 2 / 3 >` switcher: show (and remember) the branch through that message.
-        shown = conversation.messages.filter(id=_uuid_or_none(request.GET["show"])).first()
-        url = reverse("conversation", args=[conversation.id])
-        if shown is not None:
-            Conversation.objects.filter(id=conversation.id).update(shown=shown)
-            conversation.shown = shown
-            branch = [m.id for m in conversation.branch()]
-            if len(branch) - branch.index(shown.id) > settings.CONFAB_MESSAGES_SHOWN:
-                url += "?earlier=all"  # a search hit far back: it must be on the page
-        return redirect(url)
+        wanted = conversation.messages.filter(id=_uuid_or_none(request.GET["show"])).first()
+        if wanted is not None:
+            conversation.shown = wanted  # for this page, never saved
+    thread = _thread(conversation, request.GET.get("earlier"), wanted)
     archived = request.GET.get("archived") == "1"
     sidebar = Paginator(
         Conversation.objects.for_user(request.user)
@@ -60,7 +59,7 @@ def chat(request, conversation_id=None):
         {
             "conversation": conversation,
             # Not "messages": that name belongs to django.contrib.messages in templates.
-            **_thread(conversation, request.GET.get("earlier")),
+            **thread,
             "sidebar": sidebar,
             "archived": archived,
             "undo_delete": request.session.pop("undo_delete", None),
@@ -68,6 +67,9 @@ def chat(request, conversation_id=None):
             "selected_model": selected or (models[0] if models else None),
             "page_data": {
                 "conversation": str(conversation.id) if conversation else None,
+                # A send continues the branch on show: the one ?show chose is not the
+                # remembered one, so the page names its last message.
+                "parent": str(thread["thread"][-1].id) if wanted else None,
                 "socket": "/ws/chat/",
                 "conversationUrl": "/c/{id}/",
                 "messageUrl": "/m/{id}/",
@@ -120,14 +122,33 @@ DAYS = {
 }
 
 
-def _thread(conversation, earlier):
-    """The branch on show, its last CONFAB_MESSAGES_SHOWN messages unless asked for all."""
+def _thread(conversation, earlier, wanted=None):
+    """The branch on show, its last CONFAB_MESSAGES_SHOWN messages unless asked for all, or
+    unless `wanted` (a message) is further back: it must be on the page."""
     if conversation is None:
         return {"thread": [], "hidden": 0}
     branch = conversation.branch()
     shown = len(branch) if earlier == "all" else settings.CONFAB_MESSAGES_SHOWN
     hidden = max(len(branch) - shown, 0)
+    if wanted is not None and wanted in branch[:hidden]:
+        hidden = 0
     return {"thread": branch[hidden:], "hidden": hidden}
+
+
+@login_required
+@require_POST
+def show_branch(request, message_id):
+    """The `< 2 / 3 >` switcher: show the branch through this message, now and whenever the
+    conversation opens again."""
+    mine = Message.objects.for_user(request.user).select_related("conversation")
+    message = get_object_or_404(mine, id=message_id)
+    conversation = message.conversation
+    conversation.shown = message
+    conversation.save(update_fields=["shown"])
+    url = reverse("conversation", args=[conversation.id])
+    if message not in _thread(conversation, None)["thread"]:
+        url += "?earlier=all"  # far back: it must be on the page
+    return redirect(f"{url}#m-{message.id}")
 
 
 def _mark_days(conversations):
@@ -145,6 +166,7 @@ def _mark_days(conversations):
 
 
 @login_required
+@cache_control(private=True, no_store=True)
 @require_GET
 def search(request):
     """Titles and message text of the user's conversations; each hit links to its message."""

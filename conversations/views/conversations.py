@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.fanout import publish_to_user
@@ -23,6 +24,7 @@ def conversation_or_404(request, conversation_id):
 
 
 @login_required
+@cache_control(private=True, no_store=True)
 @require_GET
 def export_json(request, conversation_id):
     conversation = conversation_or_404(request, conversation_id)
@@ -34,6 +36,7 @@ def export_json(request, conversation_id):
 
 
 @login_required
+@cache_control(private=True, no_store=True)
 @require_GET
 def export_markdown(request, conversation_id):
     conversation = conversation_or_404(request, conversation_id)
@@ -144,6 +147,7 @@ def _tell_other_tabs(conversation):
 
 
 @login_required
+@cache_control(private=True, no_store=True)
 def conversation_settings(request, conversation_id):
     """The settings page, or with `?panel` only its forms, for the chat page's panel."""
     conversation = conversation_or_404(request, conversation_id)

@@ -6,6 +6,7 @@ from django.db import transaction
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.generation import sending
@@ -40,6 +41,7 @@ def delete_message(request, message_id):
 
 
 @login_required
+@cache_control(private=True, no_store=True)
 @require_GET
 def message_request(request, message_id):
     """What "View request" shows: the body sent upstream (never the key) and the usage."""

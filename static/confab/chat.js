@@ -18,6 +18,9 @@ const list = new MessageList(document.getElementById("messages"), text, {
   onGap: () => subscribe(),
 });
 let conversation = page.conversation;
+// The message the next send answers: null, the end of the remembered branch, unless the page
+// shows another one (?show=, which remembers nothing) until a send continues it.
+let parent = page.parent;
 let editing = null; // the user message being edited, if any
 const pending = new Map(); // client_id -> the send event, until the server confirms it
 
@@ -106,7 +109,7 @@ const handlers = {
     }
   },
   "message.created"(event) {
-    if (event.client_id) pending.delete(event.client_id);
+    if (event.client_id && pending.delete(event.client_id)) parent = null; // now remembered
     if (event.message.conversation !== conversation) return;
     list.add(event.message);
     refreshControls();
@@ -174,7 +177,7 @@ function send() {
         type: "send",
         conversation,
         content,
-        parent: null,
+        parent,
         model: picker.value || null,
         params: {},
         client_id: uuid(),

@@ -97,6 +97,17 @@ md.block.ruler.before("fence", "math_block", mathBlock, {
 md.renderer.rules.math_inline = (tokens, idx) => mathSpan(tokens[idx].content, tokens[idx].info);
 md.renderer.rules.math_block = (tokens, idx) => `${mathSpan(tokens[idx].content, "block")}\n`;
 
+// Table alignment as a class, not the style attribute the page's Content-Security-Policy
+// refuses: rendering.py's _alignment_as_class.
+md.core.ruler.push("alignment_as_class", (state) => {
+  for (const token of state.tokens) {
+    const style = (token.type === "th_open" || token.type === "td_open") && token.attrGet("style");
+    if (!style) continue;
+    token.attrs = token.attrs.filter(([name]) => name !== "style");
+    token.attrSet("class", `align-${style.replace("text-align:", "")}`);
+  }
+});
+
 // nh3's allow-list in rendering.py, tag by tag. No <img>: its URL would be fetched.
 const ALLOWED = {
   ...Object.fromEntries(
@@ -108,8 +119,8 @@ const ALLOWED = {
   code: ["class"],
   span: ["class", "data-display"],
   ol: ["start"],
-  th: ["style"],
-  td: ["style"],
+  th: ["class"],
+  td: ["class"],
 };
 const MARKDOWN = {
   ALLOWED_TAGS: Object.keys(ALLOWED),
@@ -123,8 +134,8 @@ const markdownPurifier = DOMPurify(window);
 markdownPurifier.addHook("uponSanitizeAttribute", (node, data) => {
   const allowed = ALLOWED[node.nodeName.toLowerCase()] ?? [];
   if (!allowed.includes(data.attrName)) data.keepAttr = false;
-  else if (data.attrName === "style" && !/^text-align:(left|right|center)$/.test(data.attrValue)) {
-    data.keepAttr = false; // nh3's filter_style_properties={"text-align"}
+  else if (/^t[hd]$/i.test(node.nodeName) && !/^align-(left|right|center)$/.test(data.attrValue)) {
+    data.keepAttr = false; // nh3's allowed_classes
   }
 });
 markdownPurifier.addHook("afterSanitizeAttributes", (node) => {
@@ -137,10 +148,10 @@ markdownPurifier.addHook("afterSanitizeAttributes", (node) => {
 // borders) stay only if they hold no function at all, so no url(): nothing is fetched.
 const MATH = {
   USE_PROFILES: { mathMl: true },
-  ADD_TAGS: ["span"], // Temml's error message
+  ADD_TAGS: ["span"], // the holder, and Temml's error message
   ADD_ATTR: ["class", "style", "form"],
   FORBID_ATTR: ["href", "xlink:href", "id"],
-  RETURN_DOM_FRAGMENT: true,
+  IN_PLACE: true,
 };
 const mathPurifier = DOMPurify(window);
 mathPurifier.addHook("uponSanitizeAttribute", (node, data) => {
@@ -149,13 +160,36 @@ mathPurifier.addHook("uponSanitizeAttribute", (node, data) => {
 const mathml = new Map(); // "inline:TeX" -> sanitised MathML, cloned for each use
 const rendered = new WeakSet(); // math spans already turned into MathML
 
+// The page's Content-Security-Policy (style-src 'self') refuses style attributes, whether
+// parsed from markup or set with setAttribute, but not styles set through CSSOM. So Temml
+// builds its MathML with DOM calls (toNode, which sets styles through CSSOM), never as a
+// string to parse, and the few styles it keeps as attributes (\pmb, \sideset) move to CSSOM.
+function stylesThroughCssom(node) {
+  const style = node.attributes?.style;
+  if (style) {
+    delete node.attributes.style;
+    for (const declaration of style.split(";")) {
+      const [name, ...value] = declaration.split(":");
+      if (name.trim()) node.style[name.trim()] = value.join(":").trim();
+    }
+  }
+  for (const child of node.children ?? []) stylesThroughCssom(child);
+}
+
 function toMathML(tex, display) {
   const key = `${display}:${tex}`;
   if (!mathml.has(key)) {
     if (mathml.size > 500) mathml.clear();
     const options = { displayMode: display === "block", trust: false, throwOnError: false };
     try {
-      mathml.set(key, mathPurifier.sanitize(temml.renderToString(tex, options), MATH));
+      const tree = temml.__renderToMathMLTree(tex, options); // what renderToString serialises
+      stylesThroughCssom(tree);
+      const holder = document.createElement("span");
+      holder.append(tree.toNode());
+      mathPurifier.sanitize(holder, MATH);
+      const fragment = document.createDocumentFragment();
+      fragment.append(...holder.childNodes);
+      mathml.set(key, fragment);
     } catch {
       mathml.set(key, null); // Temml still throws on some odd TeX: it stays as text
     }
