@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import DEFAULT_CHANNEL_LAYER, InMemoryChannelLayer, channel_layers
+from django.core.cache import cache
 from django.utils import timezone
 
 from conversations import upstream
@@ -26,12 +27,17 @@ def fast_password_hashing(settings):
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings():
+def django_db_modify_db_settings(tmp_path_factory):
     """Close connections after each use, as pytest-django's own threads never close the
-    ones database_sync_to_async keeps: PostgreSQL would refuse to drop the test database."""
+    ones database_sync_to_async keeps: PostgreSQL would refuse to drop the test database.
+    SQLite's test database is a file, as in production: threads' connections to Django's
+    in-memory one share a cache whose locks do not wait ("database table is locked")."""
     from django.conf import settings
 
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    database = settings.DATABASES["default"]
+    database["CONN_MAX_AGE"] = 0
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database["TEST"]["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +50,14 @@ def fresh_redis_channel_layer():
     yield
     if not isinstance(channel_layers.backends.get(DEFAULT_CHANNEL_LAYER), InMemoryChannelLayer):
         channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Counts kept in the cache (sends a minute, sign-ups an hour per address) start at
+    zero in each test: every test client comes from 127.0.0.1, and Redis outlives a run."""
+    cache.clear()
+    yield
 
 
 class _Errors(logging.Handler):
