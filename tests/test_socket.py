@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
 
 from conversations.models import Message
 from tests.helpers import (
@@ -70,6 +71,68 @@ async def test_it_rejects_unauthenticated_sockets(db):
     socket = await open_socket(None)
 
     assert await refused_code(socket.communicator) == 4401
+
+
+def origin(value):
+    return [(b"origin", value.encode())]
+
+
+async def test_it_accepts_a_page_of_its_own_origin(alice, sockets):
+    socket = await sockets(alice, headers=origin("http://127.0.0.1:8000"))
+
+    await socket.send(type="subscribe", conversation=str(uuid.uuid4()))
+    assert (await socket.receive())["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "http://127.0.0.1:9999",  # another port of the same host
+        "https://127.0.0.1:8000",  # another scheme
+        "http://127.0.0.1",  # the default port is another port
+        "http://evil.example:8000",
+        "null",
+    ],
+)
+async def test_it_refuses_a_page_of_another_origin(alice, page):
+    socket = await open_socket(alice, headers=origin(page))
+
+    assert await refused_code(socket.communicator) == 4403
+
+
+async def test_it_refuses_a_socket_without_an_origin_or_with_a_foreign_host(alice):
+    from chatsite.asgi import application
+
+    for headers in (
+        [(b"host", b"127.0.0.1:8000")],
+        [(b"host", b"evil.example:8000"), (b"origin", b"http://evil.example:8000")],
+    ):
+        communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+        assert (await communicator.connect())[0]
+        assert await refused_code(communicator) == 4403
+
+
+async def test_it_accepts_a_trusted_origin(alice, sockets, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.com", "https://*.example.org"]
+
+    for page in ("https://chat.example.com", "https://team.example.org"):
+        socket = await sockets(alice, headers=origin(page))
+        await socket.send(type="subscribe", conversation=str(uuid.uuid4()))
+        assert (await socket.receive())["code"] == "not_found"
+    refused = await open_socket(alice, headers=origin("http://chat.example.com"))
+    assert await refused_code(refused.communicator) == 4403
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_scheme_counts(alice, sockets, settings):
+    settings.TRUST_PROXY_HEADERS = True
+    forwarded = [(b"x-forwarded-proto", b"https")]
+
+    socket = await sockets(alice, headers=[*origin("https://127.0.0.1:8000"), *forwarded])
+    refused = await open_socket(alice, headers=[*origin("http://127.0.0.1:8000"), *forwarded])
+
+    await socket.send(type="subscribe", conversation=str(uuid.uuid4()))
+    assert (await socket.receive())["code"] == "not_found"
+    assert await refused_code(refused.communicator) == 4403
 
 
 async def test_it_rejects_outsider(alice, charlie, model, sockets, fake_upstream):
