@@ -2,6 +2,11 @@
 
 Handlers are awaited one at a time per socket, so nothing here streams: a reply runs in
 its own task (conversations.runner) and reaches this socket through the hub.
+
+One trip to the database per event: all database work of a process runs on one thread that
+every socket shares, so an event that starts work (send, edit, regenerate, subscribe, stop)
+makes its checks inside the one hop it needs anyway: the socket's session first
+(conversations.sessions), then what the user may do. No check adds a hop of its own.
 """
 
 import json
@@ -15,6 +20,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import trans_real
 
+from conversations import sessions
 from conversations.fanout import (
     PROCESS_ID,
     conversation_group,
@@ -33,6 +39,7 @@ from conversations.generation.runner import Generation, generations
 from conversations.generation.sending import prepare_edit, prepare_regenerate, prepare_send
 from conversations.models import Conversation, Message
 from conversations.rendering import finished_message
+from conversations.sessions import SessionEnded
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         self.language = language_of(self.scope)
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
+        self.signed_out = False
         self.conversations = set()
         self.watching_runners = set()  # conversations whose runners in other processes we asked
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
@@ -80,11 +89,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._receive(text_data, bytes_data)
 
     async def _receive(self, text_data, bytes_data):
+        if self.signed_out:
+            return  # closing: nothing more starts
         client_id = None
         try:
             event = self._decode(text_data, bytes_data)
             client_id = event.get("client_id") if isinstance(event.get("client_id"), str) else None
             await getattr(self, "on_" + event["type"])(event)
+        except SessionEnded:
+            await self.sign_out()
         except EventError as error:
             await self.send_event(
                 "error", code=error.code, message=str(error), client_id=client_id, **error.extra
@@ -130,8 +143,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _validate_and_prepare(self, event, prepare):
         """A send in one trip to the database thread, which all sockets share."""
+        sessions.check(self.session_key, self.user.pk)
         data = self._validate(event)
         return data, prepare(self.user, data)
+
+    async def sign_out(self):
+        """The socket's session ended: closed as a socket that was never signed in is
+        closed (4401), it takes nothing more from the hub or the layer, starts nothing."""
+        self.signed_out = True
+        hub.detach(self)
+        for conversation_id in self.conversations:
+            hub.leave(conversation_id, self)
+        await self.close(code=4401)
+
+    async def session_check(self, message):
+        """The user signed out, changed their password or was disabled (in any process)."""
+        if self.signed_out:
+            return
+        if message.get("ended"):  # a sign-out: only that session's sockets end
+            if message["ended"] == self.session_key:
+                await self.sign_out()
+            return
+        try:
+            await database_sync_to_async(sessions.check)(self.session_key, self.user.pk)
+        except SessionEnded:
+            await self.sign_out()
 
     async def send_event(self, type, **fields):
         await self.send(text_data=json.dumps({"type": type, **fields}, ensure_ascii=False))
@@ -149,7 +185,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def relay(self, message):
         """An event from the channel layer, unless this process's hub delivered it already."""
-        if message.get("origin") == PROCESS_ID or message.get("skip") == self.channel_name:
+        if (
+            message.get("origin") == PROCESS_ID
+            or message.get("skip") == self.channel_name
+            or self.signed_out
+        ):
             return
         event = message["event"]
         await self.send(text_data=json.dumps(event, ensure_ascii=False))
@@ -204,7 +244,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_subscribe(self, event):
         data = self._validate(event)
-        if not await _owns_conversation(self.user, data["conversation"]):
+        if not await self._owns_conversation(data["conversation"]):
             raise EventError("not_found", _("No such conversation."))
         await self.subscribe(data["conversation"], data["streaming"])
 
@@ -235,7 +275,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._launch(prepared, None)
 
     def _validate_and_regenerate(self, event):
+        sessions.check(self.session_key, self.user.pk)
         return prepare_regenerate(self.user, self._validate(event))
+
+    @database_sync_to_async
+    def _owns_conversation(self, conversation_id):
+        sessions.check(self.session_key, self.user.pk)
+        return Conversation.objects.for_user(self.user).filter(id=conversation_id).exists()
+
+    @database_sync_to_async
+    def _owned_message(self, message_id):
+        sessions.check(self.session_key, self.user.pk)
+        return Message.objects.for_user(self.user).filter(id=message_id).first()
 
     async def _launch(self, prepared, client_id):
         """Start the runner, tell every tab of the new messages, update the sidebars."""
@@ -268,7 +319,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_stop(self, event):
         message_id = str(self._validate(event)["message"])
-        reply = await _owned_message(self.user, message_id)
+        reply = await self._owned_message(message_id)
         if reply is None:
             raise EventError("not_found", _("No such message."))
         if generation := generations.get(message_id):
@@ -286,16 +337,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         else:
             raise EventError("not_running", _("This reply is not being generated."))
-
-
-@database_sync_to_async
-def _owns_conversation(user, conversation_id):
-    return Conversation.objects.for_user(user).filter(id=conversation_id).exists()
-
-
-@database_sync_to_async
-def _owned_message(user, message_id):
-    return Message.objects.for_user(user).filter(id=message_id).first()
 
 
 @database_sync_to_async
