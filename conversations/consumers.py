@@ -11,6 +11,9 @@ makes its checks inside the one hop it needs anyway: the socket's session first
 
 import json
 import logging
+import math
+import re
+import time
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -43,6 +46,15 @@ from conversations.sessions import SessionEnded
 
 logger = logging.getLogger(__name__)
 
+# Refusals of input no page of ours sends: each is logged once, as a WARNING, without it.
+BAD_INPUT = {"bad_frame", "too_large", "bad_json", "too_deep", "bad_unicode", "unknown_type"}
+# Events nest no deeper than this (a tool's JSON schema in `params` is the deepest part).
+MAX_DEPTH = 32
+# The escapes that can make text no database or socket takes: a surrogate, a NUL.
+SUSPECT_ESCAPE = re.compile(r"\\u(?:d[89a-f]|0000)", re.IGNORECASE)
+# Ended replies whose message.done a socket remembers sending (then it starts afresh).
+DONE_REMEMBERED = 10_000
+
 
 class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self):
@@ -56,6 +68,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.language = language_of(self.scope)
         self.session_key = getattr(self.scope.get("session"), "session_key", None)
         self.signed_out = False
+        self.budget = EventBudget(
+            settings.CONFAB_SOCKET_EVENTS_BURST, settings.CONFAB_SOCKET_EVENTS_PER_MINUTE
+        )
+        self.done_sent = set()  # ended replies this socket was sent on subscribe
         self.conversations = set()
         self.watching_runners = set()  # conversations whose runners in other processes we asked
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
@@ -93,12 +109,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # closing: nothing more starts
         client_id = None
         try:
+            self._take_budget()
             event = self._decode(text_data, bytes_data)
             client_id = event.get("client_id") if isinstance(event.get("client_id"), str) else None
             await getattr(self, "on_" + event["type"])(event)
         except SessionEnded:
             await self.sign_out()
         except EventError as error:
+            if error.code in BAD_INPUT or error.code == "invalid":
+                logger.warning(
+                    "websocket event refused (%s) from user %s: %d characters",
+                    error.code,
+                    self.user.pk,
+                    len(text_data if text_data is not None else bytes_data or b""),
+                )
             await self.send_event(
                 "error", code=error.code, message=str(error), client_id=client_id, **error.extra
             )
@@ -114,6 +138,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 client_id=client_id,
             )
 
+    def _take_budget(self):
+        """Every frame counts, whatever it holds: one socket cannot keep the server busy."""
+        if wait_s := self.budget.take():
+            raise EventError(
+                "rate_limited",
+                _("Too many events on this connection. Try again in %(seconds)d s.")
+                % {"seconds": wait_s},
+                retry_after=wait_s,
+            )
+
     def _decode(self, text_data, bytes_data):
         if text_data is None:
             raise EventError("bad_frame", _("Send JSON text frames, not binary."))
@@ -125,13 +159,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         try:
             event = json.loads(text_data)
+        except RecursionError:
+            raise too_deep() from None
         except ValueError:
             raise EventError("bad_json", _("The frame is not valid JSON.")) from None
-        if not isinstance(event, dict) or event.get("type") not in EVENT_FORMS:
-            raise EventError(
-                "unknown_type",
-                _("Each event needs a type: %(types)s.") % {"types": ", ".join(EVENT_FORMS)},
-            )
+        check_shape(text_data, event)
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise unknown_type()
+        if event["type"] not in EVENT_FORMS:
+            raise unknown_type()
         return event
 
     def _validate(self, event):
@@ -239,7 +275,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_event("message.snapshot", message=message, seq=0, checkpoint=True)
         if elsewhere:
             await self.ask_runners(conversation_id)
+        # A reply's end is sent once per socket: asking again for replies it was told of
+        # gets nothing, so repeated subscribes cannot multiply what the server sends.
+        streaming = [str(message_id) for message_id in streaming]
+        streaming = [message_id for message_id in streaming if message_id not in self.done_sent]
         for message in await _ended_replies(conversation_id, streaming, self.language):
+            if len(self.done_sent) >= DONE_REMEMBERED:
+                self.done_sent.clear()
+            self.done_sent.add(message["id"])
             await self.send_event("message.done", message=message)
 
     async def on_subscribe(self, event):
@@ -348,6 +391,77 @@ def _ended_replies(conversation_id, message_ids, language):
     )
     with translation.override(language):
         return [finished_message(reply) for reply in replies]
+
+
+class EventBudget:
+    """A token bucket: `burst` events at once, then `per_minute` a minute. No clock is read
+    but the process's own, and nothing is shared: the cost of the check is nil."""
+
+    def __init__(self, burst, per_minute):
+        self.burst, self.rate_s = burst, per_minute / 60
+        self.tokens, self.last = float(burst), time.monotonic()
+
+    def take(self):
+        """0 when the event may go ahead, else the seconds until it may."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate_s)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0
+        return max(1, math.ceil((1 - self.tokens) / self.rate_s)) if self.rate_s else 60
+
+
+def unknown_type():
+    return EventError(
+        "unknown_type",
+        _("Each event needs a type: %(types)s.") % {"types": ", ".join(EVENT_FORMS)},
+    )
+
+
+def too_deep():
+    return EventError(
+        "too_deep", _("Events nest at most %(depth)d levels deep.") % {"depth": MAX_DEPTH}
+    )
+
+
+def check_shape(text, event):
+    """Refuse an event nested deeper than MAX_DEPTH, or with text that cannot be stored or
+    sent back (a lone surrogate, a NUL). Walks the event only when its text could hold one:
+    more brackets than MAX_DEPTH, or a suspect escape."""
+    deep = text.count("[") + text.count("{") > MAX_DEPTH
+    escaped = SUSPECT_ESCAPE.search(text) is not None
+    if not (deep or escaped):
+        return
+    pending = [(event, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if escaped and not _storable(value):
+                raise EventError(
+                    "bad_unicode",
+                    _("The frame holds text that is not valid Unicode, or a NUL character."),
+                )
+            continue
+        if isinstance(value, dict):
+            children = [*value, *value.values()]
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise too_deep()
+        pending.extend((child, depth + 1) for child in children)
+
+
+def _storable(text):
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def language_of(scope):

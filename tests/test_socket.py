@@ -31,6 +31,19 @@ async def test_it_answers_invalid_events_and_keeps_the_socket_open(alice, model,
         {"text_data": '{"type": "send", "content": "hi", "params": {"bogus": 1}}'},
         {"text_data": '{"type": "send", "content": "hi", "params": [1]}'},
         {"text_data": '{"type": "stop", "message": "' + str(uuid.uuid4()) + '"}'},
+        {"text_data": '{"type": ["send"], "content": "hi"}'},
+        {"text_data": '{"type": {"send": 1}, "content": "hi"}'},
+        {"text_data": "[" * 10_000 + "]" * 10_000},
+        {"text_data": '{"type": "send", "content": "hi", "params": ' + "[" * 40 + "]" * 40 + "}"},
+        {"text_data": '{"type": "send", "content": "a lone \\ud800 surrogate"}'},
+        {"text_data": '{"type": "send", "content": "hi", "client_id": "\\udfff"}'},
+        {"text_data": '{"type": "send", "content": "hi", "params": {"stop": "\\u0000"}}'},
+        # A surrogate pair is no lone surrogate: the event is read, and answered.
+        {
+            "text_data": '{"type": "stop", "message": "'
+            + str(uuid.uuid4())
+            + '", "x": "\\ud83d\\ude00"}'
+        },
     ]
     codes = []
     for frame in bad:
@@ -41,7 +54,9 @@ async def test_it_answers_invalid_events_and_keeps_the_socket_open(alice, model,
 
     assert codes == [
         "bad_json", "bad_frame", "unknown_type", "unknown_type", "invalid", "invalid",
-        "invalid", "invalid", "invalid", "invalid", "not_found",
+        "invalid", "invalid", "invalid", "invalid", "not_found", "unknown_type",
+        "unknown_type", "too_deep", "too_deep", "bad_unicode", "bad_unicode", "bad_unicode",
+        "not_found",
     ]  # fmt: skip
     await socket.send(**send_event("still here"))
     assert (await socket.receive_until("message.done"))[-1]["message"]["status"] == "complete"
@@ -191,3 +206,80 @@ async def test_the_default_model_checks_the_parameters_too(alice, provider, sock
     assert "params.n: This model does not support it." in error["message"]
     assert "params.max_tokens: Must be between 1 and 100 for this model." in error["message"]
     assert fake_upstream.requests == []
+
+
+async def test_bad_input_is_logged_once_without_its_content(alice, sockets, caplog):
+    socket = await sockets(alice)
+
+    await socket.send_raw(text_data='{"type": "send", "content": "my secret \\ud800 plans"}')
+    await socket.receive()
+
+    logged = [r for r in caplog.records if r.name.startswith("conversations")]
+    assert [(r.levelname, r.exc_info) for r in logged] == [("WARNING", None)]
+    assert "bad_unicode" in logged[0].getMessage() and "secret" not in logged[0].getMessage()
+
+
+async def test_a_subscribe_names_at_most_32_replies(alice, sockets):
+    socket = await sockets(alice)
+    ids = [str(uuid.uuid4()) for _ in range(33)]
+
+    await socket.send(type="subscribe", conversation=str(uuid.uuid4()), streaming=ids)
+    error = await socket.receive()
+
+    assert error["code"] == "invalid" and "32" in error["message"]
+
+
+async def test_a_finished_reply_is_sent_once_per_socket(alice, model, sockets):
+    socket = await sockets(alice)
+    await socket.send(**send_event())
+    events = await socket.receive_until("message.done")
+    conversation, reply = events[0]["conversation"]["id"], events[-1]["message"]["id"]
+    tab = await sockets(alice)
+
+    await tab.send(type="subscribe", conversation=conversation, streaming=[reply])
+    first = await tab.receive()
+    await tab.send(type="subscribe", conversation=conversation, streaming=[reply] * 32)
+
+    assert (first["type"], first["message"]["id"]) == ("message.done", reply)
+    assert await tab.nothing_more()
+
+
+async def test_a_socket_sending_too_many_events_is_told_to_wait(alice, sockets, settings):
+    settings.CONFAB_SOCKET_EVENTS_BURST = 3
+    settings.CONFAB_SOCKET_EVENTS_PER_MINUTE = 6
+    socket = await sockets(alice)
+    other_tab = await sockets(alice)
+
+    answers = []
+    for _ in range(4):
+        await socket.send(type="subscribe", conversation=str(uuid.uuid4()))
+        answers.append(await socket.receive())
+    await socket.send_raw(text_data="not even json")  # every frame counts
+    answers.append(await socket.receive())
+
+    assert [a["code"] for a in answers] == ["not_found"] * 3 + ["rate_limited"] * 2
+    assert 1 <= answers[-1]["retry_after"] <= 10
+    await other_tab.send(type="subscribe", conversation=str(uuid.uuid4()))
+    assert (await other_tab.receive())["code"] == "not_found"  # a budget per socket
+
+
+async def test_a_client_id_another_user_used_is_a_new_send_for_this_one(
+    alice, charlie, model, sockets
+):
+    client_id = str(uuid.uuid4())
+    owner = await sockets(alice)
+    await owner.send(**send_event("alice's", client_id=client_id))
+    await owner.receive_until("message.done")
+    outsider = await sockets(charlie)
+
+    await outsider.send(**send_event("charlie's", client_id=client_id))
+    events = await outsider.receive_until("message.done")
+
+    assert [e["type"] for e in events[:3]] == [
+        "conversation.created", "message.created", "message.created",
+    ]  # fmt: skip
+    assert events[1]["message"]["content"] == "charlie's"
+    assert events[-1]["message"]["status"] == "complete"
+    await owner.send(**send_event("alice's again", client_id=client_id))
+    retried = (await owner.receive_until("message.created"))[-1]
+    assert (retried["type"], retried["message"]["content"]) == ("message.created", "alice's")
