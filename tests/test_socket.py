@@ -1,11 +1,14 @@
 """The chat websocket itself: who may connect, and every bad event answered with a clear
 error while the socket stays open."""
 
+import json
 import uuid
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conversations.models import Message
 from tests.helpers import (
@@ -283,3 +286,70 @@ async def test_a_client_id_another_user_used_is_a_new_send_for_this_one(
     await owner.send(**send_event("alice's again", client_id=client_id))
     retried = (await owner.receive_until("message.created"))[-1]
     assert (retried["type"], retried["message"]["content"]) == ("message.created", "alice's")
+
+
+# Text of any code point, lone surrogates and NUL included.
+any_text = st.text(st.characters(exclude_categories=()), max_size=40)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
+    max_leaves=12,
+)
+ids = st.uuids().map(str) | json_values
+events = st.fixed_dictionaries(
+    {"type": st.sampled_from(["subscribe", "send", "edit", "regenerate", "stop"]) | json_values},
+    optional={
+        "conversation": st.none() | ids,
+        "content": any_text | st.integers(1, 150_000).map("x".__mul__) | json_values,
+        "parent": ids,
+        "message": ids,
+        "model": ids,
+        "params": json_values,
+        "streaming": st.lists(ids, max_size=40) | json_values,
+        "client_id": ids,
+    },
+)
+deep = st.integers(1, 5000).map(lambda depth: "[" * depth + "]" * depth)
+
+
+def wire_text(value, ascii_only):
+    """As a browser would send it: JSON in UTF-8 (a lone surrogate travels escaped)."""
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value)
+    return text
+
+
+frames = (
+    st.builds(wire_text, events | json_values, st.booleans()).map(lambda t: {"text_data": t})
+    | deep.map(lambda t: {"text_data": t})
+    | any_text.filter(lambda t: t and t.isascii()).map(lambda t: {"text_data": t})
+    | st.binary(min_size=1, max_size=64).map(lambda b: {"bytes_data": b})
+)
+ANSWERS = {"conversation.created", "message.created", "message.snapshot", "message.done"}
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(frame=frames)
+async def test_every_generated_frame_is_answered_and_others_are_served(frame, alice, bob, sockets):
+    socket = await open_socket(alice)
+    other = await open_socket(bob)
+    try:
+        await socket.send_raw(**frame)
+        answer = await socket.receive()
+        await other.send(type="subscribe", conversation=str(uuid.uuid4()))
+        served = await other.receive()
+    finally:
+        await socket.close()
+        await other.close()
+
+    assert answer["type"] in ANSWERS or (
+        answer["type"] == "error" and answer["code"] != "internal" and answer["message"]
+    )
+    assert served["code"] == "not_found"
