@@ -5,7 +5,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.sessions.models import Session
 from django.test import Client
@@ -35,7 +34,7 @@ async def test_signing_out_closes_that_sessions_sockets(alice, model, sockets):
     socket = await open_socket(client=browser)
     other_browser = await sockets(alice)
 
-    await sync_to_async(browser.post)(reverse("logout"))
+    await database_sync_to_async(browser.post)(reverse("logout"))
 
     assert await refused_code(socket.communicator) == 4401
     await assert_starts_nothing(socket)
@@ -49,7 +48,7 @@ async def test_a_password_change_closes_the_users_sockets(alice, model, sockets)
     socket = await sockets(alice)
 
     new = "a new one 43"
-    changed = await sync_to_async(browser.post)(
+    changed = await database_sync_to_async(browser.post)(
         reverse("password_change"),
         {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
     )
@@ -62,7 +61,7 @@ async def test_a_password_change_closes_the_users_sockets(alice, model, sockets)
 async def test_disabling_an_account_in_admin_closes_its_sockets(alice_admin, bob, model, sockets):
     socket = await sockets(bob)
 
-    await sync_to_async(alice_admin.post)(
+    await database_sync_to_async(alice_admin.post)(
         reverse("admin:auth_user_changelist"),
         {"action": "disable_access", "_selected_action": [bob.pk]},
     )
