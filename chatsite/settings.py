@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -81,6 +82,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "template_partials",
     "channels",
+    # Counts failed sign-ins and locks an account or an address out (Signing in, below).
+    "axes",
     "conversations",
 ]
 
@@ -96,6 +99,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a sign-in refused for a lockout into the sign-in page saying so.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -173,6 +178,32 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Signing in: django-axes counts failed sign-ins in the database. CONFAB_SIGNIN_FAILURES of
+# them for one username (from any address), or from one address (for any username), lock
+# that username or address out for CONFAB_SIGNIN_LOCKOUT_MINUTES; an administrator unlocks
+# earlier (admin, Access attempts; or `manage.py axes_reset_username NAME`). Per username
+# stops guessing one password from many addresses, per address guessing many accounts'.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("CONFAB_SIGNIN_FAILURES", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("CONFAB_SIGNIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A success resets nothing: it would clear the failures of every username tried from that
+# address, so one's own account would reset the count against another's.
+AXES_RESET_ON_SUCCESS = False
+# A lockout lasts its cool-off from when it began, however often the locked user retries.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "conversations.views.accounts.locked_out"
+# axes logs a WARNING per failure and per lockout, with the address and never the password;
+# the username is masked too, as people type passwords into it.
+AXES_VERBOSE = False
+AXES_SENSITIVE_PARAMETERS = ["username"]
+# Successful sign-ins are not recorded: a table that would only grow.
+AXES_DISABLE_ACCESS_LOG = True
+# Sign-up: at most this many attempts an hour from one address (counted in the cache).
+CONFAB_SIGNUPS_PER_HOUR = envint("CONFAB_SIGNUPS_PER_HOUR", 10)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -247,6 +278,9 @@ CONFAB_MAX_GENERATIONS_PER_PROCESS = envint("CONFAB_MAX_GENERATIONS_PER_PROCESS"
 CONFAB_MAX_SEND_WAIT_MS = envint("CONFAB_MAX_SEND_WAIT_MS", 200)
 CONFAB_USER_MAX_CONCURRENT = envint("CONFAB_USER_MAX_CONCURRENT", 3)
 CONFAB_USER_SENDS_PER_MINUTE = envint("CONFAB_USER_SENDS_PER_MINUTE", 20)
+# Events one socket may send: a burst, then so many a minute (every frame counts).
+CONFAB_SOCKET_EVENTS_BURST = envint("CONFAB_SOCKET_EVENTS_BURST", 30)
+CONFAB_SOCKET_EVENTS_PER_MINUTE = envint("CONFAB_SOCKET_EVENTS_PER_MINUTE", 120)
 CONFAB_SHUTDOWN_GRACE_S = envint("CONFAB_SHUTDOWN_GRACE_S", 10)
 CONFAB_CONVERSATIONS_PER_PAGE = envint("CONFAB_CONVERSATIONS_PER_PAGE", 30)
 CONFAB_MESSAGES_SHOWN = envint("CONFAB_MESSAGES_SHOWN", 60)
@@ -262,5 +296,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
         "conversations": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+        # Failed sign-ins and lockouts (WARNING), never with the password.
+        "axes": {"handlers": ["console"], "level": "WARNING"},
     },
 }

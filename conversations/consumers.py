@@ -2,10 +2,18 @@
 
 Handlers are awaited one at a time per socket, so nothing here streams: a reply runs in
 its own task (conversations.runner) and reaches this socket through the hub.
+
+One trip to the database per event: all database work of a process runs on one thread that
+every socket shares, so an event that starts work (send, edit, regenerate, subscribe, stop)
+makes its checks inside the one hop it needs anyway: the socket's session first
+(conversations.sessions), then what the user may do. No check adds a hop of its own.
 """
 
 import json
 import logging
+import math
+import re
+import time
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -15,6 +23,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import trans_real
 
+from conversations import sessions
 from conversations.fanout import (
     PROCESS_ID,
     conversation_group,
@@ -33,8 +42,18 @@ from conversations.generation.runner import Generation, generations
 from conversations.generation.sending import prepare_edit, prepare_regenerate, prepare_send
 from conversations.models import Conversation, Message
 from conversations.rendering import finished_message
+from conversations.sessions import SessionEnded
 
 logger = logging.getLogger(__name__)
+
+# Refusals of input no page of ours sends: each is logged once, as a WARNING, without it.
+BAD_INPUT = {"bad_frame", "too_large", "bad_json", "too_deep", "bad_unicode", "unknown_type"}
+# Events nest no deeper than this (a tool's JSON schema in `params` is the deepest part).
+MAX_DEPTH = 32
+# The escapes that can make text no database or socket takes: a surrogate, a NUL.
+SUSPECT_ESCAPE = re.compile(r"\\u(?:d[89a-f]|0000)", re.IGNORECASE)
+# Ended replies whose message.done a socket remembers sending (then it starts afresh).
+DONE_REMEMBERED = 10_000
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -47,6 +66,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         self.language = language_of(self.scope)
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
+        self.signed_out = False
+        self.budget = EventBudget(
+            settings.CONFAB_SOCKET_EVENTS_BURST, settings.CONFAB_SOCKET_EVENTS_PER_MINUTE
+        )
+        self.done_sent = set()  # ended replies this socket was sent on subscribe
         self.conversations = set()
         self.watching_runners = set()  # conversations whose runners in other processes we asked
         await self.channel_layer.group_add(user_group(self.user.pk), self.channel_name)
@@ -80,12 +105,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._receive(text_data, bytes_data)
 
     async def _receive(self, text_data, bytes_data):
+        if self.signed_out:
+            return  # closing: nothing more starts
         client_id = None
         try:
+            self._take_budget()
             event = self._decode(text_data, bytes_data)
             client_id = event.get("client_id") if isinstance(event.get("client_id"), str) else None
             await getattr(self, "on_" + event["type"])(event)
+        except SessionEnded:
+            await self.sign_out()
         except EventError as error:
+            if error.code in BAD_INPUT or error.code == "invalid":
+                logger.warning(
+                    "websocket event refused (%s) from user %s: %d characters",
+                    error.code,
+                    self.user.pk,
+                    len(text_data if text_data is not None else bytes_data or b""),
+                )
             await self.send_event(
                 "error", code=error.code, message=str(error), client_id=client_id, **error.extra
             )
@@ -101,6 +138,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 client_id=client_id,
             )
 
+    def _take_budget(self):
+        """Every frame counts, whatever it holds: one socket cannot keep the server busy."""
+        if wait_s := self.budget.take():
+            raise EventError(
+                "rate_limited",
+                _("Too many events on this connection. Try again in %(seconds)d s.")
+                % {"seconds": wait_s},
+                retry_after=wait_s,
+            )
+
     def _decode(self, text_data, bytes_data):
         if text_data is None:
             raise EventError("bad_frame", _("Send JSON text frames, not binary."))
@@ -112,13 +159,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         try:
             event = json.loads(text_data)
+        except RecursionError:
+            raise too_deep() from None
         except ValueError:
             raise EventError("bad_json", _("The frame is not valid JSON.")) from None
-        if not isinstance(event, dict) or event.get("type") not in EVENT_FORMS:
-            raise EventError(
-                "unknown_type",
-                _("Each event needs a type: %(types)s.") % {"types": ", ".join(EVENT_FORMS)},
-            )
+        check_shape(text_data, event)
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise unknown_type()
+        if event["type"] not in EVENT_FORMS:
+            raise unknown_type()
         return event
 
     def _validate(self, event):
@@ -130,8 +179,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _validate_and_prepare(self, event, prepare):
         """A send in one trip to the database thread, which all sockets share."""
+        sessions.check(self.session_key, self.user.pk)
         data = self._validate(event)
         return data, prepare(self.user, data)
+
+    async def sign_out(self):
+        """The socket's session ended: closed as a socket that was never signed in is
+        closed (4401), it takes nothing more from the hub or the layer, starts nothing."""
+        self.signed_out = True
+        hub.detach(self)
+        for conversation_id in self.conversations:
+            hub.leave(conversation_id, self)
+        await self.close(code=4401)
+
+    async def session_check(self, message):
+        """The user signed out, changed their password or was disabled (in any process)."""
+        if self.signed_out:
+            return
+        if message.get("ended"):  # a sign-out: only that session's sockets end
+            if message["ended"] == self.session_key:
+                await self.sign_out()
+            return
+        try:
+            await database_sync_to_async(sessions.check)(self.session_key, self.user.pk)
+        except SessionEnded:
+            await self.sign_out()
 
     async def send_event(self, type, **fields):
         await self.send(text_data=json.dumps({"type": type, **fields}, ensure_ascii=False))
@@ -149,7 +221,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def relay(self, message):
         """An event from the channel layer, unless this process's hub delivered it already."""
-        if message.get("origin") == PROCESS_ID or message.get("skip") == self.channel_name:
+        if (
+            message.get("origin") == PROCESS_ID
+            or message.get("skip") == self.channel_name
+            or self.signed_out
+        ):
             return
         event = message["event"]
         await self.send(text_data=json.dumps(event, ensure_ascii=False))
@@ -199,12 +275,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_event("message.snapshot", message=message, seq=0, checkpoint=True)
         if elsewhere:
             await self.ask_runners(conversation_id)
+        # A reply's end is sent once per socket: asking again for replies it was told of
+        # gets nothing, so repeated subscribes cannot multiply what the server sends.
+        streaming = [str(message_id) for message_id in streaming]
+        streaming = [message_id for message_id in streaming if message_id not in self.done_sent]
         for message in await _ended_replies(conversation_id, streaming, self.language):
+            if len(self.done_sent) >= DONE_REMEMBERED:
+                self.done_sent.clear()
+            self.done_sent.add(message["id"])
             await self.send_event("message.done", message=message)
 
     async def on_subscribe(self, event):
         data = self._validate(event)
-        if not await _owns_conversation(self.user, data["conversation"]):
+        if not await self._owns_conversation(data["conversation"]):
             raise EventError("not_found", _("No such conversation."))
         await self.subscribe(data["conversation"], data["streaming"])
 
@@ -235,7 +318,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._launch(prepared, None)
 
     def _validate_and_regenerate(self, event):
+        sessions.check(self.session_key, self.user.pk)
         return prepare_regenerate(self.user, self._validate(event))
+
+    @database_sync_to_async
+    def _owns_conversation(self, conversation_id):
+        sessions.check(self.session_key, self.user.pk)
+        return Conversation.objects.for_user(self.user).filter(id=conversation_id).exists()
+
+    @database_sync_to_async
+    def _owned_message(self, message_id):
+        sessions.check(self.session_key, self.user.pk)
+        return Message.objects.for_user(self.user).filter(id=message_id).first()
 
     async def _launch(self, prepared, client_id):
         """Start the runner, tell every tab of the new messages, update the sidebars."""
@@ -268,7 +362,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_stop(self, event):
         message_id = str(self._validate(event)["message"])
-        reply = await _owned_message(self.user, message_id)
+        reply = await self._owned_message(message_id)
         if reply is None:
             raise EventError("not_found", _("No such message."))
         if generation := generations.get(message_id):
@@ -289,16 +383,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
 
 @database_sync_to_async
-def _owns_conversation(user, conversation_id):
-    return Conversation.objects.for_user(user).filter(id=conversation_id).exists()
-
-
-@database_sync_to_async
-def _owned_message(user, message_id):
-    return Message.objects.for_user(user).filter(id=message_id).first()
-
-
-@database_sync_to_async
 def _ended_replies(conversation_id, message_ids, language):
     if not message_ids:
         return []
@@ -307,6 +391,77 @@ def _ended_replies(conversation_id, message_ids, language):
     )
     with translation.override(language):
         return [finished_message(reply) for reply in replies]
+
+
+class EventBudget:
+    """A token bucket: `burst` events at once, then `per_minute` a minute. No clock is read
+    but the process's own, and nothing is shared: the cost of the check is nil."""
+
+    def __init__(self, burst, per_minute):
+        self.burst, self.rate_s = burst, per_minute / 60
+        self.tokens, self.last = float(burst), time.monotonic()
+
+    def take(self):
+        """0 when the event may go ahead, else the seconds until it may."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate_s)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0
+        return max(1, math.ceil((1 - self.tokens) / self.rate_s)) if self.rate_s else 60
+
+
+def unknown_type():
+    return EventError(
+        "unknown_type",
+        _("Each event needs a type: %(types)s.") % {"types": ", ".join(EVENT_FORMS)},
+    )
+
+
+def too_deep():
+    return EventError(
+        "too_deep", _("Events nest at most %(depth)d levels deep.") % {"depth": MAX_DEPTH}
+    )
+
+
+def check_shape(text, event):
+    """Refuse an event nested deeper than MAX_DEPTH, or with text that cannot be stored or
+    sent back (a lone surrogate, a NUL). Walks the event only when its text could hold one:
+    more brackets than MAX_DEPTH, or a suspect escape."""
+    deep = text.count("[") + text.count("{") > MAX_DEPTH
+    escaped = SUSPECT_ESCAPE.search(text) is not None
+    if not (deep or escaped):
+        return
+    pending = [(event, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, str):
+            if escaped and not _storable(value):
+                raise EventError(
+                    "bad_unicode",
+                    _("The frame holds text that is not valid Unicode, or a NUL character."),
+                )
+            continue
+        if isinstance(value, dict):
+            children = [*value, *value.values()]
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise too_deep()
+        pending.extend((child, depth + 1) for child in children)
+
+
+def _storable(text):
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def language_of(scope):

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import DEFAULT_CHANNEL_LAYER, InMemoryChannelLayer, channel_layers
+from django.core.cache import cache
 from django.utils import timezone
 
 from conversations import upstream
@@ -49,6 +50,14 @@ def fresh_redis_channel_layer():
     yield
     if not isinstance(channel_layers.backends.get(DEFAULT_CHANNEL_LAYER), InMemoryChannelLayer):
         channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Counts kept in the cache (sends a minute, sign-ups an hour per address) start at
+    zero in each test: every test client comes from 127.0.0.1, and Redis outlives a run."""
+    cache.clear()
+    yield
 
 
 class _Errors(logging.Handler):

@@ -117,14 +117,17 @@ def _session_cookie(user):
     return client.cookies["sessionid"].value
 
 
-async def open_socket(user=None, headers=()):
-    """A socket through the whole ASGI stack, with `user`'s session cookie; the close code
-    when the server refuses it."""
+async def open_socket(user=None, headers=(), client=None):
+    """A socket through the whole ASGI stack, with a new session of `user`, or the session
+    of a signed-in test `client`; the close code when the server refuses it."""
     from chatsite.asgi import application
 
     headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000"), *headers]
-    if user is not None:
+    if client is not None:
+        cookie = client.cookies["sessionid"].value
+    elif user is not None:
         cookie = await database_sync_to_async(_session_cookie)(user)
+    if client is not None or user is not None:
         headers.append((b"cookie", f"sessionid={cookie}".encode()))
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
     connected, code = await communicator.connect()

@@ -6,6 +6,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.shortcuts import redirect
 from django.utils.translation import gettext_lazy as _
 
+from conversations import sessions
 from conversations.admin.usage import QuotaInline
 from conversations.models import SiteSettings
 
@@ -20,7 +21,10 @@ class ConfabUserAdmin(UserAdmin):
 
     @admin.action(description=_("Disable access (the user can no longer sign in)"))
     def disable_access(self, request, queryset):
-        count = queryset.exclude(pk=request.user.pk).update(is_active=False)
+        users = list(queryset.exclude(pk=request.user.pk).values_list("pk", flat=True))
+        count = User.objects.filter(pk__in=users).update(is_active=False)
+        for user_id in users:  # an update sends no signal: their open tabs close now
+            sessions.tell_sockets_after_commit(user_id)
         self.message_user(request, _("%(count)d users disabled.") % {"count": count})
 
 

@@ -29,11 +29,19 @@ class StrictCharField(forms.CharField):
 
 
 class UUIDListField(forms.Field):
+    """A list of at most `max_items` UUIDs."""
+
+    def __init__(self, *, max_items, **kwargs):
+        super().__init__(**kwargs)
+        self.max_items = max_items
+
     def to_python(self, value):
         if value in (None, []):
             return []
-        if not isinstance(value, list) or len(value) > 100:
-            raise forms.ValidationError(_("Must be a list of up to 100 message ids."))
+        if not isinstance(value, list) or len(value) > self.max_items:
+            raise forms.ValidationError(
+                _("Must be a list of up to %(count)d message ids.") % {"count": self.max_items}
+            )
         return [forms.UUIDField().clean(item) for item in value]
 
 
@@ -48,7 +56,9 @@ class EventForm(forms.Form):
 class SubscribeForm(EventForm):
     conversation = forms.UUIDField()
     # The replies the client shows as streaming; those that ended meanwhile are sent again.
-    streaming = UUIDListField(required=False)
+    # At most 32: a user's replies at once (3 by default) of up to 8 choices each fit, and
+    # no more, since each id can cost a rendered message.done.
+    streaming = UUIDListField(required=False, max_items=32)
 
 
 class MessageField(StrictCharField):

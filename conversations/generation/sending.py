@@ -78,11 +78,12 @@ def prepare_send(user, data, *, sibling_of=None):
     the original and its replies kept on their own branch.
     """
     conversations = Conversation.objects.for_user(user)
-    if data["client_id"]:
+    client_key = Message.client_key(user.pk, data["client_id"]) if data["client_id"] else None
+    if client_key:
+        # The key is this user's alone: a match is their own send, unless in a conversation
+        # they deleted since.
         existing = (
-            Message.objects.filter(client_id=data["client_id"])
-            .select_related("conversation")
-            .first()
+            Message.objects.filter(client_id=client_key).select_related("conversation").first()
         )
         if existing is not None and not conversations.filter(pk=existing.conversation_id).exists():
             raise EventError("invalid", _("client_id: this id is already taken."))
@@ -150,7 +151,7 @@ def prepare_send(user, data, *, sibling_of=None):
             parent=parent,
             role=Message.Role.USER,
             content=data["content"],
-            client_id=data["client_id"],
+            client_id=client_key,
             created=timezone.now(),
         )
         params = {**conversation.params, **data["params"]}

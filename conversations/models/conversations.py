@@ -142,6 +142,10 @@ class MessageQuerySet(models.QuerySet):
         return self.filter(conversation__in=Conversation.objects.for_user(user))
 
 
+# The namespace of stored client ids (Message.client_key); never to change.
+CLIENT_IDS = uuid.UUID("6a0f3c52-8d1e-4b7a-9c25-1f4e8b3d7a60")
+
+
 class Message(TokenCounts):
     class Role(models.TextChoices):
         SYSTEM = "system"
@@ -186,6 +190,7 @@ class Message(TokenCounts):
     cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # The `client_id` of the send that made it, as stored: client_key(owner, id).
     client_id = models.UUIDField(null=True, blank=True, unique=True)
     created = models.DateTimeField(default=timezone.now)
     completed = models.DateTimeField(null=True, blank=True)
@@ -193,6 +198,13 @@ class Message(TokenCounts):
     checkpointed = models.DateTimeField(null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
+
+    @staticmethod
+    def client_key(user_id, client_id):
+        """A send's `client_id` as stored: the user's id and it, hashed into one UUID. Ids
+        are per user, so the same one from two users names two sends, and no answer can
+        tell a user whether someone else has used an id."""
+        return uuid.uuid5(CLIENT_IDS, f"{user_id}:{client_id}")
 
     class Meta:
         ordering = ["created"]

@@ -1,10 +1,15 @@
-"""Signing up, a user's preferences for new conversations, and their usage."""
+"""Signing up, a sign-in refused for too many failures, a user's preferences for new
+conversations, and their usage."""
 
+import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.cache import cache
 from django.db import transaction
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -16,23 +21,71 @@ from conversations import quotas, reports
 from conversations.forms import PreferencesForm, SignupForm
 from conversations.models import Preferences, SiteSettings, UsageRecord
 
+SIGNUP_WINDOW_S = 3600
+
 
 def signup(request):
     """The first account becomes the administrator; later ones need signup to be open."""
     first = not get_user_model().objects.exists()
     if not first and not SiteSettings.load().signup_open:
-        return render(request, "registration/signup_closed.html", status=403)
+        return _signup_closed(request)
     form = SignupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            user = form.save(commit=False)
-            user.is_staff = user.is_superuser = not get_user_model().objects.exists()
-            user.save()
-        login(request, user)
-        if user.is_superuser:
-            flash.success(request, _("Welcome! You are the administrator of this Confab."))
-        return redirect("chat")
-    return render(request, "registration/signup.html", {"form": form, "first": first})
+    if request.method != "POST":
+        return render(request, "registration/signup.html", {"form": form, "first": first})
+    if _too_many_signups(request.META.get("REMOTE_ADDR", "")):
+        form = SignupForm()
+        context = {"form": form, "first": first, "too_many": True}
+        return render(request, "registration/signup.html", context, status=429)
+    # Who is first is decided under a lock on the site settings' row, so of simultaneous
+    # sign-ups on a fresh install exactly one becomes the administrator, and the others
+    # then find sign-up as the settings say (closed by default). SQLite's transactions
+    # here are IMMEDIATE: the whole transaction is the lock.
+    SiteSettings.load()  # the row exists before it is locked
+    with transaction.atomic():
+        site = SiteSettings.objects.select_for_update().get(pk=1)
+        first = not get_user_model().objects.exists()
+        if not first and not site.signup_open:
+            return _signup_closed(request)
+        if not form.is_valid():  # under the lock, so a username cannot be taken meanwhile
+            return render(request, "registration/signup.html", {"form": form, "first": first})
+        user = form.save(commit=False)
+        user.is_staff = user.is_superuser = first
+        user.save()
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    if user.is_superuser:
+        flash.success(request, _("Welcome! You are the administrator of this Confab."))
+    return redirect("chat")
+
+
+def _signup_closed(request):
+    return render(request, "registration/signup_closed.html", status=403)
+
+
+def _too_many_signups(address):
+    """More than CONFAB_SIGNUPS_PER_HOUR sign-up attempts from one address this clock hour:
+    counted in the cache (Redis, across processes, when REDIS_URL is set)."""
+    window = int(time.time() // SIGNUP_WINDOW_S)
+    key = f"confab:signups:{address}:{window}"
+    cache.add(key, 0, timeout=SIGNUP_WINDOW_S * 2)
+    return cache.incr(key) > settings.CONFAB_SIGNUPS_PER_HOUR
+
+
+def locked_out(request, *args, **kwargs):
+    """The sign-in page again, saying that this account or address is locked out for now:
+    what django-axes answers (AXES_LOCKOUT_CALLABLE) instead of any sign-in, right or wrong,
+    once too many have failed."""
+    form = AuthenticationForm(request, initial={"username": request.POST.get("username", "")})
+    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    context = {
+        "form": form,
+        "next": request.POST.get("next", request.GET.get("next", "")),
+        "locked_out": _(
+            "Too many failed sign-ins for this account or from this address. Try again in "
+            "%(minutes)d minutes, or ask an administrator to unlock it."
+        )
+        % {"minutes": minutes},
+    }
+    return render(request, "registration/login.html", context, status=429)
 
 
 @login_required

@@ -84,7 +84,8 @@ function todayHeading(sidebar) {
 function subscribe() {
   if (!conversation) return;
   // The replies this page shows as streaming: the server ends any that ended meanwhile.
-  socket.send({ type: "subscribe", conversation, streaming: list.streamingIds() });
+  // The server takes up to 32 ids (docs/protocol.md): more than a page ever shows.
+  socket.send({ type: "subscribe", conversation, streaming: list.streamingIds().slice(0, 32) });
 }
 
 const handlers = {
