@@ -80,3 +80,16 @@ def test_my_usage_shows_usage_per_key(client, alice, model):
 
     table = page.split('id="usage-by-key"')[1]
     assert "nightly job" in table and "1234" in table
+
+
+def test_the_dashboard_shows_usage_per_key(alice_admin, alice):
+    api_key, _ = ApiKey.create(alice, "ci pipeline")
+    UsageRecord.objects.create(
+        request_id="00000000-0000-0000-0000-000000000002", user=alice, model_name="m",
+        status="complete", total_tokens=777, source="api", api_key=api_key,
+    )  # fmt: skip
+
+    page = alice_admin.get(reverse("admin:conversations_usagerecord_dashboard")).content
+    table = page.decode().split('id="top-keys"')[1]
+
+    assert "ci pipeline" in table and "777" in table

@@ -333,3 +333,33 @@ def test_the_curl_example_of_the_docs_runs(confab, upstream, key):
     answer = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
 
     assert json.loads(answer.stdout)["choices"][0]["message"]["content"].startswith("You said")
+
+
+def test_a_key_over_its_requests_per_minute_is_429_with_retry_after(confab, upstream):
+    key = confab.user_with_key("hasty")
+    confab.sql("UPDATE conversations_apikey SET requests_per_minute = 1 WHERE prefix = ?", key[:9])
+    client = confab.client(key, max_retries=0)
+    client.chat.completions.create(**hello())
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(**hello())
+
+    assert refused.value.code == "rate_limit_exceeded"
+    assert 0 < int(refused.value.response.headers["retry-after"]) <= 60
+
+
+def test_two_providers_offering_one_id_are_told_apart_by_alias(confab, upstream, key):
+    confab.manage("shell", "-c", (
+        "from conversations.models import Provider\n"
+        f"relay = Provider.objects.create(name='Relay', base_url={upstream.url!r})\n"
+        "relay.models.create(upstream_id='fake-model', display_name='fake-model-via-relay')\n"
+    ))  # fmt: skip
+    client = confab.client(key)
+
+    listed = [m.id for m in client.models.list().data]
+    answer = client.chat.completions.create(**hello(model="fake-model-via-relay"))
+
+    # The one without an alias keeps the provider's id; the other goes by its alias.
+    assert listed.count("fake-model") == 1 and "fake-model-via-relay" in listed
+    assert answer.model == "fake-model-via-relay"
+    assert upstream.requests[-1]["body"]["model"] == "fake-model"
