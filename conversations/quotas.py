@@ -119,39 +119,33 @@ def check(user, *, expected_tokens, expected_cost, currency, limits=None):
         # This request's cost counts only in the quota's currency; usage already at the
         # limit refuses any request, priced or not.
         expected = expected_cost if standing.quota.currency == currency else 0
-        if limit is not None and standing.used_cost >= limit:
-            raise QuotaExceeded(
-                _(
-                    "You have used %(currency)s %(used)s of your %(currency)s %(limit)s this "
-                    "%(period)s. Your quota resets on %(resets)s."
-                )
-                % {
-                    "currency": standing.quota.currency,
-                    "used": formats.number_format(standing.used_cost, 2, force_grouping=True),
-                    "limit": formats.number_format(limit, 2, force_grouping=True),
-                    "period": period,
-                    "resets": resets,
-                },
-                used=standing.used_cost,
-                limit=limit,
-                resets_at=standing.end,
-            )
-        if limit is not None and standing.used_cost + expected > limit:
-            raise QuotaExceeded(
-                _(
-                    "You have used %(currency)s %(used)s of your %(currency)s %(limit)s this "
-                    "%(period)s, and this message may cost up to %(currency)s %(expected)s. "
-                    "Your quota resets on %(resets)s."
-                )
-                % {
-                    "currency": standing.quota.currency,
-                    "used": formats.number_format(standing.used_cost, 2, force_grouping=True),
-                    "limit": formats.number_format(limit, 2, force_grouping=True),
-                    "expected": formats.number_format(expected, 4, force_grouping=True),
-                    "period": period,
-                    "resets": resets,
-                },
-                used=standing.used_cost,
-                limit=limit,
-                resets_at=standing.end,
-            )
+        if limit is not None and (
+            standing.used_cost >= limit or standing.used_cost + expected > limit
+        ):
+            raise _over_money(standing, limit, expected, period, resets)
+
+
+def _over_money(standing, limit, expected, period, resets):
+    """The refusal of a money quota: used up, or without room for this request."""
+    values = {
+        "currency": standing.quota.currency,
+        "used": formats.number_format(standing.used_cost, 2, force_grouping=True),
+        "limit": formats.number_format(limit, 2, force_grouping=True),
+        "expected": formats.number_format(expected, 4, force_grouping=True),
+        "period": period,
+        "resets": resets,
+    }
+    if standing.used_cost >= limit:
+        message = _(
+            "You have used %(currency)s %(used)s of your %(currency)s %(limit)s this "
+            "%(period)s. Your quota resets on %(resets)s."
+        )
+    else:
+        message = _(
+            "You have used %(currency)s %(used)s of your %(currency)s %(limit)s this "
+            "%(period)s, and this message may cost up to %(currency)s %(expected)s. "
+            "Your quota resets on %(resets)s."
+        )
+    return QuotaExceeded(
+        message % values, used=standing.used_cost, limit=limit, resets_at=standing.end
+    )

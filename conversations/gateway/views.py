@@ -7,8 +7,8 @@ Errors have OpenAI's shapes and statuses, so OpenAI's own SDKs understand them.
 """
 
 import asyncio
+import functools
 import json
-import uuid
 from collections import Counter
 
 from channels.db import database_sync_to_async
@@ -28,7 +28,6 @@ from conversations.generation.sending import fit_context
 from conversations.generation.settle import Request
 from conversations.models import ApiKey, UsageRecord
 from conversations.upstream.events import Failed
-from conversations.usage import estimate_prompt_tokens
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -91,12 +90,24 @@ def unauthorised():
     )
 
 
-@csrf_exempt
+def with_key(view):
+    """An API view, for a caller with a usable key (its second argument); else 401. No
+    cookies and no CSRF token: the key is the credential."""
+
+    @csrf_exempt
+    @functools.wraps(view)
+    async def keyed(request):
+        api_key = await key_of(request)
+        if api_key is None:
+            return unauthorised()
+        return await view(request, api_key)
+
+    return keyed
+
+
 @require_GET
-async def models(request):
-    api_key = await key_of(request)
-    if api_key is None:
-        return unauthorised()
+@with_key
+async def models(request, api_key):
     listed = await database_sync_to_async(_listed)(api_key)
     return JsonResponse({"object": "list", "data": listed})
 
@@ -122,12 +133,9 @@ def model_name(model, shared=()):
     return model.upstream_id
 
 
-@csrf_exempt
 @require_POST
-async def chat_completions(request):
-    api_key = await key_of(request)
-    if api_key is None:
-        return unauthorised()
+@with_key
+async def chat_completions(request, api_key):
     if len(request.body) > MAX_BODY_BYTES:
         return error(413, _("The request is too large."))
     try:
@@ -158,15 +166,10 @@ def _start(api_key, data):
     body = upstream.build_body(model, messages, params, user.pk)
     # The caller chose the messages: none is dropped, but what cannot fit is refused.
     fit_context(model, messages, admission.max_output_tokens(body), trim=False)
-    request = Request(
-        id=uuid.uuid4(),
+    request = Request.to(
+        model,
         user_id=user.pk,
-        conversation_id=None,
-        model_id=model.pk,
-        provider_id=model.provider_id,
-        model_name=model.upstream_id,
-        asked_at=timezone.now(),
-        prompt_estimate=estimate_prompt_tokens(messages),
+        messages=messages,
         source=UsageRecord.Source.API,
         api_key_id=api_key.pk,
     )

@@ -132,22 +132,15 @@ def reserve(user, request, body, *, limits=None):
     limits = list(quotas.quotas_for(user)) if limits is None else limits
     if limits:
         _check_quotas(user, most, cost, price.currency if price else "", limits)
-    UsageRecord.objects.create(
-        request_id=request.id,
-        user_id=request.user_id,
-        conversation_id=request.conversation_id,
-        provider_id=request.provider_id,
-        model_id=request.model_id,
-        model_name=request.model_name,
+    reservation = request.ledger_row(
         status=Message.Status.STREAMING,
         estimated=True,
         cost=cost,
         currency=price.currency if price else "USD",
         created=request.asked_at,
-        source=request.source,
-        api_key_id=request.api_key_id,
         **most.as_fields(),
     )
+    reservation.save()
 
 
 def max_output_tokens(body):

@@ -2,7 +2,6 @@
 conversation, the user's message and the reply placeholders written in one transaction,
 and the request to send upstream built."""
 
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -202,21 +201,16 @@ def prepare_regenerate(user, data):
 def _start_replies(user, conversation, history, user_message, model, params):
     """The reply placeholders under `user_message` and the request that will fill them,
     once the user is authorised to make it."""
-    now = timezone.now()
     messages = _api_messages(conversation, history, user_message)
     body = upstream.build_body(model, messages, params, user.pk)
     body["messages"], dropped = fit_context(model, messages, max_output_tokens(body))
-    prompt_estimate = estimate_prompt_tokens(body["messages"])
-    request = Request(
-        id=uuid.uuid4(),
+    request = Request.to(
+        model,
         user_id=user.pk,
         conversation_id=str(conversation.id),
-        model_id=model.pk,
-        provider_id=model.provider_id,
-        model_name=model.upstream_id,
-        asked_at=now,
-        prompt_estimate=prompt_estimate,
+        messages=body["messages"],
     )
+    now, prompt_estimate = request.asked_at, request.prompt_estimate
     authorise(user, request, body)
     # With n > 1 each choice becomes a reply of its own, siblings under the message.
     replies = Message.objects.bulk_create(

@@ -19,7 +19,7 @@ from django.utils import timezone, translation
 
 from conversations.models import Conversation, Message, Price, UsageRecord
 from conversations.rendering import finished_message
-from conversations.usage import Usage, estimate_tokens
+from conversations.usage import Usage, estimate_prompt_tokens, estimate_tokens
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,35 @@ class Request:
     # keys (UsageRecord.Source).
     source: str = "chat"
     api_key_id: int | None = None
+
+    @classmethod
+    def to(cls, model, *, user_id, conversation_id=None, messages=(), **fields):
+        """A new request to `model`, asked now, its prompt `messages` estimated."""
+        return cls(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            conversation_id=conversation_id,
+            model_id=model.pk,
+            provider_id=model.provider_id,
+            model_name=model.upstream_id,
+            asked_at=timezone.now(),
+            prompt_estimate=estimate_prompt_tokens(messages),
+            **fields,
+        )
+
+    def ledger_row(self, **fields):
+        """This request's row of the usage ledger, with `fields` (what it used or may)."""
+        return UsageRecord(
+            request_id=self.id,
+            user_id=self.user_id,
+            conversation_id=self.conversation_id,
+            provider_id=self.provider_id,
+            model_id=self.model_id,
+            model_name=self.model_name,
+            source=self.source,
+            api_key_id=self.api_key_id,
+            **fields,
+        )
 
 
 @dataclass(frozen=True)
@@ -172,16 +201,5 @@ def _write_ledger(request, outcome, total, cost, price, rows, now):
     }
     reservation = UsageRecord.objects.filter(request_id=request.id, status=Message.Status.STREAMING)
     if not reservation.update(**fields):
-        row = UsageRecord(
-            request_id=request.id,
-            user_id=request.user_id,
-            conversation_id=request.conversation_id,
-            provider_id=request.provider_id,
-            model_id=request.model_id,
-            model_name=request.model_name,
-            source=request.source,
-            api_key_id=request.api_key_id,
-            created=now,
-            **fields,
-        )
+        row = request.ledger_row(created=now, **fields)
         UsageRecord.objects.bulk_create([row], ignore_conflicts=True)

@@ -6,11 +6,9 @@ a failure only leaves the first message as the title.
 """
 
 import logging
-import uuid
 
 from channels.db import database_sync_to_async
 from django.db import transaction
-from django.utils import timezone
 
 from conversations.fanout import publish_to_user
 from conversations.generation import admission
@@ -23,7 +21,6 @@ from conversations.models import (
     UsageRecord,
 )
 from conversations.upstream import ChatStream, Completion, build_body
-from conversations.usage import estimate_prompt_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +82,11 @@ def _job(conversation_id, user_id):
     messages = [{"role": "user", "content": PROMPT.format(question=question, answer=answer)}]
     params = {"max_tokens": MAX_TITLE_TOKENS, "temperature": 0.3}
     body = build_body(model, messages, params, user_id)
-    request = Request(
-        id=uuid.uuid4(),
+    request = Request.to(
+        model,
         user_id=user_id,
         conversation_id=str(conversation_id),
-        model_id=model.pk,
-        provider_id=model.provider_id,
-        model_name=model.upstream_id,
-        asked_at=timezone.now(),
-        prompt_estimate=estimate_prompt_tokens(messages),
+        messages=messages,
         source=UsageRecord.Source.TITLE,
     )
     try:
