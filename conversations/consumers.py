@@ -29,8 +29,6 @@ from conversations.fanout import (
     conversation_group,
     hub,
     mailbox,
-    publish,
-    publish_to_user,
     runners_group,
     user_group,
 )
@@ -38,11 +36,12 @@ from conversations.forms import EVENT_FORMS, error_text
 from conversations.generation import admission
 from conversations.generation.admission import EventError
 from conversations.generation.reaper import reap
-from conversations.generation.runner import Generation, generations
+from conversations.generation.runner import generations, in_background, launch
 from conversations.generation.sending import prepare_edit, prepare_regenerate, prepare_send
 from conversations.models import Conversation, Message
 from conversations.rendering import finished_message
 from conversations.sessions import SessionEnded
+from conversations.tools import loop
 
 logger = logging.getLogger(__name__)
 
@@ -332,32 +331,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return Message.objects.for_user(self.user).filter(id=message_id).first()
 
     async def _launch(self, prepared, client_id):
-        """Start the runner, tell every tab of the new messages, update the sidebars."""
-        conversation_id = prepared.conversation_id
-        events = []
-        for message in prepared.created:
-            event = {"type": "message.created", "message": message}
-            if client_id:
-                event["client_id"] = client_id
-            events.append(event)
-        # This process's tabs hear of the reply before its runner can send them a frame:
-        # a frame of a reply a page does not know yet is dropped.
-        for event in events:
-            await hub.publish(conversation_id, event)
-        # Then the runner, then other processes: a tab there that hears of the reply asks
-        # the runner for its frames, so the runner must be listening first.
-        await Generation(prepared, language=self.language).start()
-        for event in events:
-            await publish(conversation_id, event, here=False)
-        # The sidebar of the user's other tabs: a new conversation, or one now generating.
-        created = prepared.created_conversation
-        await publish_to_user(
-            self.user.pk,
-            {
-                "type": "conversation.created" if created else "conversation.updated",
-                "conversation": prepared.conversation,
-            },
-            except_channel=self.channel_name if created else None,
+        await launch(
+            prepared,
+            user_id=self.user.pk,
+            language=self.language,
+            client_id=client_id,
+            after=loop.after_step,
+            # A new conversation's own tab heard of it already; its others, not yet.
+            except_channel=self.channel_name if prepared.created_conversation else None,
         )
 
     async def on_stop(self, event):
@@ -367,6 +348,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise EventError("not_found", _("No such message."))
         if generation := generations.get(message_id):
             generation.stop()
+        elif reply.role == Message.Role.TOOL and await loop.stop(reply):
+            pass  # a call this process runs, or one waiting for approval: stopped
         elif reply.status == Message.Status.STREAMING:
             # Its runner lives in another process: the layer takes the stop there.
             await self.channel_layer.group_send(
@@ -380,6 +363,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         else:
             raise EventError("not_running", _("This reply is not being generated."))
+
+    async def on_approve(self, event):
+        data = self._validate(event)
+        await database_sync_to_async(sessions.check)(self.session_key, self.user.pk)
+        message_id = str(data["message"])
+        then = await loop.decide(self.user, message_id, data["allow"], data["always"],
+                                 self.language)  # fmt: skip
+        in_background(then)  # the call runs as a reply does: not in this handler
 
 
 @database_sync_to_async

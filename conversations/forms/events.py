@@ -120,10 +120,25 @@ class StopForm(EventForm):
     message = forms.UUIDField()
 
 
+class ApproveForm(EventForm):
+    """The user's answer to a tool call waiting for approval."""
+
+    message = forms.UUIDField()
+    allow = forms.BooleanField(required=False)
+    # Let this tool run without asking for the rest of the conversation.
+    always = forms.BooleanField(required=False)
+
+    def clean_allow(self):
+        if not isinstance(self.data.get("allow"), bool):
+            raise forms.ValidationError(_("Must be true or false."))
+        return self.data["allow"]
+
+
 EVENT_FORMS = {
     "subscribe": SubscribeForm,
     "send": SendForm,
     "regenerate": RegenerateForm,
     "edit": EditForm,
     "stop": StopForm,
+    "approve": ApproveForm,
 }

@@ -16,12 +16,15 @@ from django.utils import timezone
 
 from conversations.fanout import publish, publish_to_user
 from conversations.generation.runner import generations
-from conversations.generation.settle import Outcome, Reply, Request, settle
-from conversations.models import Conversation, Message
+from conversations.generation.settle import Outcome, Reply, Request, Settled, settle
+from conversations.models import Conversation, Message, ToolApproval
+from conversations.rendering import finished_message
+from conversations.tools import loop
 
 logger = logging.getLogger(__name__)
 
 INTERRUPTED = "The server stopped while this reply was being generated."
+TOOL_INTERRUPTED = "The server stopped while this tool ran."
 
 
 def reap_stale(conversation_id=None):
@@ -31,12 +34,35 @@ def reap_stale(conversation_id=None):
     stale = Message.objects.filter(status=Message.Status.STREAMING, checkpointed__lt=cutoff)
     if conversation_id is not None:
         stale = stale.filter(conversation_id=conversation_id)
+    ended_tools = _interrupt_tools(stale.filter(role=Message.Role.TOOL))
     requests = {}
-    stale = stale.exclude(id__in=list(generations)).select_related("conversation", "model")
+    stale = stale.exclude(role=Message.Role.TOOL).exclude(id__in=list(generations))
+    stale = stale.select_related("conversation", "model")
     for reply in stale.order_by("created"):
         # Replies from before requests had ids are a request each.
         requests.setdefault(reply.request_id or uuid.uuid5(reply.id, "reaped"), []).append(reply)
-    return [settle(*_interrupted(request_id, replies)) for request_id, replies in requests.items()]
+    settled = [
+        settle(*_interrupted(request_id, replies)) for request_id, replies in requests.items()
+    ]
+    return settled + ended_tools
+
+
+def _interrupt_tools(stale):
+    """Tool calls whose process died while running them: interrupted, and their turn goes
+    no further. (A call waiting for approval is not stale: it expires, see tools.loop.)"""
+    stale = stale.exclude(approval=ToolApproval.PENDING).exclude(id__in=list(loop.running))
+    ids = list(stale.values_list("id", flat=True))
+    stale.update(
+        status=Message.Status.INTERRUPTED,
+        content=TOOL_INTERRUPTED,
+        tool_error=True,
+        completed=timezone.now(),
+    )
+    ended = Message.objects.filter(id__in=ids).select_related("conversation")
+    return [
+        Settled(done=[finished_message(m)], conversation=None, user_id=m.conversation.owner_id)
+        for m in ended
+    ]
 
 
 def _interrupted(request_id, replies):
@@ -71,9 +97,11 @@ async def reap(conversation_id=None):
     for result in ended:
         for message in result.done:
             await publish(message["conversation"], {"type": "message.done", "message": message})
-        await publish_to_user(
-            result.user_id, {"type": "conversation.updated", "conversation": result.conversation}
-        )
+        if result.conversation is not None:
+            await publish_to_user(
+                result.user_id,
+                {"type": "conversation.updated", "conversation": result.conversation},
+            )
     return ended
 
 
@@ -88,6 +116,7 @@ async def reap_periodically():
     while True:
         try:
             await reap()
+            await loop.expire()
             await database_sync_to_async(purge_deleted)()
         except Exception:
             logger.exception("the reaper failed; trying again later")
@@ -98,8 +127,8 @@ async def heartbeat_periodically():
     """Keep the rows of this process's running replies fresh, even while a model thinks."""
     while True:
         await asyncio.sleep(settings.CONFAB_CHECKPOINT_INTERVAL_MS / 1000 * 5)
-        if generations:
-            await _touch(list(generations))
+        if generations or loop.running:
+            await _touch([*generations, *loop.running])
 
 
 @database_sync_to_async

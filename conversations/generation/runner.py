@@ -48,6 +48,38 @@ def generations_running():
     return set(generations.values())
 
 
+async def launch(prepared, *, user_id, language, client_id=None, except_channel=None, after=None):
+    """Start a prepared request: tell every tab of its new messages, start its runner,
+    update the user's sidebars. `after(generation, settled)` runs once the request has
+    settled complete (the agent loop's next step)."""
+    conversation_id = prepared.conversation_id
+    events = []
+    for message in prepared.created:
+        event = {"type": "message.created", "message": message}
+        if client_id:
+            event["client_id"] = client_id
+        events.append(event)
+    # This process's tabs hear of the reply before its runner can send them a frame:
+    # a frame of a reply a page does not know yet is dropped.
+    for event in events:
+        await hub.publish(conversation_id, event)
+    # Then the runner, then other processes: a tab there that hears of the reply asks
+    # the runner for its frames, so the runner must be listening first.
+    await Generation(prepared, language=language, after=after).start()
+    for event in events:
+        await publish(conversation_id, event, here=False)
+    # The sidebar of the user's other tabs: a new conversation, or one now generating.
+    created = prepared.created_conversation
+    await publish_to_user(
+        user_id,
+        {
+            "type": "conversation.created" if created else "conversation.updated",
+            "conversation": prepared.conversation,
+        },
+        except_channel=except_channel,
+    )
+
+
 class ReplyStream:
     """One reply of a request (one choice), and how much of it frames have carried.
 
@@ -97,10 +129,11 @@ class ReplyStream:
 class Generation:
     """One upstream request and the replies it produces (one per choice when n > 1)."""
 
-    def __init__(self, prepared, *, language=None):
+    def __init__(self, prepared, *, language=None, after=None):
         self.request = replace(prepared.request, language=language or settings.LANGUAGE_CODE)
         self.conversation_id = self.request.conversation_id
         self.user_id = self.request.user_id
+        self.after = after
         self.stream = ChatStream(prepared.provider, prepared.body)
         self.completion = Completion()
         self.replies = [
@@ -191,7 +224,9 @@ class Generation:
                     {"type": "conversation.updated", "conversation": settled.conversation},
                 )
             if status == Message.Status.COMPLETE and settings.CONFAB_AUTO_TITLE:
-                _in_background(titles.write_title(self.conversation_id, self.user_id))
+                in_background(titles.write_title(self.conversation_id, self.user_id))
+            if status == Message.Status.COMPLETE and self.after is not None:
+                in_background(self.after(self, settled))
         finally:
             for reply in self.replies:
                 generations.pop(str(reply.message.id), None)
@@ -313,11 +348,19 @@ outbox.unreachable = _unreachable
 _background = set()
 
 
-def _in_background(coroutine):
-    """A task that outlives its caller, kept referenced until it ends."""
-    task = asyncio.create_task(coroutine)
+def in_background(coroutine):
+    """A task that outlives its caller, kept referenced until it ends; what it raises is
+    logged, not lost."""
+    task = asyncio.create_task(_logged(coroutine))
     _background.add(task)
     task.add_done_callback(_background.discard)
+
+
+async def _logged(coroutine):
+    try:
+        await coroutine
+    except Exception:
+        logger.exception("a background task of the runner failed")
 
 
 async def shutdown(grace_s=None):

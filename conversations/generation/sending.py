@@ -24,8 +24,10 @@ from conversations.models import (
     Message,
     Preferences,
     Provider,
+    SiteSettings,
     branch_through,
 )
+from conversations.tools import registry
 from conversations.usage import estimate_prompt_tokens
 
 # In a reply's stored request: how many of the oldest messages of its branch were left out
@@ -198,11 +200,14 @@ def prepare_regenerate(user, data):
     return _prepared(conversation, None, started)
 
 
-def _start_replies(user, conversation, history, user_message, model, params):
+def _start_replies(user, conversation, history, user_message, model, params, *, tools=True):
     """The reply placeholders under `user_message` and the request that will fill them,
-    once the user is authorised to make it."""
+    once the user is authorised to make it; the server's tools offered, unless `tools` is
+    false."""
     messages = _api_messages(conversation, history, user_message)
     body = upstream.build_body(model, messages, params, user.pk)
+    if tools:
+        _offer_tools(body, registry.for_conversation(user, conversation, model))
     body["messages"], dropped = fit_context(model, messages, max_output_tokens(body))
     request = Request.to(
         model,
@@ -243,6 +248,34 @@ def _start_replies(user, conversation, history, user_message, model, params):
     conversation.save(update_fields=["updated", "model", "shown"])
     request = replace(request, reply_ids=tuple(reply.id for reply in replies))
     return {"replies": replies, "provider": model.provider, "body": body, "request": request}
+
+
+def prepare_step(user, last, *, steps):
+    """The next model call of a tool loop, answering `last` (its step's last tool message)
+    with the step's model and parameters; offered no tools once the turn has made the
+    site's number of calls, so the model answers with what it has. None when that model
+    is gone. Runs queries, inside the caller's transaction."""
+    conversation = last.conversation
+    asked = last
+    while asked.role == Message.Role.TOOL:
+        asked = asked.parent
+    model = LanguageModel.objects.available_to(user).filter(id=asked.model_id).first()
+    if model is None:
+        return None
+    history = list(conversation.messages.order_by("created"))
+    with_tools = steps < SiteSettings.load().tool_steps
+    started = _start_replies(
+        user, conversation, history, last, model, asked.params, tools=with_tools
+    )
+    return _prepared(conversation, None, started)
+
+
+def _offer_tools(body, offered):
+    """The server's tools, beside the user's own (which keep their names)."""
+    own = {tool["function"]["name"] for tool in body.get("tools") or ()}
+    extra = [tool.spec() for name, tool in offered.items() if name not in own]
+    if extra:
+        body["tools"] = [*(body.get("tools") or ()), *extra]
 
 
 def default_model(user, conversation, preferred=None):
@@ -323,11 +356,26 @@ def _as_api_messages(history, last):
     while message is not None:
         branch.append(message)
         message = by_id.get(message.parent_id)
+    branch.reverse()
     return [
-        {"role": message.role, "content": message.content}
-        for message in reversed(branch)
-        if message.content or message.role == Message.Role.USER
+        api_message
+        for message, following in zip(branch, [*branch[1:], None], strict=True)
+        if (api_message := _as_api_message(message, following))
     ]
+
+
+def _as_api_message(message, following):
+    """A message of the branch as the API takes it, or None (an empty reply)."""
+    if message.role == Message.Role.TOOL:
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    # A reply's tool calls go back only with their results after them, as the API needs:
+    # calls of the user's own tools, never answered, do not.
+    if message.tool_calls and following is not None and following.role == Message.Role.TOOL:
+        return {"role": "assistant", "content": message.content or None,
+                "tool_calls": message.tool_calls}  # fmt: skip
+    if message.content or message.role == Message.Role.USER:
+        return {"role": message.role, "content": message.content}
+    return None
 
 
 def request_sent(reply):
@@ -336,7 +384,8 @@ def request_sent(reply):
     if not request:
         return None  # replies from before requests were kept
     dropped = request.pop(HISTORY_DROPPED, 0)
-    history = list(reply.conversation.messages.only("id", "parent_id", "role", "content"))
+    fields = ("id", "parent_id", "role", "content", "tool_calls", "tool_call_id")
+    history = list(reply.conversation.messages.only(*fields))
     parent = next((m for m in history if m.id == reply.parent_id), None)
     tree = _as_api_messages(history, parent) if parent else []
     request["messages"] = [*request.get("messages", []), *tree[dropped:]]

@@ -5,15 +5,19 @@ from conversations.models.conversations import (
     Conversation,
     Message,
     Preferences,
+    ToolApproval,
     branch_through,
 )
 from conversations.models.keys import ApiKey
 from conversations.models.ledger import Quota, UsageRecord
 from conversations.models.providers import LanguageModel, Price, Provider
 from conversations.models.site import SiteSettings
+from conversations.models.tools import Approval, BuiltinTool, ToolServer
 
 __all__ = [
     "ApiKey",
+    "Approval",
+    "BuiltinTool",
     "Conversation",
     "LanguageModel",
     "Message",
@@ -22,6 +26,8 @@ __all__ = [
     "Provider",
     "Quota",
     "SiteSettings",
+    "ToolApproval",
+    "ToolServer",
     "UsageRecord",
     "branch_through",
 ]

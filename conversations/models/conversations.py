@@ -76,6 +76,11 @@ class Conversation(models.Model):
     # True while the title is Confab's (the first message, then a generated one); a title
     # the user gives is never overwritten.
     auto_title = models.BooleanField(default=True)
+    # Server tools in this conversation: all off, or some (their names, switched off); and
+    # the tools the user let run without asking here ("always allow in this conversation").
+    tools_off = models.BooleanField(_("no tools"), default=False)
+    tools_switched_off = models.JSONField(default=list, blank=True)
+    tools_always_allowed = models.JSONField(default=list, blank=True)
     pinned = models.BooleanField(_("pinned"), default=False)
     archived = models.BooleanField(_("archived"), default=False)
     # Deleted, but restorable for CONFAB_UNDO_DELETE_S; then purged.
@@ -146,6 +151,16 @@ class MessageQuerySet(models.QuerySet):
 CLIENT_IDS = uuid.UUID("6a0f3c52-8d1e-4b7a-9c25-1f4e8b3d7a60")
 
 
+class ToolApproval(models.TextChoices):
+    """Where a tool call stands with the user: run without asking, or asked about."""
+
+    AUTO = "auto", _("ran without asking")
+    PENDING = "pending", _("waiting for approval")
+    APPROVED = "approved", _("approved")
+    DENIED = "denied", _("denied")
+    EXPIRED = "expired", _("not answered in time")
+
+
 class Message(TokenCounts):
     class Role(models.TextChoices):
         SYSTEM = "system"
@@ -173,6 +188,12 @@ class Message(TokenCounts):
     tool_calls = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     finish_reason = models.CharField(max_length=32, blank=True)
+    # A tool message: the call it answers (its `tool_calls` holds that one call), the
+    # tool's name, whether its result is an error, and how its approval went.
+    tool_call_id = models.CharField(max_length=100, blank=True)
+    tool_name = models.CharField(max_length=64, blank=True)
+    tool_error = models.BooleanField(default=False)
+    approval = models.CharField(max_length=8, choices=ToolApproval.choices, blank=True)
     # The stop sequence that ended the reply, when the provider says which (vLLM, SGLang).
     stop_sequence = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
@@ -320,4 +341,10 @@ class Message(TokenCounts):
             "completed": self.completed.isoformat() if self.completed else None,
             "ttft_ms": self.ttft_ms,
             "duration_ms": self.duration_ms,
+            # A tool message's: the call it answers, the tool, whether its result is an
+            # error, and its approval ("" for other messages).
+            "tool_call_id": self.tool_call_id or None,
+            "name": self.tool_name or None,
+            "tool_error": self.tool_error,
+            "approval": self.approval or None,
         }

@@ -22,6 +22,20 @@ class SiteSettings(models.Model):
         help_text=_("Writes each new conversation's title. Empty: the conversation's own model."),
     )
 
+    tool_steps = models.PositiveSmallIntegerField(
+        _("tool steps per answer"),
+        default=10,
+        help_text=_("Model calls with tools before the model must answer with what it has."),
+    )
+    tool_timeout_s = models.PositiveSmallIntegerField(
+        _("tool timeout (s)"), default=30, help_text=_("How long one tool call may run.")
+    )
+    tool_output_chars = models.PositiveIntegerField(
+        _("tool output (characters)"),
+        default=20_000,
+        help_text=_("A longer result is cut there, with a note to the model."),
+    )
+
     class Meta:
         verbose_name = verbose_name_plural = _("site settings")
 

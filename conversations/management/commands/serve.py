@@ -216,9 +216,12 @@ class Command(BaseCommand):
                 provider, _ = connect_provider(
                     LOCAL_PROVIDER, f"http://127.0.0.1:{model_port}/v1", ""
                 )
-                # Its window is what the server is started with; its replies are short.
+                # Its window is what the server is started with; its replies are short; it
+                # calls no tools.
                 provider.models.filter(context_window__isnull=True).update(
-                    context_window=LOCAL_CONTEXT_TOKENS, max_output_tokens=LOCAL_OUTPUT_TOKENS
+                    context_window=LOCAL_CONTEXT_TOKENS,
+                    max_output_tokens=LOCAL_OUTPUT_TOKENS,
+                    supports_tools=False,
                 )
                 self.stdout.write(f"Local model ready on 127.0.0.1:{model_port}.")
             self.stdout.write(

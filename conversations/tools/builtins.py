@@ -1,0 +1,142 @@
+"""Confab's own tools. Each takes the model's arguments (a dict) and the call's context, and
+returns text for the model; ToolFailed is an error the model is told about in words."""
+
+import asyncio
+import ipaddress
+import socket
+from datetime import datetime
+from urllib.parse import urljoin, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+import simpleeval
+from channels.db import database_sync_to_async
+from django.utils.html import strip_tags
+
+from conversations.models import BuiltinTool, Message
+
+# What fetching a page reads at most, and how many redirects it follows.
+FETCH_MAX_BYTES = 512 * 1024
+FETCH_MAX_REDIRECTS = 5
+FETCH_TIMEOUT_S = 10
+SEARCH_HITS = 5
+SNIPPET_CHARS = 300
+
+
+class ToolFailed(Exception):
+    """A call that could not be done; its message goes back to the model."""
+
+
+def calculator(arguments, context):
+    expression = arguments.get("expression")
+    if not isinstance(expression, str) or not expression.strip():
+        raise ToolFailed("Give an arithmetic expression as `expression`.")
+    # simpleeval: arithmetic and a few functions, never Python's eval; powers and strings
+    # are bounded so an expression cannot eat the server.
+    evaluator = simpleeval.SimpleEval(functions={"abs": abs, "round": round, "min": min,
+                                                 "max": max})  # fmt: skip
+    try:
+        return str(evaluator.eval(expression))
+    except (simpleeval.InvalidExpression, ArithmeticError, TypeError, ValueError,
+            SyntaxError) as error:  # fmt: skip
+        raise ToolFailed(f"Cannot evaluate {expression!r}: {error}") from None
+
+
+def current_time(arguments, context):
+    name = arguments.get("timezone") or "UTC"
+    try:
+        zone = ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        message = f"Unknown time zone {name!r}: use an IANA name such as Asia/Shanghai."
+        raise ToolFailed(message) from None
+    now = datetime.now(zone)
+    return f"{now.isoformat(timespec='seconds')} ({now:%A}, {name})"
+
+
+@database_sync_to_async
+def search_conversations(arguments, context):
+    query = arguments.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ToolFailed("Give the words to look for as `query`.")
+    # The user's own conversations only: the one access path of every view.
+    mine = Message.objects.for_user(context.user).exclude(role=Message.Role.TOOL)
+    hits = mine.filter(content__icontains=query.strip()).select_related("conversation")
+    lines = []
+    for message in hits.order_by("-created")[:SEARCH_HITS]:
+        at = message.content.lower().find(query.strip().lower())
+        start = max(at - SNIPPET_CHARS // 2, 0)
+        snippet = " ".join(message.content[start : start + SNIPPET_CHARS].split())
+        lines.append(f"- “{message.conversation}” ({message.role}): …{snippet}…")
+    return "\n".join(lines) if lines else f"Nothing found for {query!r}."
+
+
+async def fetch_url(arguments, context):
+    url = arguments.get("url")
+    if not isinstance(url, str):
+        raise ToolFailed("Give the page's address as `url`.")
+    hosts = context.fetch_hosts
+    async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=False) as client:
+        for _ in range(FETCH_MAX_REDIRECTS + 1):
+            await _check_address(url, hosts)
+            async with client.stream("GET", url) as response:
+                if response.is_redirect:
+                    # Each hop is checked again: a redirect may point inside the network.
+                    url = urljoin(url, response.headers.get("location", ""))
+                    continue
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= FETCH_MAX_BYTES:
+                        break
+                text = body[:FETCH_MAX_BYTES].decode(response.encoding or "utf-8", "replace")
+                if "html" in response.headers.get("content-type", ""):
+                    text = " ".join(strip_tags(text).split())
+                return f"HTTP {response.status_code} from {url}\n\n{text}"
+    raise ToolFailed(f"More than {FETCH_MAX_REDIRECTS} redirects.")
+
+
+async def _check_address(url, hosts):
+    """Only http(s), only an allowed host, and never an address inside the network: every
+    address the name resolves to is checked, so DNS cannot point an allowed name inside."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise ToolFailed(f"Only http and https addresses can be fetched, not {url!r}.")
+    if not any(host == allowed or host.endswith("." + allowed) for allowed in hosts):
+        raise ToolFailed(f"{host} is not a host this server may fetch.")
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise ToolFailed(f"{host} does not resolve.") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:  # private, loopback, link-local, reserved…
+            raise ToolFailed(f"{host} resolves to an address inside a network: refused.")
+
+
+# name → (function, description, JSON schema of its parameters)
+BUILTINS = {
+    BuiltinTool.Name.CALCULATOR: (
+        calculator,
+        "Evaluate an arithmetic expression exactly, e.g. (17.5 * 3) / 4 or 2 ** 10.",
+        {"type": "object", "properties": {"expression": {"type": "string"}},
+         "required": ["expression"]},
+    ),
+    BuiltinTool.Name.CLOCK: (
+        current_time,
+        "The current date and time in a time zone (an IANA name such as Europe/Paris).",
+        {"type": "object", "properties": {"timezone": {"type": "string"}}},
+    ),
+    BuiltinTool.Name.SEARCH: (
+        search_conversations,
+        "Search the user's own earlier conversations for words; returns snippets.",
+        {"type": "object", "properties": {"query": {"type": "string"}},
+         "required": ["query"]},
+    ),
+    BuiltinTool.Name.FETCH: (
+        fetch_url,
+        "Fetch a web page (from the hosts this server allows) and return its text.",
+        {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
+    ),
+}  # fmt: skip

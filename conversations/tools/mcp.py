@@ -1,0 +1,77 @@
+"""MCP tool servers, reached over streamable HTTP with the `mcp` SDK.
+
+The SDK's 1.x line: it talks through httpx, the client this project already uses for
+providers; its 2.x line brings a second HTTP stack (httpx2) for the same job. A session is
+opened per use (listing the tools, or one call): calls are few and far between next to
+streamed text, and nothing is left open to a server that may restart.
+"""
+
+from datetime import timedelta
+
+import httpx
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+# Opening a session and listing tools; a call's own bound is the site's tool timeout.
+CONNECT_TIMEOUT_S = 10
+
+
+class ServerUnavailable(Exception):
+    """The server could not be reached or refused: said in words, without its headers."""
+
+
+def _client(server, timeout):
+    return httpx.AsyncClient(headers=server.headers, timeout=timeout, follow_redirects=False)
+
+
+async def list_tools(server):
+    """The server's tools: [{"name", "description", "parameters"}]."""
+    try:
+        async with (
+            _client(server, CONNECT_TIMEOUT_S) as http,
+            streamable_http_client(server.url, http_client=http) as (read, write, _),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            listed = await session.list_tools()
+    except Exception as error:  # the SDK raises what its transport and protocol raise
+        raise ServerUnavailable(_reason(server, error)) from None
+    return [
+        {
+            "name": tool.name,
+            "description": tool.description or "",
+            "parameters": tool.inputSchema or {"type": "object", "properties": {}},
+        }
+        for tool in listed.tools
+    ]
+
+
+async def call_tool(server, name, arguments, timeout_s):
+    """The text of a call's result, and whether the server says it is an error."""
+    try:
+        async with (
+            _client(server, timeout_s) as http,
+            streamable_http_client(server.url, http_client=http) as (read, write, _),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            result = await session.call_tool(
+                name, arguments, read_timeout_seconds=timedelta(seconds=timeout_s)
+            )
+    except Exception as error:
+        raise ServerUnavailable(_reason(server, error)) from None
+    parts = [getattr(part, "text", None) or f"[{part.type} content]" for part in result.content]
+    if not parts and result.structuredContent is not None:
+        parts = [str(result.structuredContent)]
+    return "\n".join(parts), bool(result.isError)
+
+
+def _reason(server, error):
+    """Why a server failed, in words, its header values (which may hold tokens) removed."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]  # anyio's task groups wrap the transport's error
+    text = str(error) or type(error).__name__
+    for value in server.headers.values():
+        if len(value) >= 8:
+            text = text.replace(value, "[redacted]")
+    return f"The tool server {server.name} is unavailable: {text}"
