@@ -268,7 +268,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for snapshot in local:
             await self.send(text_data=json.dumps(snapshot, ensure_ascii=False))
         await reap(conversation_id)  # replies whose runner died end now, not in a while
-        elsewhere = await _streaming_replies(conversation_id, {s["message"]["id"] for s in local})
+        shown = {s["message"]["id"] for s in local}
+        elsewhere = await _streaming_replies(conversation_id, shown, self.language)
         for message in elsewhere:
             # The checkpoint, until the runner that owns the reply sends its snapshot.
             await self.send_event("message.snapshot", message=message, seq=0, checkpoint=True)
@@ -472,8 +473,12 @@ def language_of(scope):
 
 
 @database_sync_to_async
-def _streaming_replies(conversation_id, skip_ids):
+def _streaming_replies(conversation_id, skip_ids, language):
     replies = Message.objects.filter(
         conversation_id=conversation_id, status=Message.Status.STREAMING
     ).exclude(id__in=skip_ids)
-    return [reply.to_dict() for reply in replies]
+    # A tool's call comes as the page shows it: it has no frames to draw it from.
+    with translation.override(language):
+        return [
+            finished_message(m) if m.role == Message.Role.TOOL else m.to_dict() for m in replies
+        ]

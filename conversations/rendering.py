@@ -6,6 +6,8 @@ so a reply looks the same before and after it ends. Change the two together.
 """
 
 import json
+from dataclasses import dataclass
+from decimal import Decimal
 
 import nh3
 from django.template.loader import render_to_string
@@ -174,6 +176,45 @@ def render_json(text):
     return render_markdown(f"```json\n{pretty}\n```")
 
 
+@dataclass(frozen=True)
+class TurnUsage:
+    """What a turn of tool steps cost: its model calls, their tokens and cost summed."""
+
+    calls: int
+    tokens: int
+    cost: Decimal | None
+
+    @property
+    def cost_display(self):
+        return f"{self.cost.normalize():f}" if self.cost else ""
+
+
+def add_turn_usage(branch):
+    """Set `turn` on each answer of `branch` that came after tool steps: the usage of its
+    turn's model calls so far (the page sums a turn under its answer)."""
+    turn = []
+    for message in branch:
+        if message.role == Message.Role.USER:
+            turn = []
+        elif message.role == Message.Role.ASSISTANT:
+            turn.append(message)
+            if len(turn) > 1:
+                costs = [m.cost for m in turn if m.cost is not None]
+                message.turn = TurnUsage(
+                    len(turn), sum(m.total_tokens for m in turn), sum(costs) if costs else None
+                )
+
+
+def _add_turn_usage_of(message):
+    """add_turn_usage for one answer that follows tool steps, its turn read from the
+    database (a query per message of the turn)."""
+    turn, ancestor = [], message
+    while ancestor is not None and ancestor.role != Message.Role.USER:
+        turn.append(ancestor)
+        ancestor = ancestor.parent
+    add_turn_usage(reversed(turn))
+
+
 def finished_message(message):
     """A message as `message.done` carries it: its MESSAGE object with the server's HTML,
     the template partial the page itself uses, so a reply finished live looks as it does
@@ -189,5 +230,8 @@ def finished_message(message):
             .order_by("created")
             .values_list("id", flat=True)
         )
+    if message.role == Message.Role.ASSISTANT and not hasattr(message, "turn"):
+        if message.parent_id and message.parent.role == Message.Role.TOOL:
+            _add_turn_usage_of(message)
     html = render_to_string("conversations/chat.html#message", {"message": message})
     return {**message.to_dict(), "html": html}

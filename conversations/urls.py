@@ -8,6 +8,7 @@ conversation = [
     path("", views.chat, name="conversation"),
     path("settings/", views.conversation_settings, name="settings"),
     path("settings/reset/", views.reset_settings, name="reset_settings"),
+    path("settings/tools/", views.conversation_tools, name="conversation_tools"),
     path("rename/", views.rename, name="rename"),
     path("pin/", views.toggle, {"flag": "pinned"}, name="pin"),
     path("archive/", views.toggle, {"flag": "archived"}, name="archive"),

@@ -1,7 +1,13 @@
 import logging
 import re
+import subprocess
+import sys
+import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.request import urlopen
 
 import pytest
 from channels.db import database_sync_to_async
@@ -11,6 +17,7 @@ from django.utils import timezone
 
 from conversations import upstream
 from conversations.generation import runner
+from conversations.management.commands.serve import free_port
 from conversations.models import LanguageModel, Message, Provider
 from tests.fake_upstream import DEFAULT_MODEL, FakeUpstream
 from tests.helpers import API_KEY, make_user, open_socket
@@ -215,3 +222,31 @@ def stream(alice, provider, sockets, fake_upstream):
         )()
 
     return run
+
+
+@pytest.fixture(scope="session")
+def mcp_server():
+    """A real MCP tool server (tests/mcp_server.py: FastMCP, streamable HTTP) on loopback;
+    its endpoint's URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.mcp_server", str(port)],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+            break
+        except HTTPError:
+            break  # it answers: 404 at /
+        except (URLError, OSError):
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("the MCP server did not start")
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/mcp"
+    process.terminate()
+    process.wait(10)

@@ -51,21 +51,49 @@ def reply(parts, *, delay=0.0, usage=(11, 7), finish_reason="stop"):
         steps.append(sse(chunk({"content": part})))
     steps.append(sse(chunk(finish_reason=finish_reason)))
     if usage is not None:
-        prompt, completion = usage
-        steps.append(
-            sse(
-                chunk(
-                    choices=False,
-                    usage={
-                        "prompt_tokens": prompt,
-                        "completion_tokens": completion,
-                        "total_tokens": prompt + completion,
-                    },
-                )
-            )
-        )
+        steps.append(usage_chunk(*usage))
     steps.append(sse("[DONE]"))
     return steps
+
+
+def usage_chunk(prompt, completion):
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+    return sse(chunk(choices=False, usage={**usage, "total_tokens": prompt + completion}))
+
+
+def calls(*calls, usage=(11, 7), content=""):
+    """A reply that calls tools: each call `(name, arguments)`, arguments a dict (sent as
+    JSON, in two fragments) or a string (sent as it is), then finish_reason tool_calls."""
+    steps = [stream_headers(), sse(chunk({"role": "assistant", "content": content}))]
+    for index, (name, arguments) in enumerate(calls):
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        head = {"index": index, "id": f"call_{index}_{name}", "type": "function"}
+        steps.append(
+            sse(chunk({"tool_calls": [{**head, "function": {"name": name, "arguments": ""}}]}))
+        )
+        for part in (text[: len(text) // 2], text[len(text) // 2 :]):
+            steps.append(
+                sse(chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]}))
+            )
+    steps.append(sse(chunk(finish_reason="tool_calls")))
+    steps += [usage_chunk(*usage), sse("[DONE]")]
+    return steps
+
+
+def agent(*turns):
+    """A script that plays `turns[k]` for a request that follows k rounds of tool results
+    in the current turn (the last one again once they run out)."""
+
+    def play(body):
+        rounds = 0
+        for message in reversed(body["messages"]):
+            if message["role"] == "user":
+                break
+            rounds += message["role"] == "assistant" and bool(message.get("tool_calls"))
+        turn = turns[min(rounds, len(turns) - 1)]
+        return turn(body) if callable(turn) else turn
+
+    return play
 
 
 def http_error(status, message):

@@ -1,7 +1,7 @@
 """Django admin, by what an administrator runs: providers and models, conversations (read
-only), usage and quotas, users and site settings. Importing the modules registers them."""
+only), tools, usage and quotas, users and site settings. Importing the modules registers them."""
 
-from conversations.admin import accounts, conversations, providers, usage
+from conversations.admin import accounts, conversations, providers, tools, usage
 from conversations.gateway import admin as gateway
 
-__all__ = ["accounts", "conversations", "gateway", "providers", "usage"]
+__all__ = ["accounts", "conversations", "gateway", "providers", "tools", "usage"]

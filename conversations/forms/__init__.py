@@ -6,13 +6,14 @@ rest of the pages' forms.
 """
 
 from conversations.forms.events import EVENT_FORMS
-from conversations.forms.pages import RenameForm, SignupForm
+from conversations.forms.pages import ConversationToolsForm, RenameForm, SignupForm
 from conversations.forms.params import ParamsForm, error_text
 from conversations.forms.settings import ConversationSettingsForm, PreferencesForm
 
 __all__ = [
     "EVENT_FORMS",
     "ConversationSettingsForm",
+    "ConversationToolsForm",
     "ParamsForm",
     "PreferencesForm",
     "RenameForm",

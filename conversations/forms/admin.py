@@ -1,5 +1,6 @@
 """The forms of the admin pages: a provider (its key write-only), a model (its defaults
-checked by the one set of request-field rules), and the usage dashboard's date range."""
+checked by the one set of request-field rules), a tool server (its headers write-only),
+and the usage dashboard's date range."""
 
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -9,7 +10,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from conversations.forms.params import ParamsForm
-from conversations.models import LanguageModel, Provider
+from conversations.models import Approval, LanguageModel, Provider, ToolServer
+from conversations.models.tools import FUNCTION_NAME
 
 
 class ProviderForm(forms.ModelForm):
@@ -51,12 +53,7 @@ class ProviderForm(forms.ModelForm):
         return self.cleaned_data["api_key"] or self.stored_key
 
     def clean_base_url(self):
-        url = urlsplit(self.cleaned_data["base_url"].strip())
-        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
-            raise forms.ValidationError(
-                _("Enter an http:// or https:// address without a query, e.g. https://host/v1.")
-            )
-        return url.geturl()
+        return http_address(self.cleaned_data["base_url"], "https://host/v1")
 
     def clean_extra_headers(self):
         headers = self.cleaned_data["extra_headers"] or {}
@@ -70,6 +67,86 @@ class ProviderForm(forms.ModelForm):
         if any(k.lower() == "authorization" for k in headers):
             raise forms.ValidationError(_("Put the key in the API key field, not in a header."))
         return headers
+
+
+def http_address(value, example):
+    url = urlsplit(value.strip())
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise forms.ValidationError(
+            _("Enter an http:// or https:// address without a query, e.g. %(example)s.")
+            % {"example": example}
+        )
+    return url.geturl()
+
+
+def parse_headers(text):
+    """ "Name: value" lines as a dict; a ValidationError names the line that is not one."""
+    headers = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or not value or not (name + value).isascii() or " " in name:
+            raise forms.ValidationError(
+                _("Write each header as Name: value, in ASCII, one per line (not %(line)r).")
+                % {"line": line.strip()[:40]}
+            )
+        headers[name] = value
+    return headers
+
+
+class ToolServerForm(forms.ModelForm):
+    # Write-only, as a provider's key: they may carry tokens, and are never shown again.
+    header_lines = forms.CharField(
+        label=_("headers"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
+        help_text=_("One per line, e.g. Authorization: Bearer …. Leave empty to keep them."),
+    )
+    clear_headers = forms.BooleanField(label=_("Remove the stored headers"), required=False)
+
+    class Meta:
+        model = ToolServer
+        fields = [
+            "name", "url", "header_lines", "clear_headers", "approval", "tool_approvals",
+            "enabled", "groups",
+        ]  # fmt: skip
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if names := list(self.instance.headers) if self.instance.pk else []:
+            self.fields["header_lines"].help_text = _(
+                "Stored: %(names)s (values hidden). Enter them all again to change them; "
+                "leave empty to keep them."
+            ) % {"names": ", ".join(names)}
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if not FUNCTION_NAME.match(name) or "__" in name:
+            raise forms.ValidationError(
+                _("Letters, digits, single _ and -: it begins the name of each of its tools.")
+            )
+        return name
+
+    def clean_url(self):
+        return http_address(self.cleaned_data["url"], "http://tools:8000/mcp")
+
+    def clean_header_lines(self):
+        return parse_headers(self.cleaned_data["header_lines"])
+
+    def clean_tool_approvals(self):
+        approvals = self.cleaned_data["tool_approvals"] or {}
+        if not isinstance(approvals, dict) or not set(approvals.values()) <= set(Approval.values):
+            raise forms.ValidationError(_('A JSON object of tool names to "auto", "ask" or "off".'))
+        return approvals
+
+    def save(self, commit=True):
+        if self.cleaned_data["clear_headers"]:
+            self.instance.headers = {}
+        elif self.cleaned_data["header_lines"]:
+            self.instance.headers = self.cleaned_data["header_lines"]
+        return super().save(commit)
 
 
 class LanguageModelForm(forms.ModelForm):

@@ -1,4 +1,5 @@
-"""Small forms of the pages: signing up and renaming a conversation."""
+"""Small forms of the pages: signing up, renaming a conversation, and choosing the tools a
+conversation's models may call."""
 
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
@@ -21,3 +22,49 @@ class RenameForm(forms.ModelForm):
         if not title:
             raise forms.ValidationError(_("A title cannot be empty."))
         return title
+
+
+class ConversationToolsForm(forms.Form):
+    """The server's tools in one conversation: all off, some off, and whether the calls
+    the user allowed always here should ask again."""
+
+    use_tools = forms.BooleanField(
+        label=_("Let models call the server's tools in this conversation"), required=False
+    )
+    tools = forms.MultipleChoiceField(
+        label=_("Tools offered"), required=False, widget=forms.CheckboxSelectMultiple
+    )
+    ask_again = forms.BooleanField(required=False)
+
+    def __init__(self, data=None, *, conversation, available):
+        self.conversation = conversation
+        switched_off = set(conversation.tools_switched_off)
+        super().__init__(
+            data,
+            initial={
+                "use_tools": not conversation.tools_off,
+                "tools": [name for name in available if name not in switched_off],
+            },
+        )
+        self.fields["tools"].choices = [
+            (name, f"{tool.label}: {tool.description}" if tool.description else tool.label)
+            for name, tool in available.items()
+        ]
+        if always := conversation.tools_always_allowed:
+            self.fields["ask_again"].label = _(
+                "Ask again before running %(tools)s (allowed always here)"
+            ) % {"tools": ", ".join(always)}
+        else:
+            del self.fields["ask_again"]
+
+    def save(self):
+        offered = set(self.cleaned_data["tools"])
+        conversation = self.conversation
+        conversation.tools_off = not self.cleaned_data["use_tools"]
+        # What is not ticked is off; a tool added later is offered until switched off.
+        conversation.tools_switched_off = [
+            name for name, _label in self.fields["tools"].choices if name not in offered
+        ]
+        if self.cleaned_data.get("ask_again"):
+            conversation.tools_always_allowed = []
+        conversation.save(update_fields=["tools_off", "tools_switched_off", "tools_always_allowed"])

@@ -149,6 +149,8 @@ class MessageQuerySet(models.QuerySet):
 
 # The namespace of stored client ids (Message.client_key); never to change.
 CLIENT_IDS = uuid.UUID("6a0f3c52-8d1e-4b7a-9c25-1f4e8b3d7a60")
+# A tool result longer than this (in characters) is shown folded.
+LONG_RESULT = 600
 
 
 class ToolApproval(models.TextChoices):
@@ -271,6 +273,15 @@ class Message(TokenCounts):
             found.append(message)
             todo.extend(children[message.id])
         return found
+
+    @property
+    def waits_for_approval(self):
+        return self.approval == ToolApproval.PENDING and self.is_streaming
+
+    @property
+    def result_is_long(self):
+        """A tool's result long enough to show folded."""
+        return len(self.content) > LONG_RESULT or self.content.count("\n") > 12
 
     @property
     def duration_s(self):

@@ -5,13 +5,13 @@ import asyncio
 import ipaddress
 import socket
 from datetime import datetime
+from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import simpleeval
 from channels.db import database_sync_to_async
-from django.utils.html import strip_tags
 
 from conversations.models import BuiltinTool, Message
 
@@ -74,7 +74,13 @@ async def fetch_url(arguments, context):
     url = arguments.get("url")
     if not isinstance(url, str):
         raise ToolFailed("Give the page's address as `url`.")
-    hosts = context.fetch_hosts
+    try:
+        return await _fetch(url, context.fetch_hosts)
+    except httpx.HTTPError as error:
+        raise ToolFailed(f"Could not fetch {url}: {error or type(error).__name__}") from None
+
+
+async def _fetch(url, hosts):
     async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=False) as client:
         for _ in range(FETCH_MAX_REDIRECTS + 1):
             await _check_address(url, hosts)
@@ -90,9 +96,36 @@ async def fetch_url(arguments, context):
                         break
                 text = body[:FETCH_MAX_BYTES].decode(response.encoding or "utf-8", "replace")
                 if "html" in response.headers.get("content-type", ""):
-                    text = " ".join(strip_tags(text).split())
+                    text = page_text(text)
                 return f"HTTP {response.status_code} from {url}\n\n{text}"
     raise ToolFailed(f"More than {FETCH_MAX_REDIRECTS} redirects.")
+
+
+class _Text(HTMLParser):
+    """A page's words, as a reader sees them: no scripts or styles, blocks apart."""
+
+    HIDDEN = {"script", "style", "template", "noscript", "head"}
+
+    def __init__(self):
+        super().__init__()
+        self.words, self.hidden = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.hidden += tag in self.HIDDEN
+
+    def handle_endtag(self, tag):
+        self.hidden -= tag in self.HIDDEN and self.hidden > 0
+
+    def handle_data(self, data):
+        if not self.hidden:
+            self.words += data.split()
+
+
+def page_text(html):
+    parser = _Text()
+    parser.feed(html)
+    parser.close()
+    return " ".join(parser.words)
 
 
 async def _check_address(url, hosts):
@@ -109,10 +142,13 @@ async def _check_address(url, hosts):
         infos = await loop.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise ToolFailed(f"{host} does not resolve.") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:  # private, loopback, link-local, reserved…
-            raise ToolFailed(f"{host} resolves to an address inside a network: refused.")
+    if any(inside_network(ipaddress.ip_address(info[4][0])) for info in infos):
+        raise ToolFailed(f"{host} resolves to an address inside a network: refused.")
+
+
+def inside_network(address):
+    """Private, loopback, link-local, reserved…: anything not on the public internet."""
+    return not address.is_global
 
 
 # name → (function, description, JSON schema of its parameters)

@@ -77,15 +77,16 @@ async def after_step(generation, settled):
         return  # several choices, or an ending that is not an answer: no loop
     if not settled.done[0]["tool_calls"]:
         return
-    step = await database_sync_to_async(plan)(settled.done[0]["id"], generation.user_id)
+    language = generation.request.language
+    step = await database_sync_to_async(plan)(settled.done[0]["id"], generation.user_id, language)
     if step is None:
         return
     for message in step.created:
         await publish(step.conversation_id, {"type": "message.created", "message": message})
-    await _run(step, generation.request.language)
+    await _run(step, language)
 
 
-def plan(reply_id, user_id):
+def plan(reply_id, user_id, language):
     """The tool messages answering a reply's calls, written; None when the turn ends here:
     a call of the user's own tools (set in the conversation's parameters: theirs to run),
     or tools off. In the database thread."""
@@ -137,7 +138,9 @@ def plan(reply_id, user_id):
                 checkpointed=now,
                 completed=now if error else None,
             )
-            step.created.append(parent.to_dict())
+            parent.siblings = [parent.id]  # a call has no versions
+            with translation.override(language):
+                step.created.append(finished_message(parent))
             if approval == ToolApproval.AUTO:
                 step.calls.append(Call(str(parent.id), tool, arguments))
     step.last_id = str(parent.id)
@@ -213,7 +216,10 @@ async def carry_on(conversation_id, last_id, user_id, language):
     try:
         prepared = await database_sync_to_async(_next)(last_id, user_id)
     except EventError as refusal:
-        logger.info("the tool loop of %s stops: %s", conversation_id, refusal.code)
+        # No tab asked for this call: the refusal is the turn's last message, kept.
+        refused = await database_sync_to_async(_refused)(last_id, str(refusal))
+        for event in ("message.created", "message.done"):
+            await publish(conversation_id, {"type": event, "message": refused})
         return
     if prepared is not None:
         await runner.launch(prepared, user_id=user_id, language=language, after=after_step)
@@ -232,6 +238,26 @@ def _next(last_id, user_id):
         if Message.objects.filter(parent_id=last.id).exists():
             return None  # carried on already
         return prepare_step(user, last, steps=_steps_taken(last))
+
+
+def _refused(last_id, why):
+    """The turn's next model call, refused (a quota, a limit): a failed reply saying why."""
+    last = Message.objects.get(id=last_id)
+    asked = last
+    while asked.role == Message.Role.TOOL:
+        asked = asked.parent
+    refused = Message.objects.create(
+        conversation_id=last.conversation_id,
+        parent=last,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.FAILED,
+        error=why,
+        model=asked.model,
+        model_name=asked.model_name,
+        params=asked.params,
+        completed=timezone.now(),
+    )
+    return finished_message(refused)
 
 
 def _step_of(last):
@@ -256,7 +282,7 @@ async def decide(user, message_id, allow, always, language):
     """The user's answer to a call waiting for approval, written and shown to every tab;
     what follows (the call run in this process, or the model told it was denied, then the
     turn carried on), to run in the background."""
-    answered = await database_sync_to_async(_decide)(user, message_id, allow, always)
+    answered = await database_sync_to_async(_decide)(user, message_id, allow, always, language)
     if answered is None:
         raise EventError("not_found", translation.gettext("No call waits for approval there."))
     message, step = answered
@@ -267,7 +293,7 @@ async def decide(user, message_id, allow, always, language):
     return carry_on(message["conversation"], message["id"], user.pk, language)
 
 
-def _decide(user, message_id, allow, always):
+def _decide(user, message_id, allow, always, language):
     with transaction.atomic():
         pending = Message.objects.for_user(user).filter(
             id=message_id, role=Message.Role.TOOL, approval=ToolApproval.PENDING,
@@ -291,8 +317,10 @@ def _decide(user, message_id, allow, always):
                 *conversation.tools_always_allowed, message.tool_name,
             ]  # fmt: skip
             conversation.save(update_fields=["tools_always_allowed"])
+    with translation.override(language):
+        shown = finished_message(message)
     if not allow:
-        return finished_message(message), None
+        return shown, None
     tools = registry.for_conversation(user, conversation, message.model)
     arguments, _ = _arguments(message.tool_calls[0]["function"]["arguments"])
     site = SiteSettings.load()
@@ -309,7 +337,7 @@ def _decide(user, message_id, allow, always):
                 Message.Status.COMPLETE, 0)  # fmt: skip
     else:
         step.calls = [Call(str(message.id), tool, arguments)]
-    return message.to_dict(), step
+    return shown, step
 
 
 def _last_of_step(message):

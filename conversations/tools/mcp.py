@@ -9,6 +9,8 @@ streamed text, and nothing is left open to a server that may restart.
 from datetime import timedelta
 
 import httpx
+from asgiref.sync import async_to_sync
+from django.utils import timezone
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -75,3 +77,16 @@ def _reason(server, error):
         if len(value) >= 8:
             text = text.replace(value, "[redacted]")
     return f"The tool server {server.name} is unavailable: {text}"
+
+
+def refresh(server):
+    """List a server's tools again and keep them, or why it could not be reached. For
+    the admin and commands (sync code); returns whether it answered."""
+    try:
+        server.tools = async_to_sync(list_tools)(server)
+        server.error = ""
+    except ServerUnavailable as unavailable:
+        server.error = str(unavailable)
+    server.refreshed = timezone.now()
+    server.save(update_fields=["tools", "error", "refreshed"])
+    return not server.error

@@ -9,6 +9,7 @@ from conversations.views.accounts import my_usage, preferences, signup
 from conversations.views.chat import chat, search, show_branch
 from conversations.views.conversations import (
     conversation_settings,
+    conversation_tools,
     delete,
     export_json,
     export_markdown,
@@ -22,6 +23,7 @@ from conversations.views.messages import delete_message, message_request
 __all__ = [
     "chat",
     "conversation_settings",
+    "conversation_tools",
     "delete",
     "delete_message",
     "export_json",

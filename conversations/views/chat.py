@@ -17,6 +17,7 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.models import Conversation, LanguageModel, Message, Preferences
+from conversations.rendering import add_turn_usage
 from conversations.views.conversations import conversation_or_404
 
 
@@ -89,6 +90,8 @@ def chat(request, conversation_id=None):
                 ),
                 "copyFailed": _("Could not copy: the browser did not allow it."),
                 "replyFinished": _("The reply is finished."),
+                "toolFinished": _("The tool %s finished."),
+                "toolWaits": _("The tool %s waits for your approval."),
                 "today": _("Today"),
                 "copy": _("Copy"),
                 "edit": _("Edit"),
@@ -132,6 +135,7 @@ def _thread(conversation, earlier, wanted=None):
     hidden = max(len(branch) - shown, 0)
     if wanted is not None and wanted in branch[:hidden]:
         hidden = 0
+    add_turn_usage(branch)
     return {"thread": branch[hidden:], "hidden": hidden}
 
 

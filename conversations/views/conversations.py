@@ -15,8 +15,9 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.fanout import publish_to_user
-from conversations.forms import ConversationSettingsForm, RenameForm
-from conversations.models import Conversation
+from conversations.forms import ConversationSettingsForm, ConversationToolsForm, RenameForm
+from conversations.models import Conversation, Message
+from conversations.tools.registry import available
 
 
 def conversation_or_404(request, conversation_id):
@@ -44,6 +45,9 @@ def export_markdown(request, conversation_id):
     if conversation.system_prompt:
         lines += ["**System**", "", conversation.system_prompt, ""]
     for message in conversation.branch():
+        if message.role == Message.Role.TOOL:
+            lines += _tool_markdown(message)
+            continue
         heading = {"user": _("User"), "assistant": _("Assistant")}.get(message.role, message.role)
         if message.model_name:
             heading += f" ({message.model_name})"
@@ -77,6 +81,17 @@ def export_markdown(request, conversation_id):
         content_type="text/markdown; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{_filename(conversation)}.md"'},
     )
+
+
+def _tool_markdown(message):
+    """A tool's call and result: its arguments, then what it returned, fenced as text."""
+    (block,) = message.tool_call_blocks or [{"arguments": ""}]
+    lines = [f"## {_('Tool')}: {message.tool_name}", ""]
+    if block["arguments"]:
+        lines += ["```json", block["arguments"], "```", ""]
+    label = _("Error") if message.tool_error else _("Result")
+    fence = "````" if "```" in message.content else "```"
+    return [*lines, f"**{label}**", "", f"{fence}text", message.content, fence, ""]
 
 
 def _export(conversation):
@@ -160,7 +175,26 @@ def conversation_settings(request, conversation_id):
     template = "conversations/settings.html"
     if "panel" in request.GET:
         template += "#panel"
-    return render(request, template, {"conversation": conversation, "form": form})
+    tools = ConversationToolsForm(conversation=conversation, available=available(request.user))
+    context = {"conversation": conversation, "form": form, "tools_form": tools}
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def conversation_tools(request, conversation_id):
+    """Which of the server's tools this conversation's models may call."""
+    conversation = conversation_or_404(request, conversation_id)
+    form = ConversationToolsForm(
+        request.POST, conversation=conversation, available=available(request.user)
+    )
+    if form.is_valid():
+        form.save()
+        flash.success(request, _("Tools saved."))
+        return redirect("conversation", conversation.id)
+    form_page = ConversationSettingsForm(instance=conversation, user=request.user)
+    context = {"conversation": conversation, "form": form_page, "tools_form": form}
+    return render(request, "conversations/settings.html", context, status=400)
 
 
 @login_required

@@ -1,5 +1,6 @@
 // What each message offers under it: copy, regenerate (with this or another model),
-// the request it was sent with, and delete. Edit belongs to the composer (chat.js).
+// the request it was sent with, and delete; a tool's call waiting for approval, an answer.
+// Edit belongs to the composer (chat.js).
 
 export function wireMessageActions({ container, socket, text, page, showError }) {
   const regenerate = document.getElementById("regenerate-dialog");
@@ -47,6 +48,11 @@ export function wireMessageActions({ container, socket, text, page, showError })
     } else if (button.dataset.retryWith) {
       regenerating = button.dataset.retryWith;
       regenerate.showModal();
+    } else if (button.dataset.approve || button.dataset.approveAlways || button.dataset.deny) {
+      // Every tab shows the answer (message.updated, or message.done for a denial).
+      const message = button.dataset.approve || button.dataset.approveAlways || button.dataset.deny;
+      const allow = !button.dataset.deny;
+      send({ type: "approve", message, allow, always: Boolean(button.dataset.approveAlways) });
     } else if (button.dataset.request) {
       await showRequest(button.dataset.request);
     } else if (button.dataset.delete && window.confirm(text.confirmDeleteMessage)) {

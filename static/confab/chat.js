@@ -114,6 +114,9 @@ const handlers = {
     if (event.message.conversation !== conversation) return;
     list.add(event.message);
     refreshControls();
+    if (event.message.approval === "pending") {
+      announcer.textContent = text.toolWaits.replace("%s", event.message.name);
+    }
   },
   "message.snapshot"(event) {
     list.snapshot(event.message, event.seq, event.checkpoint === true);
@@ -122,10 +125,16 @@ const handlers = {
   "message.delta"(event) {
     list.delta(event);
   },
+  "message.updated"(event) {
+    if (event.message.conversation !== conversation) return;
+    list.show(event.message); // a call approved: it runs now
+    refreshControls();
+  },
   "message.done"(event) {
     list.done(event.message);
     refreshControls();
-    announcer.textContent = text.replyFinished;
+    const tool = event.message.role === "tool";
+    announcer.textContent = tool ? text.toolFinished.replace("%s", event.message.name) : text.replyFinished;
   },
   error(event) {
     const sent = event.client_id && pending.get(event.client_id);

@@ -20,8 +20,8 @@ export class MessageList {
     renderMath(container);
     // A reply generating when the page loaded: its checkpoint, as markdown until the
     // runner's snapshot takes over.
-    for (const id of this.streamingIds()) {
-      this.setText(id, this.element(id).querySelector(".message-body").textContent);
+    for (const article of container.querySelectorAll('.role-assistant[data-status="streaming"]')) {
+      this.setText(article.dataset.id, article.querySelector(".message-body").textContent);
     }
   }
 
@@ -34,6 +34,10 @@ export class MessageList {
   }
 
   add(message) {
+    if (message.role === "tool") {
+      this.show(message); // a tool's stage comes rendered by the server
+      return;
+    }
     if (this.element(message.id)) return;
     document.getElementById("welcome")?.remove();
     if (message.role === "assistant") {
@@ -91,9 +95,22 @@ export class MessageList {
     this.scroll();
   }
 
+  // A message as the server renders it (a tool's stage: created, approved, ended), in
+  // its place, or at the end when new.
+  show(message) {
+    const template = document.createElement("template");
+    template.innerHTML = message.html; // rendered and sanitised by the server
+    const rendered = template.content.firstElementChild;
+    const article = this.element(message.id);
+    if (article) article.replaceWith(rendered);
+    else this.container.append(rendered);
+    this.scroll();
+  }
+
   // From the runner (live: deltas follow) or from a checkpoint (wait for the runner's).
   snapshot(message, seq, fromCheckpoint) {
     this.add(message);
+    if (message.role === "tool") return; // no frames: what it shows is all there is
     const article = this.element(message.id);
     if (article.dataset.status !== "streaming") return;
     const shown = this.seqs.get(message.id);
