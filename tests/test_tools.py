@@ -617,3 +617,24 @@ def test_the_tools_of_someone_elses_conversation_are_not_found(client, alice, bo
     assert response.status_code == 404
     conversation.refresh_from_db()
     assert not conversation.tools_off
+
+
+async def test_a_first_turn_of_tool_steps_names_the_conversation(
+    tab, agent_model, calculator, fake_upstream, settings
+):
+    settings.CONFAB_AUTO_TITLE = True
+
+    def call_or_name(body):
+        return calls(CALCULATE) if "tools" in body else reply(["Six times seven"])
+
+    model = agent_model(call_or_name, reply(["42."]))
+    await ask(tab, model, "What is 6 × 7?")
+    await until_answer(tab)
+    async with asyncio.timeout(10):
+        while True:
+            event = await tab.receive()
+            if event["type"] == "conversation.updated":
+                if event["conversation"]["title"] == "Six times seven":
+                    break
+    title_request = fake_upstream.requests[-1]["body"]["messages"][0]["content"]
+    assert "What is 6 × 7?" in title_request and "42." in title_request

@@ -14,7 +14,7 @@ from urllib.request import urlopen
 import pytest
 
 from tests.cluster import Cluster
-from tests.fake_upstream import reply
+from tests.fake_upstream import agent, calls, reply
 
 SLOW = [f"w{i} " for i in range(60)]  # 60 chunks, 50 ms apart: three seconds
 SLOW_TEXT = "".join(SLOW)
@@ -273,3 +273,57 @@ async def test_several_workers_share_one_port_and_one_that_dies_is_replaced(
         assert time.monotonic() < deadline, f"no replacement for {first[0]}: {now}"
         await asyncio.sleep(0.1)
     cluster.kill("pair", signal.SIGTERM)
+
+
+@pytest.fixture
+def agents(cluster, upstream, mcp_server):
+    """Two registrations of the test MCP server, one that asks before each call, and
+    models that call them."""
+    upstream.script("agent-asks", agent(calls(("atlas__lookup_capital", {"country": "Kenya"})),
+                                        reply(["Nairobi."])))  # fmt: skip
+    upstream.script("agent-waits", agent(calls(("quick__slow", {"seconds": 10})),
+                                         reply(["never"])))  # fmt: skip
+    cluster.manage("connect_provider", "Default", upstream.url)
+    cluster.manage("add_tool_server", "atlas", mcp_server, "--approval", "ask")
+    cluster.manage("add_tool_server", "quick", mcp_server)
+    return upstream
+
+
+def role_event(kind, role):
+    return lambda e: e["type"] == kind and e["message"]["role"] == role
+
+
+async def test_a_call_planned_on_one_worker_is_approved_and_run_on_the_other(
+    cluster, agents, session
+):
+    async with cluster.tab("a", session) as asker, cluster.tab("b", session) as other:
+        await asker.send(**send(cluster, model="agent-asks"))
+        waiting = (await asker.receive_until(role_event("message.created", "tool")))["message"]
+        assert waiting["approval"] == "pending"
+        await other.send(type="subscribe", conversation=waiting["conversation"])
+        shown = await other.receive_until(lambda e: e["type"] == "message.snapshot")
+        assert shown["message"]["id"] == waiting["id"]
+
+        await other.send(type="approve", message=waiting["id"], allow=True, always=False)
+        updated = await asker.receive_until(lambda e: e["type"] == "message.updated")
+        result = await asker.until_done(waiting["id"])
+        answer = await asker.receive_until(role_event("message.done", "assistant"))
+        await other.receive_until(role_event("message.done", "assistant"))
+
+    assert updated["message"]["approval"] == "approved"
+    assert result["message"]["content"] == "Nairobi"
+    assert answer["message"]["content"] == "Nairobi."
+
+
+async def test_a_call_running_on_one_worker_is_stopped_from_the_other(cluster, agents, session):
+    async with cluster.tab("a", session) as runner, cluster.tab("b", session) as other:
+        await runner.send(**send(cluster, model="agent-waits"))
+        running = (await runner.receive_until(role_event("message.created", "tool")))["message"]
+        await other.send(type="subscribe", conversation=running["conversation"])
+        await other.receive_until(lambda e: e["type"] == "message.snapshot")
+
+        await other.send(type="stop", message=running["id"])
+        stopped = await runner.until_done(running["id"], timeout=5)
+
+    assert stopped["message"]["status"] == "cancelled"
+    assert stored(cluster, running["id"])[0] == "cancelled"

@@ -68,16 +68,22 @@ def _job(conversation_id, user_id):
     conversation = Conversation.objects.filter(id=conversation_id, auto_title=True).first()
     if conversation is None:
         return None
-    replies = list(
-        conversation.messages.filter(role=Message.Role.ASSISTANT).select_related("parent")[:2]
-    )
-    if len(replies) != 1 or not replies[0].content or replies[0].parent is None:
-        return None  # only after the first reply, and only one that says something
+    # Only after the first answer, and only one that says something: a turn's tool steps
+    # before it (calls, their results) do not count.
+    answers = conversation.messages.filter(role=Message.Role.ASSISTANT, tool_calls=[])
+    replies = list(answers.exclude(content="").order_by("created")[:2])
+    if len(replies) != 1 or answers.filter(created__lt=replies[0].created).exists():
+        return None
+    asked = replies[0].parent
+    while asked is not None and asked.role != Message.Role.USER:
+        asked = asked.parent
+    if asked is None:
+        return None
     chosen = SiteSettings.load().title_model_id or conversation.model_id
     model = LanguageModel.objects.available().filter(id=chosen).first()
     if model is None:
         return None
-    question = replies[0].parent.content[:MAX_QUOTED_CHARS]
+    question = asked.content[:MAX_QUOTED_CHARS]
     answer = replies[0].content[:MAX_QUOTED_CHARS]
     messages = [{"role": "user", "content": PROMPT.format(question=question, answer=answer)}]
     params = {"max_tokens": MAX_TITLE_TOKENS, "temperature": 0.3}
