@@ -638,3 +638,43 @@ async def test_a_first_turn_of_tool_steps_names_the_conversation(
                     break
     title_request = fake_upstream.requests[-1]["body"]["messages"][0]["content"]
     assert "What is 6 × 7?" in title_request and "42." in title_request
+
+
+async def test_a_stage_speaks_the_language_of_the_page(
+    alice, sockets, agent_model, ask_first, fake_upstream
+):
+    chinese = await sockets(alice, headers=[(b"accept-language", b"zh-CN,zh;q=0.9")])
+    model = agent_model(calls(CALCULATE), reply(["42."]))
+    await ask(chinese, model)
+    waiting = await until_created(chinese, "tool")
+    assert "等待你的批准" in waiting["html"] and "在此对话中始终允许" in waiting["html"]
+    await chinese.send(type="approve", message=waiting["id"], allow=False, always=False)
+    await until_answer(chinese)
+
+
+async def test_a_step_whose_process_ended_before_the_next_call_is_carried_on(
+    tab, agent_model, calculator, fake_upstream, monkeypatch, settings
+):
+    carried_on = loop.carry_on
+    ended = asyncio.Event()
+
+    async def process_gone(*args):
+        ended.set()
+
+    monkeypatch.setattr(loop, "carry_on", process_gone)
+    model = agent_model(calls(CALCULATE), reply(["42."]))
+    await ask(tab, model)
+    _, result = await until_done(tab, "tool")
+    await asyncio.wait_for(ended.wait(), 5)
+    monkeypatch.setattr(loop, "carry_on", carried_on)
+
+    settings.CONFAB_STALE_AFTER_S = 0  # the results came in long enough ago
+    await loop.expire()  # what the reaper does every while
+    events = await until_answer(tab)
+    answer = events[-1]["message"]
+    assert answer["content"] == "42." and answer["parent"] == result["id"]
+
+    # An answer the user deleted is not made again.
+    await database_sync_to_async(Message.objects.filter(id=answer["id"]).delete)()
+    await loop.expire()
+    assert len(fake_upstream.requests) == 2

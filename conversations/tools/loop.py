@@ -17,15 +17,23 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone, translation
 
 from conversations.fanout import mailbox, publish
 from conversations.generation import runner
 from conversations.generation.admission import EventError
 from conversations.generation.sending import prepare_step
-from conversations.models import Conversation, Message, SiteSettings, ToolApproval
+from conversations.models import (
+    Conversation,
+    Message,
+    SiteSettings,
+    ToolApproval,
+    UsageRecord,
+)
 from conversations.rendering import finished_message
 from conversations.tools import builtins, mcp, registry
 
@@ -387,7 +395,34 @@ def expire_approvals():
 
 
 async def expire():
-    """Expire unanswered approvals, tell every tab, and carry their turns on."""
+    """Expire unanswered approvals, tell every tab, and carry their turns on; then the
+    turns whose process ended between a step's last result and the next model call."""
     for done, user_id in await database_sync_to_async(expire_approvals)():
         await publish(done["conversation"], {"type": "message.done", "message": done})
         await carry_on(done["conversation"], done["id"], user_id, None)
+    for conversation_id, last_id, user_id in await database_sync_to_async(stalled_steps)():
+        await carry_on(conversation_id, last_id, user_id, None)
+
+
+def stalled_steps():
+    """Steps whose every result came in a while ago (CONFAB_STALE_AFTER_S), yet no model
+    call followed: (conversation id, the step's last tool message id, owner id). A turn
+    stopped, or waiting, has a message that is not complete, and carry_on leaves it be.
+    A call that followed, since deleted by the user, left its row in the ledger: that
+    step is not carried on again. Only the last hour's: a step whose model was since
+    removed is not tried for ever."""
+    now = timezone.now()
+    called_after = UsageRecord.objects.filter(
+        conversation_id=OuterRef("conversation_id"),
+        source=UsageRecord.Source.CHAT,
+        created__gte=OuterRef("completed"),
+    )
+    leaves = Message.objects.filter(
+        role=Message.Role.TOOL,
+        status=Message.Status.COMPLETE,
+        completed__lt=now - timedelta(seconds=settings.CONFAB_STALE_AFTER_S),
+        completed__gt=now - timedelta(hours=1),
+        children__isnull=True,
+    ).exclude(Exists(called_after))
+    leaves = leaves.select_related("conversation")
+    return [(str(m.conversation_id), str(m.id), m.conversation.owner_id) for m in leaves]

@@ -1,0 +1,89 @@
+"""The agent workflow in Debian's chromium: an administrator turns a built-in tool on and
+registers a real MCP server; a question needs both; each stage shows as it happens, one
+call waits for approval across a reload, and the answer stands after the steps."""
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.fake_upstream import agent, calls, reply
+from tests.helpers import ask, sign_up
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def agent_model(fake_upstream):
+    """A model that calls the calculator and the MCP server's lookup, then the server's
+    slow tool, then answers; listed by the fake upstream before Confab starts."""
+    fake_upstream.script(
+        "agent-model",
+        agent(
+            calls(("calculator", {"expression": "6 * 7"}),
+                  ("atlas__lookup_capital", {"country": "Kenya"})),
+            calls(("atlas__slow", {"seconds": 1.5}), content="Let me check the atlas once more."),
+            reply(["6 × 7 = **42**, ", "and the capital of Kenya is ", "Nairobi."], delay=0.05),
+        ),
+    )  # fmt: skip
+
+
+def test_a_question_that_needs_two_tools_shows_every_stage(
+    agent_model, server, page, mcp_server, context
+):
+    sign_up(page, server)
+    # The administrator turns the calculator on, asking before each call…
+    page.goto(server + "/admin/conversations/builtintool/")
+    row = page.get_by_role("row", name="calculator")
+    row.get_by_role("checkbox").last.check()
+    row.get_by_role("combobox").select_option("ask")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
+    # …and registers the MCP server, whose tools are listed at once.
+    page.goto(server + "/admin/conversations/toolserver/add/")
+    page.get_by_label("Name:").fill("atlas")
+    page.get_by_label("URL:").fill(mcp_server)
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".messagelist")).to_contain_text("Atlas answers with 5 tools")
+
+    page.goto(server + "/")
+    ask(page, "What is 6 × 7, and what is the capital of Kenya?", model="agent-model")
+
+    # The MCP lookup runs at once; the calculator waits for the user, in every tab.
+    lookup = page.locator('article.role-tool[aria-label="Tool atlas__lookup_capital"]')
+    expect(lookup.locator(".tool-output")).to_have_text("Nairobi")
+    calculator = page.locator('article.role-tool[aria-label="Tool calculator"]')
+    expect(calculator.get_by_role("group", name="Run this call?")).to_be_visible()
+    expect(calculator.locator(".tool-arguments")).to_contain_text('"expression": "6 * 7"')
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+
+    page.reload()  # the wait is stored: it is there after a reload
+    calculator = page.locator('article.role-tool[aria-label="Tool calculator"]')
+    expect(calculator.get_by_text("Waiting for your approval")).to_be_visible()
+    other_tab = context.new_page()
+    other_tab.goto(page.url)
+    expect(other_tab.get_by_role("button", name="Approve")).to_be_visible()
+
+    calculator.get_by_role("button", name="Approve").click()
+    for tab in (page, other_tab):
+        shown = tab.locator('article.role-tool[aria-label="Tool calculator"]')
+        expect(shown.locator(".tool-output")).to_have_text("42")
+        expect(shown.get_by_role("button", name="Approve")).to_have_count(0)
+
+    # The next step: the model's words, then the slow tool running, then its result.
+    slow = page.locator('article.role-tool[aria-label="Tool atlas__slow"]')
+    expect(slow.get_by_role("status")).to_have_text("Running…")
+    expect(page.get_by_text("Let me check the atlas once more.")).to_be_visible()
+    expect(slow.locator(".tool-output")).to_have_text("Waited 1.5 s.", timeout=10_000)
+
+    answer = page.locator("article.role-assistant").last
+    expect(answer.locator(".message-body")).to_have_text(
+        "6 × 7 = 42, and the capital of Kenya is Nairobi."
+    )
+    expect(answer).not_to_have_class("step")  # the answer stands outside the steps
+    expect(answer.locator(".turn-usage")).to_contain_text("This turn: 3 model calls")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+
+    page.reload()
+    expect(page.locator("article.step")).to_have_count(5)  # 2 calls, 3 results
+    expect(page.locator("article.role-tool .tool-output")).to_have_text(
+        ["42", "Nairobi", "Waited 1.5 s."]
+    )
