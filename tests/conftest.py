@@ -14,6 +14,7 @@ from conversations.generation import runner
 from conversations.models import LanguageModel, Message, Provider
 from tests.fake_upstream import DEFAULT_MODEL, FakeUpstream
 from tests.helpers import API_KEY, make_user, open_socket
+from tests.mailbox import Mailbox
 
 # The browser journeys' fixtures: server, context, page.
 pytest_plugins = ["tests.browsing"]
@@ -215,3 +216,20 @@ def stream(alice, provider, sockets, fake_upstream):
         )()
 
     return run
+
+
+@pytest.fixture(scope="session")
+def mailbox_server():
+    server = Mailbox().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(mailbox_server, settings):
+    """Django sends its e-mail to the loopback SMTP server, which keeps it."""
+    mailbox_server.clear()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = mailbox_server.port
+    return mailbox_server
