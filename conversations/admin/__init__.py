@@ -1,9 +1,10 @@
-"""Django admin, by what an administrator runs: providers and models, conversations (read
-only), usage and quotas, users and site settings, invitations. Importing the modules
-registers them."""
+"""Django admin, by what an administrator runs: providers and models, conversations
+(metadata only, unless the site allows reading: privacy), usage and quotas, users and site
+settings, invitations. Importing the modules registers them."""
 
-from conversations.admin import accounts, conversations, providers, usage
+from conversations.admin import accounts, providers, usage
 from conversations.gateway import admin as gateway
 from conversations.membership import admin as membership
+from conversations.privacy import admin as privacy
 
-__all__ = ["accounts", "conversations", "gateway", "membership", "providers", "usage"]
+__all__ = ["accounts", "gateway", "membership", "privacy", "providers", "usage"]

@@ -29,7 +29,7 @@ def conversation_or_404(request, conversation_id):
 def export_json(request, conversation_id):
     conversation = conversation_or_404(request, conversation_id)
     return JsonResponse(
-        _export(conversation),
+        conversation.export(),
         json_dumps_params={"ensure_ascii": False, "indent": 2},
         headers={"Content-Disposition": f'attachment; filename="{_filename(conversation)}.json"'},
     )
@@ -77,13 +77,6 @@ def export_markdown(request, conversation_id):
         content_type="text/markdown; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{_filename(conversation)}.md"'},
     )
-
-
-def _export(conversation):
-    return {
-        "conversation": conversation.to_dict(),
-        "messages": [m.to_dict() for m in conversation.messages.order_by("created")],
-    }
 
 
 def _filename(conversation):
