@@ -14,6 +14,7 @@ from conversations.generation import runner
 from conversations.models import LanguageModel, Message, Provider
 from tests.fake_upstream import DEFAULT_MODEL, FakeUpstream
 from tests.helpers import API_KEY, make_user, open_socket
+from tests.identity_provider import IdentityProvider
 from tests.mailbox import Mailbox
 
 # The browser journeys' fixtures: server, context, page.
@@ -233,3 +234,11 @@ def mailbox(mailbox_server, settings):
     settings.EMAIL_HOST = "127.0.0.1"
     settings.EMAIL_PORT = mailbox_server.port
     return mailbox_server
+
+
+@pytest.fixture(scope="session")
+def identity_provider(tmp_path_factory):
+    """A real OpenID Connect provider on loopback, with its own people."""
+    provider = IdentityProvider(tmp_path_factory.mktemp("idp")).start()
+    yield provider
+    provider.stop()

@@ -320,9 +320,13 @@ def check_if_due(sso_session):
 def recheck_due():
     """Every SSO session due for a check, checked: sockets of an idle tab close too."""
     due = timezone.now() - timedelta(seconds=settings.CONFAB_SSO_RECHECK_S)
+    for sso_session in SsoSession.objects.filter(checked__lte=due).select_related("user"):
+        check_if_due(sso_session)
+
+
+def _recheck_due_in_a_thread():
     try:
-        for sso_session in SsoSession.objects.filter(checked__lte=due).select_related("user"):
-            check_if_due(sso_session)
+        recheck_due()
     finally:
         connection.close()  # a worker thread of its own: nobody else would close it
 
@@ -336,7 +340,7 @@ async def recheck_periodically():
     while True:
         await asyncio.sleep(interval)
         try:
-            await sync_to_async(recheck_due, thread_sensitive=False)()
+            await sync_to_async(_recheck_due_in_a_thread, thread_sensitive=False)()
         except Exception:
             logger.exception("Rechecking SSO sessions failed")
 
