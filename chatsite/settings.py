@@ -4,6 +4,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -98,6 +99,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A single sign-on session due for its check asks the provider before its page.
+    "conversations.membership.sso.RecheckMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last: turns a sign-in refused for a lockout into the sign-in page saying so.
     "axes.middleware.AxesMiddleware",
@@ -115,6 +118,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "conversations.membership.context_processors.sign_in",
             ],
         },
     },
@@ -183,9 +187,13 @@ AUTH_PASSWORD_VALIDATORS = [
 # that username or address out for CONFAB_SIGNIN_LOCKOUT_MINUTES; an administrator unlocks
 # earlier (admin, Access attempts; or `manage.py axes_reset_username NAME`). Per username
 # stops guessing one password from many addresses, per address guessing many accounts'.
+#
+# Passwords: Django's, refused under CONFAB_SSO_ONLY but to break-glass administrators.
+# Single sign-on (the last backend) answers only the identity provider's callback.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "conversations.membership.backends.PasswordBackend",
+    "conversations.membership.sso.SsoBackend",
 ]
 AXES_FAILURE_LIMIT = envint("CONFAB_SIGNIN_FAILURES", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=envint("CONFAB_SIGNIN_LOCKOUT_MINUTES", 15))
@@ -204,6 +212,64 @@ AXES_SENSITIVE_PARAMETERS = ["username"]
 AXES_DISABLE_ACCESS_LOG = True
 # Sign-up: at most this many attempts an hour from one address (counted in the cache).
 CONFAB_SIGNUPS_PER_HOUR = envint("CONFAB_SIGNUPS_PER_HOUR", 10)
+# E-mail: invitations and password resets. Through the SMTP server EMAIL_HOST when it is set;
+# else printed to the server's output, so that `make run` needs no mail server.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "false")  # STARTTLS, usually on port 587
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", "false")  # TLS from the start, usually port 465
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Confab <confab@localhost>")
+# A mail server that does not answer must not hold a page (or an admin's invite) for long.
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL exclude each other: set one")
+# Password reset links work this long (Django's default is three days).
+PASSWORD_RESET_TIMEOUT = envint("CONFAB_PASSWORD_RESET_HOURS", 24) * 3600
+# Single sign-on with an OpenID Connect identity provider (Keycloak, Authentik, Entra ID,
+# Google, Okta), through mozilla-django-oidc: on when OIDC_CLIENT_ID is set
+# (docs/administration.md). The endpoints are given, not discovered: nothing is fetched
+# at start, and a typo fails the start with the variable's name.
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "")
+CONFAB_SSO = bool(OIDC_RP_CLIENT_ID)
+CONFAB_SSO_NAME = os.environ.get("OIDC_PROVIDER_NAME", "single sign-on")
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("OIDC_JWKS_ENDPOINT", "")
+if CONFAB_SSO:
+    for name in ("OIDC_ISSUER", "OIDC_AUTHORIZATION_ENDPOINT", "OIDC_TOKEN_ENDPOINT",
+                 "OIDC_USERINFO_ENDPOINT", "OIDC_JWKS_ENDPOINT"):  # fmt: skip
+        if not os.environ.get(name):
+            raise ImproperlyConfigured(f"{name} must be set with OIDC_CLIENT_ID")
+SSO_ORIGIN = "{0.scheme}://{0.netloc}".format(urlsplit(OIDC_OP_AUTHORIZATION_ENDPOINT))
+OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = os.environ.get("OIDC_SCOPES", "openid email profile")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = 10
+OIDC_CALLBACK_CLASS = "conversations.membership.sso.CallbackView"
+OIDC_AUTHENTICATE_CLASS = "conversations.membership.sso.AuthenticateView"
+# Who may come in: accounts made at first sign-in (else only invitees and existing users),
+# from these e-mail domains only (empty: any).
+OIDC_CREATE_USER = envbool("OIDC_CREATE_USERS", "true")
+CONFAB_SSO_ALLOWED_DOMAINS = [d.lower() for d in envlist("OIDC_ALLOWED_DOMAINS", "")]
+CONFAB_SSO_USERNAME_CLAIM = os.environ.get("OIDC_USERNAME_CLAIM", "preferred_username")
+# A claim listing group names (Keycloak's `groups`, Entra's `roles`): the user's Confab
+# groups follow it at each sign-in and each check. Empty: groups are managed in Confab.
+CONFAB_SSO_GROUPS_CLAIM = os.environ.get("OIDC_GROUPS_CLAIM", "")
+# How often a signed-in SSO session asks the provider again whether its person may still
+# come in (refresh token grant); refused, it ends and its sockets close.
+CONFAB_SSO_RECHECK_S = envint("OIDC_RECHECK_S", 300)
+# Local passwords refused but to break-glass administrators (docs/security.md).
+CONFAB_SSO_ONLY = envbool("CONFAB_SSO_ONLY", "false")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -223,7 +289,9 @@ CONTENT_SECURITY_POLICY = {
         "connect-src": [SELF],
         "object-src": [NONE],
         "base-uri": [SELF],
-        "form-action": [SELF],
+        # The identity provider too: the invitation's "Sign in with" posts here, and is
+        # redirected there, which the browser checks against this directive.
+        "form-action": [SELF, *([SSO_ORIGIN] if CONFAB_SSO else [])],
         "frame-ancestors": [NONE],
     }
 }

@@ -5,6 +5,8 @@ from django.views.generic import RedirectView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Before Django's auth views: the password reset form of our own, single sign-on.
+    path("", include("conversations.membership.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("v1/", include("conversations.gateway.urls")),

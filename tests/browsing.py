@@ -38,7 +38,14 @@ XSS = [
 
 
 @pytest.fixture
-def server(tmp_path, fake_upstream):
+def server_env():
+    """More environment for the journeys' server: a test module overrides this fixture
+    (its mail server, its identity provider)."""
+    return {}
+
+
+@pytest.fixture
+def server(tmp_path, fake_upstream, server_env):
     """Confab as `make run` starts it, on a fresh SQLite database, using the fake upstream."""
     fake_upstream.script("slow-model", reply(JOURNEY_PARTS, delay=0.1, usage=(20, 50)))
     fake_upstream.script("hostile-model", reply([f"{line}\n\n" for line in XSS], delay=0.05))
@@ -49,6 +56,7 @@ def server(tmp_path, fake_upstream):
         "OPENAI_BASE_URL": fake_upstream.url,
         "OPENAI_API_KEY": API_KEY,
         "CONFAB_AUTO_TITLE": "false",  # the journeys count tokens and name conversations
+        **server_env,
     }
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)

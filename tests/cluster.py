@@ -33,7 +33,7 @@ from django.contrib.sessions.backends.db import SessionStore
 user = get_user_model().objects.create_user({name!r}, password="correct horse 42")
 session = SessionStore()
 session[SESSION_KEY] = str(user.pk)
-session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[BACKEND_SESSION_KEY] = "conversations.membership.backends.PasswordBackend"
 session[HASH_SESSION_KEY] = user.get_session_auth_hash()
 session.create()
 print(session.session_key)

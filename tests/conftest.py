@@ -21,6 +21,8 @@ from conversations.management.commands.serve import free_port
 from conversations.models import LanguageModel, Message, Provider
 from tests.fake_upstream import DEFAULT_MODEL, FakeUpstream
 from tests.helpers import API_KEY, make_user, open_socket
+from tests.identity_provider import IdentityProvider
+from tests.mailbox import Mailbox
 
 # The browser journeys' fixtures: server, context, page.
 pytest_plugins = ["tests.browsing"]
@@ -250,3 +252,28 @@ def mcp_server():
     yield f"http://127.0.0.1:{port}/mcp"
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def mailbox_server():
+    server = Mailbox().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(mailbox_server, settings):
+    """Django sends its e-mail to the loopback SMTP server, which keeps it."""
+    mailbox_server.clear()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = mailbox_server.port
+    return mailbox_server
+
+
+@pytest.fixture(scope="session")
+def identity_provider(tmp_path_factory):
+    """A real OpenID Connect provider on loopback, with its own people."""
+    provider = IdentityProvider(tmp_path_factory.mktemp("idp")).start()
+    yield provider
+    provider.stop()

@@ -101,3 +101,75 @@ def test_each_https_setting_comes_from_its_variable(tmp_path):
         "CSRF_COOKIE_SECURE": True,
         "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
     }
+
+
+def shown(tmp_path, names, **environment):
+    code = (
+        "import json; from django.conf import settings;"
+        f"print(json.dumps({{name: getattr(settings, name) for name in {names}}}))"
+    )
+    result = manage(tmp_path, "shell", "--no-imports", "-c", code, **environment)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+EMAIL = ["EMAIL_BACKEND", "EMAIL_HOST", "EMAIL_PORT", "EMAIL_USE_TLS", "EMAIL_USE_SSL",
+         "EMAIL_HOST_USER", "EMAIL_HOST_PASSWORD", "DEFAULT_FROM_EMAIL"]  # fmt: skip
+
+
+def test_without_a_mail_server_messages_go_to_the_console(tmp_path):
+    assert shown(tmp_path, EMAIL)["EMAIL_BACKEND"] == (
+        "django.core.mail.backends.console.EmailBackend"
+    )
+
+
+def test_each_email_setting_comes_from_its_variable(tmp_path):
+    assert shown(
+        tmp_path,
+        EMAIL,
+        EMAIL_HOST="smtp.example.com",
+        EMAIL_PORT="587",
+        EMAIL_USE_TLS="true",
+        EMAIL_HOST_USER="confab@example.com",
+        EMAIL_HOST_PASSWORD="s3cret",
+        DEFAULT_FROM_EMAIL="Confab <confab@example.com>",
+    ) == {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "smtp.example.com",
+        "EMAIL_PORT": 587,
+        "EMAIL_USE_TLS": True,
+        "EMAIL_USE_SSL": False,
+        "EMAIL_HOST_USER": "confab@example.com",
+        "EMAIL_HOST_PASSWORD": "s3cret",
+        "DEFAULT_FROM_EMAIL": "Confab <confab@example.com>",
+    }
+
+
+def test_tls_and_ssl_together_stop_the_start(tmp_path):
+    checked = manage(tmp_path, "check", EMAIL_USE_TLS="true", EMAIL_USE_SSL="true")
+
+    assert checked.returncode != 0
+    assert "EMAIL_USE_TLS and EMAIL_USE_SSL exclude each other" in checked.stderr
+
+
+def test_single_sign_on_needs_its_issuer_and_endpoints(tmp_path):
+    checked = manage(tmp_path, "check", OIDC_CLIENT_ID="confab")
+
+    assert checked.returncode != 0
+    assert "OIDC_ISSUER must be set with OIDC_CLIENT_ID" in checked.stderr
+
+
+@pytest.mark.parametrize("section", ["Single sign-on"])
+def test_the_documented_single_sign_on_environments_start(tmp_path, section):
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    for block in re.findall(r"```ini\n(.*?)```", body, re.S):
+        environment = dict(re.findall(r'^Environment="?([A-Z_]+)=(.*?)"?$', block, re.M))
+        assert "OIDC_CLIENT_ID" in environment
+        shown_now = shown(tmp_path, ["CONFAB_SSO", "CONTENT_SECURITY_POLICY"], **environment)
+        assert shown_now["CONFAB_SSO"] is True
+        origin = environment["OIDC_AUTHORIZATION_ENDPOINT"].split("/", 3)
+        assert (
+            "/".join(origin[:3])
+            in shown_now["CONTENT_SECURITY_POLICY"]["DIRECTIVES"]["form-action"]
+        )

@@ -1,7 +1,10 @@
-"""Django admin, by what an administrator runs: providers and models, conversations (read
-only), tools, usage and quotas, users and site settings. Importing the modules registers them."""
+"""Django admin, by what an administrator runs: providers and models, conversations
+(metadata only, unless the site allows reading: privacy), tools, usage and quotas, users
+and site settings, invitations. Importing the modules registers them."""
 
-from conversations.admin import accounts, conversations, providers, tools, usage
+from conversations.admin import accounts, providers, tools, usage
 from conversations.gateway import admin as gateway
+from conversations.membership import admin as membership
+from conversations.privacy import admin as privacy
 
-__all__ = ["accounts", "conversations", "gateway", "providers", "tools", "usage"]
+__all__ = ["accounts", "gateway", "membership", "privacy", "providers", "tools", "usage"]

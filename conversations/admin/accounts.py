@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 
 from conversations import sessions
 from conversations.admin.usage import QuotaInline
+from conversations.membership.admin import BreakGlassInline
 from conversations.models import SiteSettings
 
 User = get_user_model()
@@ -16,7 +17,7 @@ admin.site.unregister(User)
 
 @admin.register(User)
 class ConfabUserAdmin(UserAdmin):
-    inlines = [*UserAdmin.inlines, QuotaInline]
+    inlines = [*UserAdmin.inlines, QuotaInline, BreakGlassInline]
     actions = ["disable_access"]
 
     @admin.action(description=_("Disable access (the user can no longer sign in)"))

@@ -45,7 +45,14 @@ class UsageRecordAdmin(admin.ModelAdmin):
     ]  # fmt: skip
     list_select_related = ["user"]
     search_fields = ["user__username", "model_name"]
+    # A conversation is named by its id here: its title is its text (privacy.admin).
+    exclude = ["conversation", "message"]
+    readonly_fields = ["conversation_ref"]
     date_hierarchy = "created"
+
+    @admin.display(description=_("conversation"))
+    def conversation_ref(self, record):
+        return str(record.conversation_id or "")
 
     def has_add_permission(self, request):
         return False

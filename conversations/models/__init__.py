@@ -1,5 +1,6 @@
 """The app's models, by concern: providers and prices, conversations and messages, the
-usage ledger and quotas, site settings."""
+usage ledger and quotas, site settings, membership (invitations, single sign-on) and
+privacy (administrators' readings of conversations)."""
 
 from conversations.models.conversations import (
     Conversation,
@@ -10,6 +11,13 @@ from conversations.models.conversations import (
 )
 from conversations.models.keys import ApiKey
 from conversations.models.ledger import Quota, UsageRecord
+from conversations.models.membership import (
+    BreakGlassAccount,
+    Invitation,
+    SsoIdentity,
+    SsoSession,
+)
+from conversations.models.privacy import ConversationReading
 from conversations.models.providers import LanguageModel, Price, Provider
 from conversations.models.site import SiteSettings
 from conversations.models.tools import Approval, BuiltinTool, ToolServer
@@ -17,8 +25,11 @@ from conversations.models.tools import Approval, BuiltinTool, ToolServer
 __all__ = [
     "ApiKey",
     "Approval",
+    "BreakGlassAccount",
     "BuiltinTool",
     "Conversation",
+    "ConversationReading",
+    "Invitation",
     "LanguageModel",
     "Message",
     "Preferences",
@@ -26,6 +37,8 @@ __all__ = [
     "Provider",
     "Quota",
     "SiteSettings",
+    "SsoIdentity",
+    "SsoSession",
     "ToolApproval",
     "ToolServer",
     "UsageRecord",

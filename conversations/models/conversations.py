@@ -112,6 +112,13 @@ class Conversation(models.Model):
             "params": self.params,
         }
 
+    def export(self):
+        """The export format (DESIGN.md §4): the owner's download, and a data request's."""
+        return {
+            "conversation": self.to_dict(),
+            "messages": [m.to_dict() for m in self.messages.order_by("created")],
+        }
+
     def branch(self):
         """The messages shown: the branch through `shown`, else the newest one."""
         return branch_through(self.messages.order_by("created"), self.shown_id)

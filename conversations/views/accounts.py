@@ -19,15 +19,17 @@ from django.views.decorators.http import require_GET
 
 from conversations import quotas, reports
 from conversations.forms import PreferencesForm, SignupForm
-from conversations.models import Preferences, SiteSettings, UsageRecord
+from conversations.membership.backends import PASSWORD_BACKEND
+from conversations.models import BreakGlassAccount, Preferences, SiteSettings, UsageRecord
 
 SIGNUP_WINDOW_S = 3600
 
 
 def signup(request):
-    """The first account becomes the administrator; later ones need signup to be open."""
+    """The first account becomes the administrator; later ones need signup to be open, and
+    no SSO only (people then come in through the identity provider)."""
     first = not get_user_model().objects.exists()
-    if not first and not SiteSettings.load().signup_open:
+    if not first and not _signup_open():
         return _signup_closed(request)
     form = SignupForm(request.POST or None)
     if request.method != "POST":
@@ -44,17 +46,23 @@ def signup(request):
     with transaction.atomic():
         site = SiteSettings.objects.select_for_update().get(pk=1)
         first = not get_user_model().objects.exists()
-        if not first and not site.signup_open:
+        if not first and not (site.signup_open and not settings.CONFAB_SSO_ONLY):
             return _signup_closed(request)
         if not form.is_valid():  # under the lock, so a username cannot be taken meanwhile
             return render(request, "registration/signup.html", {"form": form, "first": first})
         user = form.save(commit=False)
         user.is_staff = user.is_superuser = first
         user.save()
-    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        if first and settings.CONFAB_SSO_ONLY:  # or no one could sign in to admin
+            BreakGlassAccount.objects.create(user=user, note=_("The first account"))
+    login(request, user, backend=PASSWORD_BACKEND)
     if user.is_superuser:
         flash.success(request, _("Welcome! You are the administrator of this Confab."))
     return redirect("chat")
+
+
+def _signup_open():
+    return SiteSettings.load().signup_open and not settings.CONFAB_SSO_ONLY
 
 
 def _signup_closed(request):

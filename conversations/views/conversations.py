@@ -30,7 +30,7 @@ def conversation_or_404(request, conversation_id):
 def export_json(request, conversation_id):
     conversation = conversation_or_404(request, conversation_id)
     return JsonResponse(
-        _export(conversation),
+        conversation.export(),
         json_dumps_params={"ensure_ascii": False, "indent": 2},
         headers={"Content-Disposition": f'attachment; filename="{_filename(conversation)}.json"'},
     )
@@ -92,13 +92,6 @@ def _tool_markdown(message):
     label = _("Error") if message.tool_error else _("Result")
     fence = "````" if "```" in message.content else "```"
     return [*lines, f"**{label}**", "", f"{fence}text", message.content, fence, ""]
-
-
-def _export(conversation):
-    return {
-        "conversation": conversation.to_dict(),
-        "messages": [m.to_dict() for m in conversation.messages.order_by("created")],
-    }
 
 
 def _filename(conversation):

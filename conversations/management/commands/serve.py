@@ -110,19 +110,21 @@ WORKER_CHECK_S = 0.5
 
 def run_daphne(endpoints):
     """daphne serving Confab on `endpoints` (Twisted endpoint strings) until a signal stops
-    it: the reaper and heartbeat run meanwhile, and on the way out running replies get
-    CONFAB_SHUTDOWN_GRACE_S to finish before they end as interrupted."""
+    it: the reaper, heartbeat and single sign-on checks run meanwhile, and on the way out
+    running replies get CONFAB_SHUTDOWN_GRACE_S to finish before they end as interrupted."""
     # daphne.server installs Twisted's asyncio reactor: it must be imported first.
     from daphne.server import Server
     from twisted.internet import defer, reactor
 
     from chatsite.asgi import application
     from conversations.generation import reaper, runner
+    from conversations.membership import sso
 
     background = []
 
     def started():
-        background.extend(asyncio.ensure_future(job()) for job in reaper.PERIODIC)
+        jobs = (*reaper.PERIODIC, *sso.PERIODIC)
+        background.extend(asyncio.ensure_future(job()) for job in jobs)
 
     async def stopping():
         await runner.shutdown()
