@@ -3,17 +3,32 @@ conversation and messages by charlie (signed in, an outsider) and by an anonymou
 returns none of alice's data and changes nothing of hers. The URLs are read from the URL
 configuration, so a view added later is walked too."""
 
+import re
+
 import pytest
 from django.core import serializers
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
-from conversations.models import ApiKey, Conversation, Message, Preferences, UsageRecord
+from conversations.models import (
+    ApiKey,
+    Conversation,
+    Message,
+    Preferences,
+    Share,
+    UsageRecord,
+)
 from tests.helpers import open_socket, refused_code
 
 SECRET = "alice-private-7391"
 # URL parameters that name alice's things, by their name in the URL configuration.
-OWN = {"conversation_id": "conversation", "message_id": "question", "key_id": "api_key"}
+OWN = {
+    "conversation_id": "conversation",
+    "message_id": "question",
+    "key_id": "api_key",
+    "token": "share",
+}
 
 
 def app_urls(patterns=None, prefix="", parameters=()):
@@ -33,7 +48,7 @@ def concrete(route, parameters, ids):
     for name in parameters:
         if name not in OWN:
             return None
-        path = path.replace(f"<uuid:{name}>", str(ids[OWN[name]]))
+        path = re.sub(rf"<\w+:{name}>", str(ids[OWN[name]]), path)
     if "<" in path or path.startswith("^"):
         return None  # a pattern of the admin's own, not one of our ids
     return "/" + path
@@ -53,11 +68,17 @@ def alices(alice, model):
     )  # fmt: skip
     Preferences.objects.create(user=alice, system_prompt=SECRET)
     api_key, _ = ApiKey.create(alice, SECRET)
+    # A live link is for its readers, whoever they are (tests/test_shares.py); a revoked one
+    # is alice's alone: nobody may read, continue or revive it.
+    share = Share.take(Conversation.objects.get(id=conversation.id), show_system_prompt=True)
+    share.revoked = timezone.now()
+    share.save()
     return {
         "conversation": conversation.id,
         "question": question.id,
         "answer": answer.id,
         "api_key": api_key.id,
+        "share": share.token,
     }
 
 
@@ -76,6 +97,7 @@ def snapshot():
             Preferences.objects.filter(user__username="alice"),
             UsageRecord.objects.filter(user__username="alice"),
             ApiKey.objects.filter(user__username="alice"),
+            Share.objects.filter(owner__username="alice"),
         )
     ]
 

@@ -1,5 +1,5 @@
 """The app's models, by concern: providers and prices, conversations and messages, the
-usage ledger and quotas, site settings."""
+usage ledger and quotas, share links, site settings."""
 
 from conversations.models.conversations import (
     Conversation,
@@ -10,6 +10,7 @@ from conversations.models.conversations import (
 from conversations.models.keys import ApiKey
 from conversations.models.ledger import Quota, UsageRecord
 from conversations.models.providers import LanguageModel, Price, Provider
+from conversations.models.shares import Share
 from conversations.models.site import SiteSettings
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Price",
     "Provider",
     "Quota",
+    "Share",
     "SiteSettings",
     "UsageRecord",
     "branch_through",

@@ -65,6 +65,8 @@ def chat(request, conversation_id=None):
             "undo_delete": request.session.pop("undo_delete", None),
             "models": models,
             "selected_model": selected or (models[0] if models else None),
+            # A share is of the branch on show: the one ?show chose is not the remembered one.
+            "share_through": thread["thread"][-1].id if wanted else None,
             "page_data": {
                 "conversation": str(conversation.id) if conversation else None,
                 # A send continues the branch on show: the one ?show chose is not the
