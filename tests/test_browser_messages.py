@@ -158,3 +158,42 @@ def test_what_cannot_be_done_says_so_signed_out_or_offline(server, context, cons
         "Not connected, so this did not happen. Try again in a moment."
     )
     context.set_offline(False)
+
+
+def test_copy_in_one_tab_and_a_deletion_in_another_reach_both(server, context):
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    first = context.new_page()
+    sign_up(first, server)
+    ask(first, "Say **bold** things", model="fake-model")
+    expect(finished_replies(first)).to_have_count(1)
+    finished_replies(first).get_by_role("button", name="Regenerate").click()
+    expect(finished_replies(first).locator(".siblings")).to_contain_text("2 / 2")
+    ask(first, "And more", model="fake-model")
+    expect(finished_replies(first)).to_have_count(2)
+    second = context.new_page()
+    second.goto(first.url)
+    expect(second.locator('body[data-connection="open"]')).to_have_count(1)
+    second.evaluate("window.stayed = true")  # gone if the tab reloads
+
+    # Copy: what the message says, as written, in either tab.
+    second.locator("article.role-user").first.get_by_role("button", name="Copy").click()
+    assert second.evaluate("navigator.clipboard.readText()") == "Say **bold** things"
+    finished_replies(first).last.get_by_role("button", name="Copy", exact=True).click()
+    assert first.evaluate("navigator.clipboard.readText()") == "You said: And more"
+
+    # A deletion in the first tab leaves the second at once, without a reload.
+    first.once("dialog", lambda confirm: confirm.accept())
+    first.locator("article.role-user").last.get_by_role("button", name="Delete").click()
+    expect(first.get_by_text("The message was deleted.")).to_be_visible()
+    expect(second.locator("article.role-user")).to_have_count(1)
+    expect(second.locator("article.message")).to_have_count(2)
+
+    # Deleting a version: the other tab shows the one now on show, its switcher gone.
+    first.once("dialog", lambda confirm: confirm.accept())
+    finished_replies(first).get_by_role("button", name="Delete").click()
+    expect(first.get_by_text("The message was deleted.")).to_be_visible()
+    expect(second.locator(".siblings")).to_have_count(0)
+    expect(finished_replies(second)).to_have_count(1)
+    expect(finished_replies(first)).to_have_count(1)
+    assert second.evaluate("window.stayed") is True
+    assert first.get_by_text("The message was deleted.").count() == 1  # its notice, not stolen

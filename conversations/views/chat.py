@@ -40,6 +40,12 @@ def chat(request, conversation_id=None):
         if wanted is not None:
             conversation.shown = wanted  # for this page, never saved
     thread = _thread(conversation, request.GET.get("earlier"), wanted)
+    if conversation and "thread" in request.GET:
+        # The messages alone, for a tab that shows them again after a deletion in another
+        # (chat.js): the page's notices and its undo are left for the page itself.
+        models = LanguageModel.objects.available_to(request.user)
+        context = {**thread, "conversation": conversation, "models": models.exists()}
+        return render(request, "conversations/chat.html#thread", context)
     archived = request.GET.get("archived") == "1"
     sidebar = Paginator(
         Conversation.objects.for_user(request.user)

@@ -127,6 +127,14 @@ const handlers = {
     refreshControls();
     announcer.textContent = text.replyFinished;
   },
+  "message.deleted"(event) {
+    if (event.conversation !== conversation) return;
+    if (editing && event.messages.includes(editing)) {
+      setEditing(null);
+      input.value = "";
+    }
+    if (list.remove(event.messages)) refreshThread();
+  },
   error(event) {
     const sent = event.client_id && pending.get(event.client_id);
     if (sent) {
@@ -136,6 +144,22 @@ const handlers = {
     showError(event.message);
   },
 };
+
+// After a deletion (in this tab or another), the thread as the server now shows it: the
+// remembered branch, so a send continues it (parent null).
+async function refreshThread() {
+  const url = new URL(page.conversationUrl.replace("{id}", conversation), location.href);
+  url.searchParams.set("thread", "1");
+  if (new URLSearchParams(location.search).get("earlier") === "all") {
+    url.searchParams.set("earlier", "all");
+  }
+  const response = await fetch(url).catch(() => null);
+  if (!response?.ok || response.redirected) return; // gone or signed out: the removal stands
+  list.replaceAll(await response.text());
+  parent = null;
+  refreshControls();
+  if (list.streamingIds().length) subscribe(); // their snapshots, to stream on
+}
 
 const socket = new ChatSocket(page.socket, {
   onEvent: (event) => handlers[event.type]?.(event),

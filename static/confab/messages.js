@@ -142,6 +142,37 @@ export class MessageList {
     this.scroll();
   }
 
+  // Messages deleted in another tab: true when this page showed any of them.
+  remove(ids) {
+    let removed = false;
+    for (const id of ids) {
+      const article = this.element(id);
+      if (!article) continue;
+      article.remove();
+      this.seqs.delete(id);
+      this.texts.delete(id);
+      this.unrendered.delete(id);
+      removed = true;
+    }
+    return removed;
+  }
+
+  // The thread again, as the server renders it now (after a deletion elsewhere: the
+  // version now shown, the switchers' counts).
+  replaceAll(html) {
+    const template = document.createElement("template");
+    template.innerHTML = html; // rendered and sanitised by the server
+    this.container.replaceChildren(template.content);
+    this.seqs.clear();
+    this.texts.clear();
+    this.unrendered.clear();
+    renderMath(this.container);
+    this.addCopyButtons(this.container);
+    for (const id of this.streamingIds()) {
+      this.setText(id, this.element(id).querySelector(".message-body").textContent);
+    }
+  }
+
   // A reply's text is the model; its body shows it as markdown, rendered once per frame
   // however many deltas arrive, like the server's HTML it is swapped for at the end.
   setText(id, text) {
