@@ -277,3 +277,13 @@ def test_an_administrator_can_revoke_any_link(talk, alice, alice_admin, bob):
     )
 
     assert signed_in(bob).get(link).status_code == 404
+
+
+def test_sharing_and_revoking_need_the_pages_csrf_token(talk, alice):
+    link = share(signed_in(alice), talk)
+    forged = Client(enforce_csrf_checks=True)
+    forged.force_login(alice)
+
+    assert forged.post(f"/c/{talk.id}/share/", {"audience": "anyone"}).status_code == 403
+    assert forged.post(link + "revoke/").status_code == 403
+    assert Share.objects.count() == 1 and Share.objects.get().revoked is None
