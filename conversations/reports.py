@@ -34,22 +34,52 @@ def totals(records):
     return summary
 
 
+def currencies(records):
+    """The currencies of some ledger rows, in order: money is summed within each only."""
+    return list(records.order_by("currency").values_list("currency", flat=True).distinct())
+
+
 def top(records, key, limit=10):
-    """The biggest users of tokens by `key` (a ledger field such as model_name)."""
-    return list(
+    """The biggest users of tokens by `key` (a ledger field such as model_name), each with
+    its cost per currency (`costs`: [{"currency", "amount"}]), never one sum of several."""
+    rows = list(
         records.values(label=F(key_field(key)))
-        .annotate(requests=Count("id"), tokens=Sum("total_tokens"), cost=Sum("cost"))
+        .annotate(requests=Count("id"), tokens=Sum("total_tokens"))
         .order_by("-tokens")[:limit]
     )
+    costs = defaultdict(list)
+    for row in (
+        records.filter(**{f"{key_field(key)}__in": [row["label"] for row in rows]})
+        .values("currency", label=F(key_field(key)))
+        .annotate(amount=Sum("cost"))
+        .order_by("currency")
+    ):
+        costs[row["label"]].append({"currency": row["currency"], "amount": row["amount"]})
+    for row in rows:
+        row["costs"] = costs[row["label"]]
+    return rows
 
 
 def key_field(key):
     return {"user": "user__username", "model": "model_name", "api_key": "api_key__name"}[key]
 
 
-def daily_chart(records, key, start, end, *, measure="tokens", width=720, height=220,
-                top_keys=6):  # fmt: skip
-    """Tokens (or cost) per day, stacked by `key` ("model" or "user"), as bars to draw."""
+def cost_charts(records, key, start, end):
+    """Cost per day stacked by `key`: one chart per currency, as amounts in two currencies
+    do not add up. [(currency, chart)]."""
+    return [
+        (currency, daily_chart(records.filter(currency=currency), key, start, end,
+                               measure="cost", currency=currency))
+        for currency in currencies(records)
+    ]  # fmt: skip
+
+
+def daily_chart(records, key, start, end, *, measure="tokens", currency=None, width=720,
+                height=220, top_keys=6):  # fmt: skip
+    """Tokens (or cost, of rows all in `currency`) per day, stacked by `key` ("model" or
+    "user"), as bars to draw."""
+    if measure == "cost" and currencies(records) not in ([], [currency]):
+        raise ValueError("a cost chart adds up one currency only")
     field = key_field(key)
     rows = (
         records.annotate(day=TruncDate("created"))
@@ -89,14 +119,14 @@ def daily_chart(records, key, start, end, *, measure="tokens", width=720, height
                     "width": round(slot * 0.8, 1),
                     "height": round(h, 1),
                     "fill": colours[label],
-                    "title": f"{day:%Y-%m-%d} · {label}: {_amount(value, measure)}",
+                    "title": f"{day:%Y-%m-%d} · {label}: {_amount(value, measure, currency)}",
                 }
             )
     legend = [{"label": k, "fill": colours[k]} for k in [*shown, *(["…"] if others else [])]]
     return {"width": width, "height": height, "bars": bars, "legend": legend,
-            "peak": _amount(peak, measure), "first": days[0] if days else None,
+            "peak": _amount(peak, measure, currency), "first": days[0] if days else None,
             "last": days[-1] if days else None}  # fmt: skip
 
 
-def _amount(value, measure):
-    return f"{value:,} tokens" if measure == "tokens" else f"{value:,.4f}"
+def _amount(value, measure, currency=None):
+    return f"{value:,} tokens" if measure == "tokens" else f"{currency} {value:,.4f}"

@@ -2,6 +2,7 @@ from django.urls import include, path
 
 from conversations import views
 from conversations.gateway import keys
+from conversations.shares import views as shares
 
 # What a user does to one of their conversations, under /c/<id>/.
 conversation = [
@@ -16,6 +17,7 @@ conversation = [
     path("restore/", views.restore, name="restore"),
     path("export.json", views.export_json, name="export_json"),
     path("export.md", views.export_markdown, name="export_markdown"),
+    path("share/", shares.share_conversation, name="share_conversation"),
 ]
 
 # ... and to one message, under /m/<id>/.
@@ -25,14 +27,23 @@ message = [
     path("request.json", views.message_request, name="message_request"),
 ]
 
+# ... and to a share link, under /s/<token>/: read it, continue it, or revoke it (its owner).
+share = [
+    path("", shares.shared, name="share"),
+    path("continue/", shares.continue_share, name="continue_share"),
+    path("revoke/", shares.revoke_share, name="revoke_share"),
+]
+
 urlpatterns = [
     path("", views.chat, name="chat"),
     path("c/<uuid:conversation_id>/", include(conversation)),
     path("m/<uuid:message_id>/", include(message)),
+    path("s/<slug:token>/", include(share)),
     path("accounts/signup/", views.signup, name="signup"),
     path("usage/", views.my_usage, name="my_usage"),
     path("settings/", views.preferences, name="preferences"),
     path("settings/keys/", keys.api_keys, name="api_keys"),
     path("settings/keys/<uuid:key_id>/revoke/", keys.revoke_api_key, name="revoke_api_key"),
+    path("settings/shares/", shares.shares, name="shares"),
     path("search/", views.search, name="search"),
 ]

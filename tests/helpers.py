@@ -156,3 +156,24 @@ def ask(page, text, model="slow-model"):
     page.locator("#model-picker").select_option(label=model)  # the composer's own
     page.get_by_label("Message").fill(text)
     page.get_by_label("Message").press("Enter")
+
+
+def add_user(admin, server, name):
+    """The administrator (alice, signed in on `admin`) adds an account in admin."""
+    admin.goto(server + "/admin/auth/user/add/")
+    admin.get_by_label("Username:").fill(name)
+    admin.locator("#id_password1").fill(PASSWORD)
+    admin.locator("#id_password2").fill(PASSWORD)
+    admin.get_by_role("button", name="Save", exact=True).click()
+    expect(admin.locator(".messagelist")).to_contain_text("was added successfully")
+
+
+def sign_in(context, server, name):
+    """A new page of `context` (a browser profile of its own), signed in as `name`."""
+    page = context.new_page()
+    page.goto(server + "/accounts/login/")
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator('body[data-connection="open"]')).to_have_count(1)
+    return page

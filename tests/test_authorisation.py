@@ -3,26 +3,43 @@ conversation and messages by charlie (signed in, an outsider) and by an anonymou
 returns none of alice's data and changes nothing of hers. The URLs are read from the URL
 configuration, so a view added later is walked too."""
 
+import re
+
 import pytest
 from django.core import serializers
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
-from conversations.models import ApiKey, Conversation, Message, Preferences, UsageRecord
+from conversations.models import (
+    ApiKey,
+    Conversation,
+    Message,
+    Preferences,
+    Share,
+    UsageRecord,
+)
 from tests.helpers import open_socket, refused_code
 
 SECRET = "alice-private-7391"
 # URL parameters that name alice's things, by their name in the URL configuration.
-OWN = {"conversation_id": "conversation", "message_id": "question", "key_id": "api_key"}
+OWN = {
+    "conversation_id": "conversation",
+    "message_id": "question",
+    "key_id": "api_key",
+    "token": "share",
+}
 
 
-def app_urls(patterns=None, prefix=""):
-    """(route, parameter names) of every URL pattern, admin's included."""
+def app_urls(patterns=None, prefix="", parameters=()):
+    """(route, parameter names) of every URL pattern, admin's included; an included
+    pattern's parameters are those of its prefixes too (/c/<id>/ and what is under it)."""
     for pattern in get_resolver().url_patterns if patterns is None else patterns:
+        named = [*parameters, *getattr(pattern.pattern, "converters", {})]
         if isinstance(pattern, URLResolver):
-            yield from app_urls(pattern.url_patterns, prefix + str(pattern.pattern))
+            yield from app_urls(pattern.url_patterns, prefix + str(pattern.pattern), named)
         elif isinstance(pattern, URLPattern):
-            yield prefix + str(pattern.pattern), list(pattern.pattern.converters)
+            yield prefix + str(pattern.pattern), named
 
 
 def concrete(route, parameters, ids):
@@ -31,7 +48,7 @@ def concrete(route, parameters, ids):
     for name in parameters:
         if name not in OWN:
             return None
-        path = path.replace(f"<uuid:{name}>", str(ids[OWN[name]]))
+        path = re.sub(rf"<\w+:{name}>", str(ids[OWN[name]]), path)
     if "<" in path or path.startswith("^"):
         return None  # a pattern of the admin's own, not one of our ids
     return "/" + path
@@ -51,11 +68,17 @@ def alices(alice, model):
     )  # fmt: skip
     Preferences.objects.create(user=alice, system_prompt=SECRET)
     api_key, _ = ApiKey.create(alice, SECRET)
+    # A live link is for its readers, whoever they are (tests/test_shares.py); a revoked one
+    # is alice's alone: nobody may read, continue or revive it.
+    share = Share.take(Conversation.objects.get(id=conversation.id), show_system_prompt=True)
+    share.revoked = timezone.now()
+    share.save()
     return {
         "conversation": conversation.id,
         "question": question.id,
         "answer": answer.id,
         "api_key": api_key.id,
+        "share": share.token,
     }
 
 
@@ -74,6 +97,7 @@ def snapshot():
             Preferences.objects.filter(user__username="alice"),
             UsageRecord.objects.filter(user__username="alice"),
             ApiKey.objects.filter(user__username="alice"),
+            Share.objects.filter(owner__username="alice"),
         )
     ]
 
@@ -97,9 +121,18 @@ def test_no_url_gives_another_user_anything_of_alices(alices, charlie, visitor):
             response = method(path, {"title": "stolen", "q": "Plans"}, follow=True)
             walked += 1
             assert SECRET not in body(response), (method, path)
-            assert response.status_code in (200, 401, 403, 404, 405), (method, path)
+            # 410: an invitation link that is not one (the walk gives it a share's token).
+            assert response.status_code in (200, 401, 403, 404, 405, 410), (method, path)
 
     assert walked > 40
+    # Every route of the app is walked: one no id of alice's fits would be left out unseen.
+    unwalked = [
+        route
+        for route, parameters in app_urls()
+        if not route.startswith(("admin/", "accounts/"))
+        and concrete(route, parameters, alices) is None
+    ]
+    assert unwalked == []
     assert snapshot() == before
 
 

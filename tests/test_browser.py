@@ -196,6 +196,11 @@ def test_a_chinese_browser_gets_the_chinese_ui(server, context):
     expect(reply.locator(".message-body")).to_have_text("You said: 你好")
     expect(reply.locator(".usage")).to_have_text("11 + 7 = 18 个 token")
     expect(chinese.get_by_role("link", name="新对话")).to_be_visible()
+    # The protocol's errors come in the page's language too, and the page shows them.
+    chinese.evaluate(
+        'window.confab.socket.send({type: "stop", message: "00000000-0000-4000-8000-000000000000"})'
+    )
+    expect(chinese.get_by_role("alert")).to_have_text("没有这条消息。")
     chinese.context.close()
 
 

@@ -47,10 +47,17 @@ def test_no_page_breaks_its_content_security_policy(styled, server, context):
     reply_body = page.locator('article.role-assistant[data-status="complete"] .message-body')
     expect(reply_body.locator(".math > math")).to_have_count(4)
     conversation = page.url
+    page.goto(conversation + "share/")
+    page.get_by_role("button", name="Create the link").click()
+    shared = page.url  # the share link's page: its math drawn as the chat page draws it
+    expect(page.locator("#share-messages .math > math")).to_have_count(4)
     visited = []
     for path in [
         conversation,  # the reply again, as the server renders it
         conversation + "settings/",
+        conversation + "share/",
+        shared,
+        "/settings/shares/",
         "/usage/",
         "/search/?q=styles",
         "/settings/",
@@ -59,9 +66,13 @@ def test_no_page_breaks_its_content_security_policy(styled, server, context):
         "/admin/conversations/conversation/",
         "/admin/conversations/usagerecord/",
         "/admin/conversations/usagerecord/dashboard/",
+        "/admin/conversations/share/",
     ]:
         response = page.goto(path if path.startswith("http") else server + path)
         visited.append(response.headers.get("content-security-policy", ""))
+        if path == shared:
+            expect(page.locator("#share-messages .math > math")).to_have_count(4)
+            assert computed(page.locator("td.align-right"), "textAlign") == "right"
         if path == conversation:
             # Styled, through classes and CSSOM, as the policy allows.
             expect(reply_body.locator(".math > math")).to_have_count(4)

@@ -5,7 +5,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.fake_upstream import chunk, echo, sse, stream_headers
+from tests.fake_upstream import chunk, echo, reply, sse, stream_headers
 from tests.helpers import API_KEY, JOURNEY_PARTS, ask, sign_up
 
 pytestmark = pytest.mark.browser
@@ -158,3 +158,110 @@ def test_what_cannot_be_done_says_so_signed_out_or_offline(server, context, cons
         "Not connected, so this did not happen. Try again in a moment."
     )
     context.set_offline(False)
+
+
+def test_copy_in_one_tab_and_a_deletion_in_another_reach_both(server, context):
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    first = context.new_page()
+    sign_up(first, server)
+    ask(first, "Say **bold** things", model="fake-model")
+    expect(finished_replies(first)).to_have_count(1)
+    finished_replies(first).get_by_role("button", name="Regenerate").click()
+    expect(finished_replies(first).locator(".siblings")).to_contain_text("2 / 2")
+    ask(first, "And more", model="fake-model")
+    expect(finished_replies(first)).to_have_count(2)
+    second = context.new_page()
+    second.goto(first.url)
+    expect(second.locator('body[data-connection="open"]')).to_have_count(1)
+    second.evaluate("window.stayed = true")  # gone if the tab reloads
+
+    # Copy: what the message says, as written, in either tab.
+    second.locator("article.role-user").first.get_by_role("button", name="Copy").click()
+    assert second.evaluate("navigator.clipboard.readText()") == "Say **bold** things"
+    finished_replies(first).last.get_by_role("button", name="Copy", exact=True).click()
+    assert first.evaluate("navigator.clipboard.readText()") == "You said: And more"
+
+    # A deletion in the first tab leaves the second at once, without a reload.
+    first.once("dialog", lambda confirm: confirm.accept())
+    first.locator("article.role-user").last.get_by_role("button", name="Delete").click()
+    expect(first.get_by_text("The message was deleted.")).to_be_visible()
+    expect(second.locator("article.role-user")).to_have_count(1)
+    expect(second.locator("article.message")).to_have_count(2)
+
+    # Deleting a version: the other tab shows the one now on show, its switcher gone.
+    first.once("dialog", lambda confirm: confirm.accept())
+    finished_replies(first).get_by_role("button", name="Delete").click()
+    expect(first.get_by_text("The message was deleted.")).to_be_visible()
+    expect(second.locator(".siblings")).to_have_count(0)
+    expect(finished_replies(second)).to_have_count(1)
+    expect(finished_replies(first)).to_have_count(1)
+    assert second.evaluate("window.stayed") is True
+    assert first.get_by_text("The message was deleted.").count() == 1  # its notice, not stolen
+
+
+@pytest.fixture
+def long_model(fake_upstream):
+    """`long-model` writes a first paragraph, then a line every 100 ms for 6 s."""
+    parts = ["First paragraph stays put.\n\n", *[f"Line {i}.\n\n" for i in range(60)]]
+    fake_upstream.script("long-model", reply(parts, delay=0.1))
+
+
+SELECT_FIRST_PARAGRAPH = """() => {
+  const paragraph = document.querySelector('article[data-status="streaming"] .message-body p');
+  const range = document.createRange();
+  range.selectNodeContents(paragraph);
+  getSelection().removeAllRanges();
+  getSelection().addRange(range);
+  window.selected = paragraph;
+}"""
+
+
+def test_a_streaming_reply_keeps_the_selection_the_scroll_and_what_is_typed(
+    long_model, server, page
+):
+    page.set_viewport_size({"width": 900, "height": 600})
+    sign_up(page, server)
+    ask(page, "Write a long answer", model="long-model")
+    streaming = page.locator('article.role-assistant[data-status="streaming"] .message-body')
+    messages = page.locator("#messages")
+    jump = page.get_by_role("button", name="Jump to latest")
+
+    # The reader selects text already written: it stays selected as more arrives.
+    expect(streaming.locator("p").first).to_have_text("First paragraph stays put.")
+    page.evaluate(SELECT_FIRST_PARAGRAPH)
+    expect(streaming).to_contain_text("Line 15.")
+    assert page.evaluate("getSelection().toString()") == "First paragraph stays put."
+    assert page.evaluate("window.selected.isConnected") is True
+
+    # Following the reply at the bottom, until the reader scrolls up; then a way back.
+    at_bottom = "(el) => el.scrollHeight - el.scrollTop - el.clientHeight < 40"
+    assert messages.evaluate(at_bottom)
+    expect(jump).to_be_hidden()
+    messages.hover()
+    page.mouse.wheel(0, -400)
+    expect(jump).to_be_visible()
+    held = messages.evaluate("(el) => el.scrollTop")
+    expect(streaming).to_contain_text("Line 30.")
+    assert messages.evaluate("(el) => el.scrollTop") == held  # not pulled down
+    jump.click()
+    expect(jump).to_be_hidden()
+    expect(streaming).to_contain_text("Line 40.")
+    assert messages.evaluate(at_bottom)  # and following again
+
+    # A message written meanwhile waits, says so, and goes when the reply ends.
+    page.locator("#model-picker").select_option(label="fake-model")
+    page.get_by_label("Message").fill("And a short one")
+    expect(page.locator("#composer-wait")).to_contain_text("goes when it ends")
+    expect(page.locator("#send-button")).to_have_text("Queue")
+    page.get_by_label("Message").press("Enter")
+    expect(page.locator("#composer-queue")).to_contain_text(
+        "Your message will be sent when the reply ends."
+    )
+    expect(page.locator("article.role-user")).to_have_count(1)  # not yet
+    expect(page.locator("article.role-user")).to_have_count(2, timeout=15_000)
+    expect(page.locator("article.role-assistant").last.locator(".message-body")).to_have_text(
+        "You said: And a short one"
+    )
+    expect(page.locator("#composer-queue")).to_be_hidden()
+    expect(page.locator("#send-button")).to_have_text("Send")
+    expect(page.locator("#composer-error")).to_be_hidden()  # nothing refused as busy

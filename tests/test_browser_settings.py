@@ -92,3 +92,90 @@ def test_logit_bias_rows_are_added_and_removed_and_my_defaults_start_a_new_chat(
     sent = fake_upstream.requests[-1]["body"]
     assert sent["logit_bias"] == {"50256": -100, "11": 5}
     assert sent["messages"][0] == {"role": "system", "content": "Answer in French."}
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+FORECAST = {
+    "type": "object",
+    "properties": {"city": {"$ref": "#/$defs/city"}},
+    "required": ["city"],
+    "additionalProperties": False,
+    "$defs": {"city": {"type": "string"}},
+}
+
+
+def test_the_logit_bias_tools_and_schema_editors_check_as_one_types(server, page, fake_upstream):
+    import json
+
+    sign_up(page, server)
+    ask(page, "First", model="fake-model")
+    replies_done(page, 1)
+    page.reload()
+    page.get_by_role("link", name="Settings").click()
+    panel = page.get_by_role("dialog", name="Conversation settings")
+
+    # Logit bias: a row needs both, and a bias from -100 to 100, said before any save.
+    row = panel.locator("[data-row]").first
+    row.get_by_label("Token id").fill("50256")
+    bias_check = panel.locator("#id_logit_bias_rows-check")
+    expect(bias_check).to_have_text("Each row needs a token id and a bias.")
+    row.get_by_label("Bias").fill("-150")
+    expect(bias_check).to_contain_text("from -100 to 100")
+    row.get_by_label("Bias").fill("-100")
+    expect(bias_check).to_have_text("")
+
+    # Tools: JSON as it is typed, then the shape of each tool; "Add a function" starts one.
+    tools = panel.locator("#id_tools")
+    tools.fill('[{"type": "function"')
+    expect(panel.locator("#id_tools-check")).to_contain_text("This is not valid JSON")
+    expect(tools).to_have_attribute("aria-invalid", "true")
+    panel.get_by_role("button", name="Save").click()  # refused here, nothing sent
+    expect(tools).to_be_focused()
+    tools.fill("")
+    panel.get_by_role("button", name="Add a function").click()
+    assert json.loads(tools.input_value())[0]["function"]["name"] == ""
+    expect(panel.locator("#id_tools-check")).to_contain_text(
+        'Each tool must be {"type": "function"'
+    )
+    page.keyboard.type("get_weather")  # the cursor waits in the name
+    expect(panel.locator("#id_tools-check")).to_have_text("")
+    tools.fill(json.dumps([WEATHER]))
+    panel.get_by_label("Tool choice").select_option(label="Auto: the model decides")
+
+    # The JSON schema: an object, with its name and description.
+    panel.get_by_label("Response format").select_option(
+        label="JSON schema: JSON that follows a schema"
+    )
+    panel.get_by_label("Schema name").fill("forecast")
+    panel.get_by_label("Schema description").fill("A forecast")
+    schema = panel.locator("#id_schema")
+    schema.fill("[1, 2]")
+    expect(panel.locator("#id_schema-check")).to_have_text("The schema must be a JSON object.")
+    schema.fill(json.dumps(FORECAST))
+    expect(panel.locator("#id_schema-check")).to_have_text("")
+    panel.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_contain_text("Settings saved.")
+
+    ask(page, "Second", model="fake-model")
+    replies_done(page, 2)
+    sent = fake_upstream.requests[-1]["body"]
+    assert sent["logit_bias"] == {"50256": -100}
+    assert sent["tools"] == [WEATHER] and sent["tool_choice"] == "auto"
+    expected = {"name": "forecast", "description": "A forecast", "schema": FORECAST}
+    assert sent["response_format"] == {"type": "json_schema", "json_schema": expected}
+
+    # Saved again unchanged, every key of the schema stays.
+    page.get_by_role("link", name="Settings").click()
+    expect(panel.locator("#id_schema")).to_have_value(json.dumps(FORECAST, indent=2))
+    panel.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_contain_text("Settings saved.")
+    ask(page, "Third", model="fake-model")
+    replies_done(page, 3)
+    assert fake_upstream.requests[-1]["body"]["response_format"]["json_schema"] == expected

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Share
 
 pytestmark = pytest.mark.django_db
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -17,6 +17,11 @@ def directives(response):
     """The Content-Security-Policy header as {directive: [source, ...]}."""
     header = response["Content-Security-Policy"]
     return {name: sources for name, *sources in (d.split() for d in header.split(";") if d.strip())}
+
+
+@pytest.fixture
+def share(conversation):
+    return Share.take(conversation, audience=Share.Audience.ANYONE)
 
 
 @pytest.fixture
@@ -39,18 +44,22 @@ def conversation(alice):
         "/",
         "/c/{id}/",
         "/c/{id}/settings/",
+        "/c/{id}/share/",
         "/c/{id}/export.json",
+        "/s/{token}/",
         "/usage/",
         "/search/?q=x",
         "/settings/",
+        "/settings/shares/",
         "/admin/",
         "/admin/conversations/conversation/",
+        "/admin/conversations/share/",
     ],
 )
 def test_it_allows_scripts_styles_images_and_connections_from_this_origin_only(
-    alice_admin, conversation, path
+    alice_admin, conversation, share, path
 ):
-    response = alice_admin.get(path.format(id=conversation.id))
+    response = alice_admin.get(path.format(id=conversation.id, token=share.token))
 
     assert response.status_code == 200
     assert directives(response) == {
@@ -66,9 +75,9 @@ def test_it_allows_scripts_styles_images_and_connections_from_this_origin_only(
     }
 
 
-@pytest.mark.parametrize("path", ["/accounts/login/", "/accounts/signup/"])
-def test_it_sends_the_policy_to_visitors_not_signed_in_too(path):
-    response = Client().get(path)
+@pytest.mark.parametrize("path", ["/accounts/login/", "/accounts/signup/", "/s/{token}/"])
+def test_it_sends_the_policy_to_visitors_not_signed_in_too(share, path):
+    response = Client().get(path.format(token=share.token))
 
     assert directives(response)["script-src"] == ["'self'"]
 
@@ -108,17 +117,20 @@ def test_it_denies_the_camera_microphone_location_and_other_features_a_chat_neve
         "/c/{id}/settings/",
         "/c/{id}/export.json",
         "/c/{id}/export.md",
+        "/c/{id}/share/",
         "/m/{reply}/request.json",
+        "/s/{token}/",
         "/search/?q=hello",
         "/usage/",
         "/settings/",
+        "/settings/shares/",
     ],
 )
-def test_it_lets_no_cache_keep_a_private_page(client, alice, conversation, path):
+def test_it_lets_no_cache_keep_a_private_page(client, alice, conversation, share, path):
     client.force_login(alice)
     reply = conversation.messages.get(role="assistant")
 
-    response = client.get(path.format(id=conversation.id, reply=reply.id))
+    response = client.get(path.format(id=conversation.id, reply=reply.id, token=share.token))
 
     assert response.status_code == 200
     directives = {d.strip() for d in response["Cache-Control"].split(",")}

@@ -175,3 +175,39 @@ def test_a_message_far_back_opens_with_the_earlier_messages_shown(alice, model, 
     assert chosen.url == f"/c/{conversation.id}/?earlier=all#m-{chain[2].id}"
     assert f'id="m-{chain[2].id}"' in client.get(chosen.url).content.decode()
     assert chosen_recent.url == f"/c/{conversation.id}/#m-{chain[25].id}"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_deletion_reaches_every_tab_open_on_the_conversation(alice, thread, sockets):
+    tabs = [await sockets(alice), await sockets(alice)]
+    for tab in tabs:
+        await tab.send(type="subscribe", conversation=str(thread.conversation.id))
+    elsewhere = await sockets(alice)  # a tab on another conversation hears nothing
+
+    await database_sync_to_async(lambda: signed_in(alice).post(f"/m/{thread.second.id}/delete/"))()
+
+    deleted = {str(m.id) for m in (thread.second, thread.follow_up, thread.answer)}
+    for tab in tabs:
+        event = await tab.receive()
+        assert set(event.pop("messages")) == deleted
+        assert event == {
+            "type": "message.deleted",
+            "conversation": str(thread.conversation.id),
+            "shown": str(thread.first.id),
+        }
+        assert await tab.nothing_more()
+    assert await elsewhere.nothing_more()
+
+
+@pytest.mark.django_db
+def test_the_thread_alone_is_shown_again_and_leaves_the_pages_notice(alice, thread):
+    client = signed_in(alice)
+    client.post(f"/m/{thread.second.id}/delete/")
+
+    fragment = client.get(f"/c/{thread.conversation.id}/?thread=1").content.decode()
+    page = client.get(f"/c/{thread.conversation.id}/").content.decode()
+
+    assert fragment.lstrip().startswith("<article") and "<html" not in fragment
+    assert f'id="m-{thread.first.id}"' in fragment and "Four." not in fragment
+    assert "The message was deleted." not in fragment
+    assert "The message was deleted." in page  # still there for the page that deleted it

@@ -176,6 +176,39 @@ def test_what_is_saved_is_shown_again_and_saving_it_unchanged_keeps_it(
     assert shown["logit_bias_bias"] == ["-100", "5.5", ""]
 
 
+def test_resaving_a_json_schema_keeps_every_key(client, settings_url, conversation, model):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"$ref": "#/$defs/city"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+        "additionalProperties": False,
+        "$defs": {"city": {"type": "string", "description": "A city's name"}},
+    }
+    json_schema = {
+        "name": "forecast",
+        "description": "A weather forecast",
+        "schema": schema,
+        "strict": False,
+        "x-provider-option": {"keep": True},  # no input shows it: kept all the same
+    }
+    conversation.params = {"response_format": {"type": "json_schema", "json_schema": json_schema}}
+    conversation.save()
+
+    shown = fields_of(client.get(settings_url).content.decode())
+    client.post(settings_url, shown)
+
+    conversation.refresh_from_db()
+    assert conversation.params["response_format"]["json_schema"] == json_schema
+    assert shown["schema_description"] == "A weather forecast"
+
+    client.post(settings_url, {**shown, "schema_strict": "on", "schema_description": ""})
+
+    conversation.refresh_from_db()
+    changed = {**json_schema, "strict": True}
+    del changed["description"]  # emptied: what an input shows, it also takes away
+    assert conversation.params["response_format"]["json_schema"] == changed
+
+
 def test_the_models_defaults_are_shown_as_placeholders(client, settings_url, model):
     model.default_params = {"temperature": 0.7, "stop": ["###"]}
     model.save()

@@ -235,6 +235,32 @@ def test_dashboard_totals_add_up_to_the_ledger(alice_admin, alice, bob):
 
 
 @pytest.mark.django_db
+def test_costs_in_two_currencies_are_never_added_up(alice_admin, alice, bob, client):
+    record(alice, model_name="gpt", cost="0.50", currency="USD")
+    record(alice, model_name="gpt", cost="2.00", currency="CNY")
+    record(bob, model_name="qwen", cost="3.00", currency="CNY")
+
+    page = alice_admin.get(reverse("admin:conversations_usagerecord_dashboard"))
+
+    charts = dict(page.context["charts"])
+    assert "Cost per day by model" not in charts  # one chart of all currencies: gone
+    by_model = {"CNY": charts["Cost per day by model, in CNY"],
+                "USD": charts["Cost per day by model, in USD"]}  # fmt: skip
+    assert by_model["CNY"]["peak"] == "CNY 5.0000" and by_model["USD"]["peak"] == "USD 0.5000"
+    assert {item["label"] for item in by_model["USD"]["legend"]} == {"gpt"}
+    assert "Cost per day by user, in CNY" in charts and "Cost per day by user, in USD" in charts
+    gpt = next(row for row in page.context["top_models"] if row["label"] == "gpt")
+    assert gpt["costs"] == [
+        {"currency": "CNY", "amount": Decimal("2.00")},
+        {"currency": "USD", "amount": Decimal("0.50")},
+    ]
+    assert "CNY 2.0000, USD 0.5000" in page.content.decode()
+    client.force_login(alice)
+    mine = client.get(reverse("my_usage")).content.decode()
+    assert "CNY 2.0000, USD 0.5000" in mine and "2.5000" not in mine
+
+
+@pytest.mark.django_db
 def test_the_ledger_changelist_totals_and_csv_follow_the_filters(alice_admin, alice, bob):
     record(alice, tokens=(10, 5), cost="0.10")
     record(bob, tokens=(1, 2), cost="0.03")

@@ -1,10 +1,20 @@
 """Django admin, by what an administrator runs: providers and models, conversations
 (metadata only, unless the site allows reading: privacy), tools, usage and quotas, users
-and site settings, invitations. Importing the modules registers them."""
+and site settings, invitations, shared links. Importing the modules registers them."""
 
 from conversations.admin import accounts, providers, tools, usage
 from conversations.gateway import admin as gateway
 from conversations.membership import admin as membership
 from conversations.privacy import admin as privacy
+from conversations.shares import admin as shares
 
-__all__ = ["accounts", "gateway", "membership", "privacy", "providers", "tools", "usage"]
+__all__ = [
+    "accounts",
+    "gateway",
+    "membership",
+    "privacy",
+    "providers",
+    "shares",
+    "tools",
+    "usage",
+]

@@ -134,14 +134,15 @@ class UsageRecordAdmin(admin.ModelAdmin):
             "charts": [
                 (_("Tokens per day by model"), reports.daily_chart(records, "model", start, end)),
                 (_("Tokens per day by user"), reports.daily_chart(records, "user", start, end)),
-                (
-                    _("Cost per day by model"),
-                    reports.daily_chart(records, "model", start, end, measure="cost"),
-                ),
-                (
-                    _("Cost per day by user"),
-                    reports.daily_chart(records, "user", start, end, measure="cost"),
-                ),
+                # Money per currency: amounts in two currencies never add up in one bar.
+                *[
+                    (_("Cost per day by model, in %(currency)s") % {"currency": currency}, chart)
+                    for currency, chart in reports.cost_charts(records, "model", start, end)
+                ],
+                *[
+                    (_("Cost per day by user, in %(currency)s") % {"currency": currency}, chart)
+                    for currency, chart in reports.cost_charts(records, "user", start, end)
+                ],
             ],
             "top_users": reports.top(records, "user"),
             "top_models": reports.top(records, "model"),

@@ -65,11 +65,18 @@ FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class ToolsField(forms.Field):
     """`tools`: function tools, each with a name and a JSON schema of its parameters."""
 
+    NOT_A_LIST = _("Must be a list of up to 128 function tools.")
+    BAD_TOOL = _(
+        'Each tool must be {"type": "function", "function": {"name": …, '
+        '"description": …, "parameters": {JSON schema}}}, with a name of '
+        "1 to 64 letters, digits, _ or -."
+    )
+
     def to_python(self, value):
         if value in (None, []):
             return None
         if not isinstance(value, list) or len(value) > 128:
-            raise forms.ValidationError(_("Must be a list of up to 128 function tools."))
+            raise forms.ValidationError(self.NOT_A_LIST)
         for tool in value:
             function = tool.get("function") if isinstance(tool, dict) else None
             if (
@@ -80,13 +87,7 @@ class ToolsField(forms.Field):
                 or not isinstance(function.get("parameters", {}), dict)
                 or not isinstance(function.get("description", ""), str)
             ):
-                raise forms.ValidationError(
-                    _(
-                        'Each tool must be {"type": "function", "function": {"name": …, '
-                        '"description": …, "parameters": {JSON schema}}}, with a name of '
-                        "1 to 64 letters, digits, _ or -."
-                    )
-                )
+                raise forms.ValidationError(self.BAD_TOOL)
         return value
 
 

@@ -11,7 +11,7 @@ from django.forms.renderers import TemplatesSetting
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
-from conversations.forms.params import ParamsForm
+from conversations.forms.params import ParamsForm, ToolsField
 from conversations.models import Conversation, LanguageModel, Preferences
 
 
@@ -55,11 +55,20 @@ class StopLinesField(forms.CharField):
         return [_unescape(line) for line in lines if line.strip()] or None
 
 
-class JSONTextField(forms.CharField):
-    """JSON written in a textarea, decoded; what it must be is ParamsForm's to say."""
+BAD_JSON = _("This is not valid JSON: %(error)s.")
 
-    def __init__(self, **kwargs):
-        attrs = {"rows": 6, "spellcheck": "false", "class": "code"}
+
+class JSONTextField(forms.CharField):
+    """JSON written in a textarea, decoded; what it must be is ParamsForm's to say.
+
+    `checks` names the rules static/confab/settings.js applies as the user types (the same
+    as ParamsForm's, with its messages, carried by data attributes), so that a mistake
+    shows beside the field before anything is saved; the server checks again on save.
+    """
+
+    def __init__(self, *, checks, messages, **kwargs):
+        attrs = {"rows": 6, "spellcheck": "false", "class": "code", "data-json": checks,
+                 "data-bad-json": BAD_JSON, **messages}  # fmt: skip
         super().__init__(widget=forms.Textarea(attrs=attrs), **kwargs)
 
     def to_python(self, value):
@@ -69,9 +78,7 @@ class JSONTextField(forms.CharField):
         try:
             return json.loads(value)
         except ValueError as error:
-            raise forms.ValidationError(
-                _("This is not valid JSON: %(error)s."), params={"error": error}
-            ) from None
+            raise forms.ValidationError(BAD_JSON, params={"error": error}) from None
 
 
 def _json_text(value):
@@ -207,10 +214,17 @@ class RequestFieldsForm(forms.ModelForm):
         max_length=64,
         help_text=_("For a JSON schema: 1 to 64 letters, digits, _ or -."),
     )
+    schema_description = forms.CharField(
+        label=_("Schema description"),
+        required=False,
+        help_text=_("For a JSON schema: what the reply is for, to help the model (optional)."),
+    )
     schema = JSONTextField(
         label=_("JSON schema"),
         required=False,
         help_text=_("For a JSON schema: the schema the reply must follow, in JSON."),
+        checks="object",
+        messages={"data-bad-value": _("The schema must be a JSON object.")},
     )
     schema_strict = forms.BooleanField(
         label=_("Strict"),
@@ -224,6 +238,12 @@ class RequestFieldsForm(forms.ModelForm):
             'A JSON list of function tools: [{"type": "function", "function": {"name": …, '
             '"description": …, "parameters": {JSON schema}}}].'
         ),
+        checks="tools",
+        messages={
+            "data-bad-value": ToolsField.NOT_A_LIST,
+            "data-bad-item": ToolsField.BAD_TOOL,
+            "data-add-label": _("Add a function"),
+        },
     )
     tool_choice = forms.ChoiceField(
         label=_("Tool choice"),
@@ -251,7 +271,10 @@ class RequestFieldsForm(forms.ModelForm):
         (_("Sampling"), ("temperature", "top_p", "seed")),
         (_("Length"), ("max_tokens", "n", "stop")),
         (_("Penalties and biases"), ("presence_penalty", "frequency_penalty", "logit_bias")),
-        (_("Response format"), ("response_format", "schema_name", "schema", "schema_strict")),
+        (
+            _("Response format"),
+            ("response_format", "schema_name", "schema_description", "schema", "schema_strict"),
+        ),
         (_("Tools"), ("tools", "tool_choice", "tool_function")),
     )
 
@@ -290,11 +313,18 @@ class RequestFieldsForm(forms.ModelForm):
         if kind == "json_schema":
             if not cleaned.get("schema_name"):
                 self.add_error("schema_name", _("Give the schema a name."))
-            json_schema = {"name": cleaned.get("schema_name")}
-            if cleaned.get("schema") is not None:
-                json_schema["schema"] = cleaned["schema"]
-            if cleaned.get("schema_strict"):
-                json_schema["strict"] = True
+            # What the inputs do not show (keys set over the websocket or by a newer
+            # provider) is kept: saving the settings unchanged changes nothing.
+            json_schema = {**self._stored_json_schema(), "name": cleaned.get("schema_name")}
+            for key, value in [
+                ("description", cleaned.get("schema_description") or None),
+                ("schema", cleaned.get("schema")),
+            ]:
+                json_schema.pop(key, None)
+                if value is not None:
+                    json_schema[key] = value
+            if cleaned.get("schema_strict") or "strict" in json_schema:
+                json_schema["strict"] = bool(cleaned.get("schema_strict"))
             params["response_format"] = {"type": kind, "json_schema": json_schema}
         elif kind:
             params["response_format"] = {"type": kind}
@@ -308,6 +338,10 @@ class RequestFieldsForm(forms.ModelForm):
             params["tool_choice"] = choice
         return {name: value for name, value in params.items() if value is not None}
 
+    def _stored_json_schema(self):
+        response_format = self.instance.params.get("response_format") or {}
+        return dict(response_format.get("json_schema") or {})
+
     @classmethod
     def _initial_from(cls, params):
         initial = {name: params.get(name) for name in cls.NUMBERS}
@@ -317,6 +351,7 @@ class RequestFieldsForm(forms.ModelForm):
         json_schema = response_format.get("json_schema") or {}
         initial["response_format"] = response_format.get("type", "")
         initial["schema_name"] = json_schema.get("name", "")
+        initial["schema_description"] = json_schema.get("description", "")
         initial["schema"] = _json_text(json_schema.get("schema"))
         initial["schema_strict"] = bool(json_schema.get("strict"))
         initial["tools"] = _json_text(params.get("tools"))

@@ -1,6 +1,6 @@
 """The app's models, by concern: providers and prices, conversations and messages, the
-usage ledger and quotas, site settings, membership (invitations, single sign-on) and
-privacy (administrators' readings of conversations)."""
+usage ledger and quotas, share links, site settings, membership (invitations, single sign-on)
+and privacy (administrators' readings of conversations)."""
 
 from conversations.models.conversations import (
     Conversation,
@@ -19,6 +19,7 @@ from conversations.models.membership import (
 )
 from conversations.models.privacy import ConversationReading
 from conversations.models.providers import LanguageModel, Price, Provider
+from conversations.models.shares import Share
 from conversations.models.site import SiteSettings
 from conversations.models.tools import Approval, BuiltinTool, ToolServer
 
@@ -36,6 +37,7 @@ __all__ = [
     "Price",
     "Provider",
     "Quota",
+    "Share",
     "SiteSettings",
     "SsoIdentity",
     "SsoSession",

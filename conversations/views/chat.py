@@ -41,6 +41,12 @@ def chat(request, conversation_id=None):
         if wanted is not None:
             conversation.shown = wanted  # for this page, never saved
     thread = _thread(conversation, request.GET.get("earlier"), wanted)
+    if conversation and "thread" in request.GET:
+        # The messages alone, for a tab that shows them again after a deletion in another
+        # (chat.js): the page's notices and its undo are left for the page itself.
+        models = LanguageModel.objects.available_to(request.user)
+        context = {**thread, "conversation": conversation, "models": models.exists()}
+        return render(request, "conversations/chat.html#thread", context)
     archived = request.GET.get("archived") == "1"
     sidebar = Paginator(
         Conversation.objects.for_user(request.user)
@@ -66,6 +72,8 @@ def chat(request, conversation_id=None):
             "undo_delete": request.session.pop("undo_delete", None),
             "models": models,
             "selected_model": selected or (models[0] if models else None),
+            # A share is of the branch on show: the one ?show chose is not the remembered one.
+            "share_through": thread["thread"][-1].id if wanted else None,
             "page_data": {
                 "conversation": str(conversation.id) if conversation else None,
                 # A send continues the branch on show: the one ?show chose is not the
@@ -92,6 +100,10 @@ def chat(request, conversation_id=None):
                 "replyFinished": _("The reply is finished."),
                 "toolFinished": _("The tool %s finished."),
                 "toolWaits": _("The tool %s waits for your approval."),
+                "send": _("Send"),
+                "queue": _("Queue"),
+                "queuedOne": _("Your message will be sent when the reply ends."),
+                "queuedMany": _("%s messages will be sent, one after another, as the replies end."),
                 "today": _("Today"),
                 "copy": _("Copy"),
                 "edit": _("Edit"),

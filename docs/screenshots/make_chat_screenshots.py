@@ -1,4 +1,5 @@
-"""The chat page for the README: desktop light, desktop dark and a phone.
+"""The chat page for the README: desktop light, desktop dark and a phone; and the page of
+a shared conversation.
 
 Run from the repository root: `.venv/bin/python docs/screenshots/make_chat_screenshots.py`
 (or `make screenshots`). It starts its own fake upstream and server on a fresh database,
@@ -25,6 +26,22 @@ ANSWER = [
 ]
 
 
+def signed_in(browser, viewport, scheme):
+    context = browser.new_context(viewport=viewport, color_scheme=scheme)
+    page = context.new_page()
+    page.goto(BASE + "/accounts/login/")
+    page.get_by_label("Username").fill("maria")
+    page.get_by_label("Password").fill(shots.PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    return page
+
+
+def screenshot(page, name):
+    path = shots.OUT / f"{name}.png"
+    page.screenshot(path=str(path))
+    print("wrote", path)
+
+
 def journey(browser):
     from tests.fake_upstream import reply  # noqa: F401  (scripts are set up in main)
 
@@ -33,18 +50,24 @@ def journey(browser):
         ("chat-dark", "dark", shots.VIEWPORT),
         ("chat-mobile", "light", {"width": 390, "height": 800}),
     ]:
-        context = browser.new_context(viewport=viewport, color_scheme=scheme)
-        page = context.new_page()
-        page.goto(BASE + "/accounts/login/")
-        page.get_by_label("Username").fill("maria")
-        page.get_by_label("Password").fill(shots.PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
+        page = signed_in(browser, viewport, scheme)
         page.goto(CONVERSATION)
         page.locator('article.role-assistant[data-status="complete"]').first.wait_for()
-        path = shots.OUT / f"{name}.png"
-        page.screenshot(path=str(path))
-        print("wrote", path)
-        context.close()
+        screenshot(page, name)
+        page.context.close()
+
+    # The conversation shared with anyone, as a visitor who is not signed in reads it.
+    page = signed_in(browser, shots.VIEWPORT, "light")
+    page.goto(CONVERSATION + "share/")
+    page.get_by_label("Anyone with the link").check()
+    page.get_by_role("button", name="Create the link").click()
+    link = page.get_by_label("Your link").input_value()
+    page.context.close()
+    visitor = browser.new_context(viewport=shots.VIEWPORT, color_scheme="light").new_page()
+    visitor.goto(link)
+    visitor.locator("#share-messages article").first.wait_for()
+    screenshot(visitor, "chat-shared")
+    visitor.context.close()
 
 
 def main():

@@ -10,12 +10,16 @@ const form = document.getElementById("composer");
 const input = document.getElementById("composer-input");
 const picker = document.getElementById("model-picker");
 const stopButton = document.getElementById("stop-button");
+const sendButton = document.getElementById("send-button");
+const waitNote = document.getElementById("composer-wait");
+const queueNote = document.getElementById("composer-queue");
 const errorBox = document.getElementById("composer-error");
 const editNote = document.getElementById("composer-note");
 const connection = document.getElementById("connection");
 const announcer = document.getElementById("announcer");
 const list = new MessageList(document.getElementById("messages"), text, {
   onGap: () => subscribe(),
+  jump: document.getElementById("jump-latest"),
 });
 let conversation = page.conversation;
 // The message the next send answers: null, the end of the remembered branch, unless the page
@@ -23,6 +27,9 @@ let conversation = page.conversation;
 let parent = page.parent;
 let editing = null; // the user message being edited, if any
 const pending = new Map(); // client_id -> the send event, until the server confirms it
+// Messages written while a reply streams (a send then would be refused as busy): sent one
+// at a time, each when the replies before it have ended.
+const queued = [];
 
 function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -33,10 +40,26 @@ function uuid() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+function streaming() {
+  return list.streamingIds().length > 0;
+}
+
+// While a reply streams the send button queues, and says why once there is text to send.
 function refreshControls() {
-  const streaming = list.streamingIds().length > 0;
-  stopButton.hidden = !streaming;
-  form.classList.toggle("is-streaming", streaming);
+  const busy = streaming();
+  stopButton.hidden = !busy;
+  form.classList.toggle("is-streaming", busy);
+  sendButton.textContent = busy ? text.queue : text.send;
+  waitNote.hidden = !(busy && input.value.trim());
+  queueNote.hidden = queued.length === 0;
+  document.getElementById("composer-queue-text").textContent =
+    queued.length > 1 ? text.queuedMany.replace("%s", queued.length) : text.queuedOne;
+}
+
+// Called when a reply ends: the next queued message goes if nothing else is on its way.
+function sendQueued() {
+  if (queued.length && !streaming() && pending.size === 0) sendNow(queued.shift());
+  refreshControls();
 }
 
 function showError(message) {
@@ -132,9 +155,17 @@ const handlers = {
   },
   "message.done"(event) {
     list.done(event.message);
-    refreshControls();
+    sendQueued();
     const tool = event.message.role === "tool";
     announcer.textContent = tool ? text.toolFinished.replace("%s", event.message.name) : text.replyFinished;
+  },
+  "message.deleted"(event) {
+    if (event.conversation !== conversation) return;
+    if (editing && event.messages.includes(editing)) {
+      setEditing(null);
+      input.value = "";
+    }
+    if (list.remove(event.messages)) refreshThread();
   },
   error(event) {
     const sent = event.client_id && pending.get(event.client_id);
@@ -145,6 +176,22 @@ const handlers = {
     showError(event.message);
   },
 };
+
+// After a deletion (in this tab or another), the thread as the server now shows it: the
+// remembered branch, so a send continues it (parent null).
+async function refreshThread() {
+  const url = new URL(page.conversationUrl.replace("{id}", conversation), location.href);
+  url.searchParams.set("thread", "1");
+  if (new URLSearchParams(location.search).get("earlier") === "all") {
+    url.searchParams.set("earlier", "all");
+  }
+  const response = await fetch(url).catch(() => null);
+  if (!response?.ok || response.redirected) return; // gone or signed out: the removal stands
+  list.replaceAll(await response.text());
+  parent = null;
+  refreshControls();
+  if (list.streamingIds().length) subscribe(); // their snapshots, to stream on
+}
 
 const socket = new ChatSocket(page.socket, {
   onEvent: (event) => handlers[event.type]?.(event),
@@ -181,25 +228,39 @@ window.confab = { socket };
 function send() {
   const content = input.value;
   if (!content.trim()) return;
-  const event = editing
-    ? { type: "edit", message: editing, content, client_id: uuid() }
-    : {
-        type: "send",
-        conversation,
-        content,
-        parent,
-        model: picker.value || null,
-        params: {},
-        client_id: uuid(),
-      };
-  setEditing(null);
+  if (editing) {
+    dispatch({ type: "edit", message: editing, content, client_id: uuid() });
+    setEditing(null);
+  } else if (streaming()) {
+    queued.push({ content, model: picker.value || null });
+  } else {
+    sendNow({ content, model: picker.value || null });
+  }
+  input.value = "";
+  resize();
+  refreshControls();
+  input.focus();
+}
+
+function sendNow({ content, model }) {
+  dispatch({ type: "send", conversation, content, parent, model, params: {}, client_id: uuid() });
+}
+
+function dispatch(event) {
   pending.set(event.client_id, event);
   // Unsent, it stays pending: the socket sends it again once it is back (onOpen).
   showError(socket.send(event) ? "" : text.sendQueued);
-  input.value = "";
-  resize();
-  input.focus();
 }
+
+// Cancelling the queue puts what it held back in the composer.
+document.getElementById("composer-queue-cancel").addEventListener("click", () => {
+  input.value = [...queued.splice(0).map((message) => message.content), input.value]
+    .filter((content) => content.trim())
+    .join("\n\n");
+  resize();
+  refreshControls();
+  input.focus();
+});
 
 function resize() {
   input.style.height = "auto";
@@ -217,7 +278,10 @@ input.addEventListener("keydown", (event) => {
     send();
   }
 });
-input.addEventListener("input", resize);
+input.addEventListener("input", () => {
+  resize();
+  waitNote.hidden = !(streaming() && input.value.trim());
+});
 function stop() {
   for (const id of list.streamingIds()) {
     if (!socket.send({ type: "stop", message: id })) showError(text.notConnected);

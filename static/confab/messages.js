@@ -9,7 +9,7 @@
 import { renderJson, renderMarkdown, renderMath } from "./markdown.js";
 
 export class MessageList {
-  constructor(container, labels, { onGap }) {
+  constructor(container, labels, { onGap, jump }) {
     this.container = container;
     this.labels = labels;
     this.onGap = onGap;
@@ -17,6 +17,16 @@ export class MessageList {
     this.texts = new Map(); // streaming reply id -> its text so far
     this.unrendered = new Set(); // replies whose text changed since the last frame
     this.frame = null; // the animation frame that renders them, once asked for
+    // The view follows new text only while the reader is at the bottom: scrolling up stops
+    // it, and "Jump to latest" (or scrolling back down) starts it again.
+    this.jump = jump;
+    this.following = true;
+    container.addEventListener("scroll", () => this.scrolled(), { passive: true });
+    jump?.addEventListener("click", () => {
+      this.following = true;
+      this.scroll();
+    });
+    if (!location.hash) container.scrollTop = container.scrollHeight; // the latest first
     renderMath(container);
     // A reply generating when the page loaded: its checkpoint, as markdown until the
     // runner's snapshot takes over.
@@ -159,6 +169,37 @@ export class MessageList {
     this.scroll();
   }
 
+  // Messages deleted in another tab: true when this page showed any of them.
+  remove(ids) {
+    let removed = false;
+    for (const id of ids) {
+      const article = this.element(id);
+      if (!article) continue;
+      article.remove();
+      this.seqs.delete(id);
+      this.texts.delete(id);
+      this.unrendered.delete(id);
+      removed = true;
+    }
+    return removed;
+  }
+
+  // The thread again, as the server renders it now (after a deletion elsewhere: the
+  // version now shown, the switchers' counts).
+  replaceAll(html) {
+    const template = document.createElement("template");
+    template.innerHTML = html; // rendered and sanitised by the server
+    this.container.replaceChildren(template.content);
+    this.seqs.clear();
+    this.texts.clear();
+    this.unrendered.clear();
+    renderMath(this.container);
+    this.addCopyButtons(this.container);
+    for (const id of this.streamingIds()) {
+      this.setText(id, this.element(id).querySelector(".message-body").textContent);
+    }
+  }
+
   // A reply's text is the model; its body shows it as markdown, rendered once per frame
   // however many deltas arrive, like the server's HTML it is swapped for at the end.
   setText(id, text) {
@@ -170,7 +211,7 @@ export class MessageList {
         const body = this.element(id)?.querySelector(".message-body");
         body?.classList.replace("plain", "markdown");
         const render = body?.closest("article").dataset.format === "json" ? renderJson : renderMarkdown;
-        body?.replaceChildren(render(this.texts.get(id)));
+        if (body) keepWhatIsUnchanged(body, render(this.texts.get(id)));
       }
       this.unrendered.clear();
       this.scroll();
@@ -235,8 +276,30 @@ export class MessageList {
   }
 
   scroll() {
-    const nearBottom =
-      this.container.scrollHeight - this.container.scrollTop - this.container.clientHeight < 120;
-    if (nearBottom) this.container.scrollTop = this.container.scrollHeight;
+    if (this.following) this.container.scrollTop = this.container.scrollHeight;
+    this.showJump();
   }
+
+  // A scroll by the reader (or by scroll() itself, which lands at the bottom).
+  scrolled() {
+    const { scrollHeight, scrollTop, clientHeight } = this.container;
+    this.following = scrollHeight - scrollTop - clientHeight < 40;
+    this.showJump();
+  }
+
+  showJump() {
+    if (this.jump) this.jump.hidden = this.following;
+  }
+}
+
+// A reply's body re-rendered with its new text: the blocks that did not change are kept as
+// they are, so a selection in text already written survives every frame (and the browser
+// lays out only what changed). Markdown rarely changes anything but the last blocks.
+function keepWhatIsUnchanged(body, fragment) {
+  const old = [...body.childNodes];
+  const fresh = [...fragment.childNodes];
+  let same = 0;
+  while (same < old.length && same < fresh.length && old[same].isEqualNode(fresh[same])) same++;
+  for (const node of old.slice(same)) node.remove();
+  body.append(...fresh.slice(same));
 }

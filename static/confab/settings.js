@@ -1,6 +1,9 @@
-// Settings forms: the conversation's settings as a panel over the chat page, and the
-// logit bias rows (add, remove) of every settings form. Without JavaScript the "Settings"
-// link opens the settings page, and the rows rendered there still work.
+// Settings forms: the conversation's settings as a panel over the chat page, the logit bias
+// rows (add, remove) of every settings form, and the editors of the tools and the JSON
+// schema. Each editor checks what is typed as it is typed, with the server's rules and
+// messages (carried by data attributes), and says what is wrong beside the field; a form
+// with such a mistake is not sent. The server checks everything again on save. Without
+// JavaScript the "Settings" link opens the settings page, and the rows rendered there work.
 
 const panel = document.getElementById("settings-panel");
 const panelBody = document.getElementById("settings-panel-body");
@@ -53,7 +56,141 @@ function enhance(root) {
   for (const button of root.querySelectorAll("[data-add-row], [data-remove-row]")) {
     button.hidden = false;
   }
+  for (const editor of root.querySelectorAll("textarea[data-json]")) {
+    if (editor.dataset.enhanced) continue;
+    editor.dataset.enhanced = "1";
+    const tools = document.createElement("div");
+    tools.className = "json-tools";
+    if (editor.dataset.addLabel) tools.append(button(editor.dataset.addLabel, () => addFunction(editor)));
+    editor.after(tools);
+    check(editor);
+  }
+  for (const rows of root.querySelectorAll("[data-rows]")) checkRows(rows);
 }
+
+function button(label, action) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.className = "link";
+  element.textContent = label;
+  element.addEventListener("click", action);
+  return element;
+}
+
+// ParamsForm's rules (conversations/forms/params.py), for what is typed.
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+const RULES = {
+  object: (value, data) => (isObject(value) ? "" : data.badValue),
+  tools(value, data) {
+    if (!Array.isArray(value) || value.length > 128) return data.badValue;
+    const good = (tool) =>
+      isObject(tool) &&
+      tool.type === "function" &&
+      isObject(tool.function) &&
+      typeof tool.function.name === "string" &&
+      NAME.test(tool.function.name) &&
+      (tool.function.parameters === undefined || isObject(tool.function.parameters)) &&
+      (tool.function.description === undefined || typeof tool.function.description === "string");
+    return value.every(good) ? "" : data.badItem;
+  },
+};
+
+function parsed(editor) {
+  const text = editor.value.trim();
+  if (!text) return { value: undefined, error: "" };
+  try {
+    return { value: JSON.parse(text), error: "" };
+  } catch (error) {
+    return { value: undefined, error: editor.dataset.badJson.replace("%(error)s", error.message) };
+  }
+}
+
+function check(editor) {
+  const { value, error } = parsed(editor);
+  const problem = error || (value === undefined ? "" : RULES[editor.dataset.json](value, editor.dataset));
+  say(editor, problem);
+  return !problem;
+}
+
+// Rows of a token id and a bias: both or neither, a whole number and -100 to 100.
+function checkRows(rows) {
+  let problem = "";
+  for (const row of rows.querySelectorAll("[data-row]")) {
+    const [token, bias] = [...row.querySelectorAll("input")].map((input) => input.value.trim());
+    if (!token && !bias) continue;
+    if (!token || !bias) problem ||= rows.dataset.badRow;
+    else if (!/^[0-9]+$/.test(token) || !(Math.abs(Number(bias)) <= 100)) problem ||= rows.dataset.badValue;
+  }
+  say(rows, problem);
+  return !problem;
+}
+
+// The mistake beside the field, read out, and the field marked invalid until it is fixed.
+function say(field, problem) {
+  const id = `${field.id}-check`;
+  let note = document.getElementById(id);
+  if (!note && problem) {
+    note = document.createElement("p");
+    note.id = id;
+    note.className = "inline-error";
+    note.setAttribute("aria-live", "polite");
+    (field.matches("textarea") ? field.nextElementSibling : field).after(note);
+    const described = field.getAttribute("aria-describedby");
+    field.setAttribute("aria-describedby", described ? `${described} ${id}` : id);
+  }
+  if (note) note.textContent = problem;
+  if (field.matches("textarea")) field.setAttribute("aria-invalid", String(Boolean(problem)));
+}
+
+// "Add a function": one more tool to fill in, the list laid out again.
+function addFunction(editor) {
+  const { value, error } = parsed(editor);
+  if (error || (value !== undefined && !Array.isArray(value))) {
+    check(editor);
+    editor.focus();
+    return;
+  }
+  const skeleton = {
+    type: "function",
+    function: { name: "", description: "", parameters: { type: "object", properties: {} } },
+  };
+  editor.value = JSON.stringify([...(value ?? []), skeleton], null, 2);
+  check(editor);
+  editor.focus();
+  const name = editor.value.lastIndexOf('"name": ""') + '"name": "'.length;
+  editor.setSelectionRange(name, name);
+}
+
+// Every editor of the form checked; false, with the first mistake focused, if any.
+function checkForm(form) {
+  const good = [
+    ...[...form.querySelectorAll("textarea[data-json]")].map((editor) => [editor, check(editor)]),
+    ...[...form.querySelectorAll("[data-rows]")].map((rows) => [rows.querySelector("input"), checkRows(rows)]),
+  ];
+  const first = good.find(([, ok]) => !ok);
+  first?.[0]?.focus();
+  return !first;
+}
+
+document.addEventListener("input", (event) => {
+  const editor = event.target.closest("textarea[data-json]");
+  if (editor) check(editor);
+  const rows = event.target.closest("[data-rows]");
+  if (rows) checkRows(rows);
+});
+// Before any other handler (the panel's save): a form with a mistake shown is not sent.
+document.addEventListener(
+  "submit",
+  (event) => {
+    const form = event.target.closest(".settings-form");
+    if (form && !checkForm(form)) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }
+  },
+  true,
+);
 
 function addRow(rows) {
   const row = rows.querySelector("[data-row-template]").content.cloneNode(true);
