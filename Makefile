@@ -70,10 +70,11 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench.history
 	CONFAB_AUTO_TITLE=false $(BIN)/python -m bench.relay $(BENCH_ARGS)
 
-# The pictures in README.md and docs/administration.md, taken from a fresh server.
+# The pictures in README.md, docs/administration.md and docs/using.md, from a fresh server.
 screenshots: $(VENV)/.dev chromium
 	$(BIN)/python docs/screenshots/make_chat_screenshots.py
 	$(BIN)/python docs/screenshots/make_admin_screenshots.py
+	$(BIN)/python docs/screenshots/make_tool_screenshots.py
 
 clean:
 	rm -rf $(VENV) var
