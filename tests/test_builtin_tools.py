@@ -120,6 +120,7 @@ def test_fetch_reads_a_page_of_an_allowed_host_as_text(web):
 def test_fetch_reads_at_most_its_cap(web):
     text = run("fetch_url", {"url": f"{web}/big"}, hosts=["127.0.0.1"])
     assert text.count("x") == builtins.FETCH_MAX_BYTES
+    assert text.endswith("\n\n[Only the first 512 KiB were read.]")
 
 
 @pytest.mark.parametrize(

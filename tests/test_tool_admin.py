@@ -6,6 +6,7 @@ import logging
 from html import unescape
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.urls import reverse
@@ -37,16 +38,24 @@ def test_the_command_registers_a_server_and_lists_its_tools(db, mcp_server, caps
     assert TOKEN not in stored_headers(server)  # encrypted at rest
 
 
-def test_the_command_updates_a_server_and_keeps_its_headers(db, mcp_server):
-    call_command("add_tool_server", "atlas", mcp_server, "--header", AUTHORIZATION)
-    call_command("add_tool_server", "atlas", mcp_server, "--approval", "off")
+def test_the_command_updates_a_server_and_keeps_what_it_is_not_given(db, mcp_server):
+    Group.objects.create(name="research")
+    call_command("add_tool_server", "atlas", mcp_server, "--header", AUTHORIZATION,
+                 "--approval", "ask", "--group", "research")  # fmt: skip
+    ToolServer.objects.filter(name="atlas").update(enabled=False)
+    call_command("add_tool_server", "atlas", mcp_server)
     server = ToolServer.objects.get(name="atlas")
-    assert (server.approval, server.headers["Authorization"]) == ("off", f"Bearer {TOKEN}")
+    assert (server.approval, server.headers["Authorization"]) == ("ask", f"Bearer {TOKEN}")
+    assert [g.name for g in server.groups.all()] == ["research"]
+    assert not server.enabled
+    call_command("add_tool_server", "atlas", mcp_server, "--approval", "off")
+    server.refresh_from_db()
+    assert server.approval == "off" and server.groups.count() == 1
     assert ToolServer.objects.count() == 1
 
 
 def test_the_command_keeps_a_server_that_is_down_and_says_so(db):
-    with pytest.raises(CommandError, match="Saved, but The tool server later is unavailable"):
+    with pytest.raises(CommandError, match=r"Saved, but not reached\. The tool server later is"):
         call_command("add_tool_server", "later", "http://127.0.0.1:9/mcp")
     server = ToolServer.objects.get(name="later")
     assert server.tools == [] and server.error

@@ -260,6 +260,28 @@ async def test_the_step_limit_makes_the_model_answer_without_tools(
     assert turn[-1].content == "Enough: 42."
 
 
+async def test_calls_past_the_step_limit_are_not_run(tab, agent_model, calculator, fake_upstream):
+    await site(tool_steps=1)
+    model = agent_model(calls(CALCULATE))  # it calls, offered tools or not
+    await ask(tab, model)
+    await until_done(tab, "assistant")
+    _, second = await until_done(tab, "assistant")
+    await asyncio.sleep(0.3)
+    assert second["tool_calls"]  # shown, but not run: nothing follows
+    assert ["tools" in r["body"] for r in fake_upstream.requests] == [True, False]
+    turn = await the_turn([{"message": second}])
+    assert [m.role for m in turn] == ["user", "assistant", "tool", "assistant"]
+
+
+async def test_several_choices_are_offered_no_tools_of_the_server(
+    tab, agent_model, calculator, fake_upstream
+):
+    model = agent_model(reply(["One or the other."]))
+    await tab.send(**send_event("Two, please.", model=str(model.public_id), params={"n": 2}))
+    await until_answer(tab)
+    assert "tools" not in fake_upstream.requests[0]["body"]
+
+
 async def test_later_turns_send_the_calls_and_results_to_the_model(
     tab, agent_model, calculator, fake_upstream
 ):
@@ -678,3 +700,18 @@ async def test_a_step_whose_process_ended_before_the_next_call_is_carried_on(
     await database_sync_to_async(Message.objects.filter(id=answer["id"]).delete)()
     await loop.expire()
     assert len(fake_upstream.requests) == 2
+
+
+async def test_a_tool_switched_off_while_its_call_waited_is_not_run(
+    tab, agent_model, ask_first, fake_upstream
+):
+    model = agent_model(calls(CALCULATE), reply(["Fine."]))
+    await ask(tab, model)
+    waiting = await until_created(tab, "tool")
+    await database_sync_to_async(BuiltinTool.objects.filter(name="calculator").update)(
+        enabled=False
+    )
+    await tab.send(type="approve", message=waiting["id"], allow=True, always=False)
+    _, result = await until_done(tab, "tool")
+    assert (result["content"], result["tool_error"]) == ("The tool is no longer available.", True)
+    await until_answer(tab)

@@ -50,8 +50,9 @@ def generations_running():
 
 async def launch(prepared, *, user_id, language, client_id=None, except_channel=None, after=None):
     """Start a prepared request: tell every tab of its new messages, start its runner,
-    update the user's sidebars. `after(generation, settled)` runs once the request has
-    settled complete (the agent loop's next step)."""
+    update the user's sidebars. `after(generation, settled)` is awaited once the request
+    has settled complete, before its end is published; the coroutine it returns, if any,
+    then runs in the background (the agent loop's next step)."""
     conversation_id = prepared.conversation_id
     events = []
     for message in prepared.created:
@@ -212,6 +213,7 @@ class Generation:
         try:
             await self._flush()
             settled = await self._settle(status, error)
+            follow = await self._after(settled) if status == Message.Status.COMPLETE else None
             done = [{"type": "message.done", "message": message} for message in settled.done]
             for event in done:
                 await publish(self.conversation_id, event, everywhere=False)
@@ -225,12 +227,24 @@ class Generation:
                 )
             if status == Message.Status.COMPLETE and settings.CONFAB_AUTO_TITLE:
                 in_background(titles.write_title(self.conversation_id, self.user_id))
-            if status == Message.Status.COMPLETE and self.after is not None:
-                in_background(self.after(self, settled))
+            if follow is not None:
+                in_background(follow)
         finally:
             for reply in self.replies:
                 generations.pop(str(reply.message.id), None)
             await mailbox.leave(self.conversation_id)
+
+    async def _after(self, settled):
+        """What follows a complete request (the agent loop's next step), begun before its
+        end is told: `after` writes and announces what comes next, so no tab ever sees the
+        turn as over between two steps; it returns what is left to run, in the background."""
+        if self.after is None:
+            return None
+        try:
+            return await self.after(self, settled)
+        except Exception:
+            logger.exception("what follows generation %s failed", self.request.id)
+            return None
 
     async def _read(self):
         add = self.completion.add

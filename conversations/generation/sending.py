@@ -206,7 +206,7 @@ def _start_replies(user, conversation, history, user_message, model, params, *, 
     false."""
     messages = _api_messages(conversation, history, user_message)
     body = upstream.build_body(model, messages, params, user.pk)
-    if tools:
+    if tools and (body.get("n") or 1) == 1:  # several choices make no one turn to carry on
         _offer_tools(body, registry.for_conversation(user, conversation, model))
     body["messages"], dropped = fit_context(model, messages, max_output_tokens(body))
     request = Request.to(

@@ -92,11 +92,13 @@ async def _fetch(url, hosts):
                 body = b""
                 async for chunk in response.aiter_bytes():
                     body += chunk
-                    if len(body) >= FETCH_MAX_BYTES:
+                    if len(body) > FETCH_MAX_BYTES:
                         break
                 text = body[:FETCH_MAX_BYTES].decode(response.encoding or "utf-8", "replace")
                 if "html" in response.headers.get("content-type", ""):
                     text = page_text(text)
+                if len(body) > FETCH_MAX_BYTES:
+                    text += f"\n\n[Only the first {FETCH_MAX_BYTES // 1024} KiB were read.]"
                 return f"HTTP {response.status_code} from {url}\n\n{text}"
     raise ToolFailed(f"More than {FETCH_MAX_REDIRECTS} redirects.")
 

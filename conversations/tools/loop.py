@@ -79,19 +79,19 @@ class Step:
 
 
 async def after_step(generation, settled):
-    """Once a model call has settled: run the server's tools it called, if it called any.
-    (The runner calls this for every request it runs.)"""
+    """Once a model call has settled: the tool messages answering the server's tools it
+    called, written and shown (before the call's own end is, so no tab takes the turn for
+    over); then what runs them, for the runner to start. None when it called none."""
     if len(settled.done) != 1 or settled.done[0]["status"] != Message.Status.COMPLETE:
-        return  # several choices, or an ending that is not an answer: no loop
+        return None  # several choices, or an ending that is not an answer: no loop
     if not settled.done[0]["tool_calls"]:
-        return
+        return None
     language = generation.request.language
     step = await database_sync_to_async(plan)(settled.done[0]["id"], generation.user_id, language)
     if step is None:
-        return
-    for message in step.created:
-        await publish(step.conversation_id, {"type": "message.created", "message": message})
-    await _run(step, language)
+        return None
+    events = [{"type": "message.created", "message": message} for message in step.created]
+    return await _run(step, events, language)
 
 
 def plan(reply_id, user_id, language):
@@ -103,7 +103,11 @@ def plan(reply_id, user_id, language):
     conversation = reply.conversation
     if reply.model is None:
         return None
+    # Only the tools its request offered: past the step limit, none were, and the turn
+    # ends there whatever the model calls.
+    offered = {t["function"]["name"] for t in reply.request.get("tools") or ()}
     tools = registry.for_conversation(user, conversation, reply.model)
+    tools = {name: tool for name, tool in tools.items() if name in offered}
     own = {t["function"]["name"] for t in reply.params.get("tools") or ()}
     names = [call["function"]["name"] for call in reply.tool_calls]
     if not tools or own & set(names):
@@ -166,21 +170,36 @@ def _arguments(text):
     return arguments, ""
 
 
-async def _run(step, language):
-    """Run a step's calls at once, side by side; then carry the turn on, if it may."""
-    tasks = [asyncio.create_task(_call(call, step)) for call in step.calls]
-    for call, task in zip(step.calls, tasks, strict=True):
+async def _run(step, events, language):
+    """Start a step's calls, side by side, and tell every tab of them (`events`); what is
+    left: to wait for the results, then carry the turn on. The calls are running (and a
+    stop can reach them) before any tab hears of them, but begin once every tab has."""
+    shown = asyncio.Event()
+    tasks = []
+    for call in step.calls:
+        tasks.append(task := asyncio.create_task(_call(call, step, shown)))
         running[call.message_id] = task
+    try:
+        for event in events:
+            await publish(step.conversation_id, event)
+    finally:
+        shown.set()
+    return _complete(step, tasks, language)
+
+
+async def _complete(step, tasks, language):
     if tasks:
         await asyncio.wait(tasks)
     await carry_on(step.conversation_id, step.last_id, step.user_id, language)
 
 
-async def _call(call, step):
+async def _call(call, step, shown):
     """One call, timed and bounded; its result written and shown."""
-    started = time.monotonic()
     status = Message.Status.COMPLETE
+    started = time.monotonic()
     try:
+        await shown.wait()
+        started = time.monotonic()
         async with asyncio.timeout(step.context.timeout_s):
             text, is_error = await call.tool.run(call.arguments, step.context)
     except TimeoutError:
@@ -294,10 +313,9 @@ async def decide(user, message_id, allow, always, language):
     if answered is None:
         raise EventError("not_found", translation.gettext("No call waits for approval there."))
     message, step = answered
-    event = "message.updated" if step is not None else "message.done"
-    await publish(message["conversation"], {"type": event, "message": message})
     if step is not None:
-        return _run(step, language)
+        return await _run(step, [{"type": "message.updated", "message": message}], language)
+    await publish(message["conversation"], {"type": "message.done", "message": message})
     return carry_on(message["conversation"], message["id"], user.pk, language)
 
 
@@ -329,22 +347,20 @@ def _decide(user, message_id, allow, always, language):
         shown = finished_message(message)
     if not allow:
         return shown, None
-    tools = registry.for_conversation(user, conversation, message.model)
+    tool = registry.for_conversation(user, conversation, message.model).get(message.tool_name)
+    if tool is None:  # switched off since it was asked for: the model hears so
+        done = _finish(message_id, "The tool is no longer available.", True,
+                       Message.Status.COMPLETE, 0)  # fmt: skip
+        return done, None
     arguments, _ = _arguments(message.tool_calls[0]["function"]["arguments"])
     site = SiteSettings.load()
     step = Step(
         str(conversation.id),
         user.pk,
         str(_last_of_step(message).id),
+        calls=[Call(str(message.id), tool, arguments)],
         context=registry.Context(user, site.tool_timeout_s, registry.fetch_hosts()),
     )
-    tool = tools.get(message.tool_name)
-    if tool is None:  # switched off since it was asked for
-        step.calls = []
-        _finish(message_id, "The tool is no longer available.", True,
-                Message.Status.COMPLETE, 0)  # fmt: skip
-    else:
-        step.calls = [Call(str(message.id), tool, arguments)]
     return shown, step
 
 

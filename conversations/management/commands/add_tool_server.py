@@ -1,7 +1,8 @@
 """`manage.py add_tool_server NAME URL [--header "Name: value"]… [--approval auto|ask|off]
 [--group NAME]…`: register an MCP tool server (streamable HTTP), or update the one of that
-name, and list its tools. Exits 0 when the server answered; 1 when it did not (it is kept,
-to be refreshed from the admin once it is up). docs/administration.md has the contract."""
+name (what is not given stays as it was), and list its tools. Exits 0 when the server
+answered; 1 when it did not (it is kept, to be refreshed from the admin once it is up).
+docs/administration.md has the contract."""
 
 import json
 
@@ -23,34 +24,41 @@ class Command(BaseCommand):
             "--header", action="append", default=[], metavar='"NAME: VALUE"',
             help="a header sent with every request (repeat for several); stored encrypted",
         )  # fmt: skip
-        parser.add_argument("--approval", choices=Approval.values, default=Approval.AUTO)
         parser.add_argument(
-            "--group", action="append", default=[], metavar="NAME",
-            help="only members of this group get its tools (repeat for several)",
+            "--approval", choices=Approval.values,
+            help="auto, ask or off for all its tools (new servers: auto; else unchanged)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--group", action="append", metavar="NAME",
+            help="only members of this group get its tools (repeat for several; new "
+            "servers: everyone; else unchanged)",
         )  # fmt: skip
 
     def handle(self, name, url, header, approval, group, **options):
-        groups = list(Group.objects.filter(name__in=group))
-        if missing := set(group) - {g.name for g in groups}:
+        groups = list(Group.objects.filter(name__in=group or ()))
+        if missing := set(group or ()) - {g.name for g in groups}:
             raise CommandError(f"No such group: {', '.join(sorted(missing))}")
-        server = ToolServer.objects.filter(name=name).first()
+        # Re-running it changes what it is given, and keeps the rest as it was.
+        server = ToolServer.objects.filter(name=name).first() or ToolServer()
+        if server.pk and group is None:
+            groups = list(server.groups.all())
         form = ToolServerForm(
             {
                 "name": name,
                 "url": url,
                 "header_lines": "\n".join(header),
-                "approval": approval,
-                "tool_approvals": json.dumps(server.tool_approvals if server else {}),
-                "enabled": True,
+                "approval": approval or server.approval,
+                "tool_approvals": json.dumps(server.tool_approvals),
+                "enabled": server.enabled,
                 "groups": [g.pk for g in groups],
             },
-            instance=server,
+            instance=server if server.pk else None,
         )
         if not form.is_valid():
             raise CommandError(_errors(form))
         server = form.save()
         if not mcp.refresh(server):
-            raise CommandError(f"Saved, but {server.error}")
+            raise CommandError(f"Saved, but not reached. {server.error}")
         self.stdout.write(f"{server.name}: {len(server.tools)} tools")
         for tool in server.tools:
             self.stdout.write(f"  {registry.mcp_name(server, tool['name'])}")
