@@ -26,6 +26,14 @@ def agent_model(fake_upstream):
     )  # fmt: skip
 
 
+def register_atlas(page, server, mcp_server):
+    page.goto(server + "/admin/conversations/toolserver/add/")
+    page.get_by_label("Name:").fill("atlas")
+    page.get_by_label("URL:").fill(mcp_server)
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".messagelist")).to_contain_text("Atlas answers with 5 tools")
+
+
 def test_a_question_that_needs_two_tools_shows_every_stage(
     agent_model, server, page, mcp_server, context
 ):
@@ -38,11 +46,7 @@ def test_a_question_that_needs_two_tools_shows_every_stage(
     page.get_by_role("button", name="Save").click()
     expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
     # …and registers the MCP server, whose tools are listed at once.
-    page.goto(server + "/admin/conversations/toolserver/add/")
-    page.get_by_label("Name:").fill("atlas")
-    page.get_by_label("URL:").fill(mcp_server)
-    page.get_by_role("button", name="Save", exact=True).click()
-    expect(page.locator(".messagelist")).to_contain_text("Atlas answers with 5 tools")
+    register_atlas(page, server, mcp_server)
 
     page.goto(server + "/")
     ask(page, "What is 6 × 7, and what is the capital of Kenya?", model="agent-model")
@@ -87,3 +91,50 @@ def test_a_question_that_needs_two_tools_shows_every_stage(
     expect(page.locator("article.role-tool .tool-output")).to_have_text(
         ["42", "Nairobi", "Waited 1.5 s."]
     )
+
+
+@pytest.fixture
+def planner(fake_upstream):
+    """Two steps (a slow call, then a quick one) before its answer; a follow-up question
+    it answers at once."""
+
+    def follow_up(body):
+        return reply(["That is all."])
+
+    def first_turn(turn):
+        def play(body):
+            if body["messages"][-1].get("content") == "And then?":
+                return follow_up(body)
+            return turn
+
+        return play
+
+    fake_upstream.script(
+        "planner",
+        agent(
+            first_turn(calls(("atlas__slow", {"seconds": 1.5}))),
+            calls(("atlas__lookup_capital", {"country": "France"})),
+            reply(["Done planning."]),
+        ),
+    )
+
+
+def test_a_message_sent_mid_turn_waits_for_the_answer(planner, server, page, mcp_server):
+    sign_up(page, server)
+    register_atlas(page, server, mcp_server)
+    page.goto(server + "/")
+    ask(page, "Plan it", model="planner")
+    expect(page.locator('article.role-tool[aria-label="Tool atlas__slow"]')).to_be_visible()
+    page.get_by_label("Message").fill("And then?")
+    page.get_by_label("Message").press("Enter")  # queued: the turn is not over
+
+    answers = page.locator("article.role-assistant:not(.step) .message-body")
+    expect(answers).to_have_text(["Done planning.", "That is all."], timeout=15_000)
+    expect(page.locator("article.role-tool .tool-output")).to_have_text(["Waited 1.5 s.", "Paris"])
+    # The follow-up came after the whole turn, not in the middle of it.
+    roles = page.locator("#messages article.message").evaluate_all(
+        "articles => articles.map(a => a.classList.contains('role-user') ? "
+        "a.querySelector('.message-body').textContent : a.dataset.role || 'assistant')"
+    )
+    assert roles == ["Plan it", "assistant", "tool", "assistant", "tool", "assistant",
+                     "And then?", "assistant"]  # fmt: skip

@@ -715,3 +715,19 @@ async def test_a_tool_switched_off_while_its_call_waited_is_not_run(
     _, result = await until_done(tab, "tool")
     assert (result["content"], result["tool_error"]) == ("The tool is no longer available.", True)
     await until_answer(tab)
+
+
+async def test_a_model_removed_mid_turn_ends_it_with_a_reply_that_says_so(
+    tab, agent_model, ask_first, fake_upstream
+):
+    model = agent_model(calls(CALCULATE), reply(["never"]))
+    await ask(tab, model)
+    waiting = await until_created(tab, "tool")
+    await database_sync_to_async(LanguageModel.objects.filter(id=model.id).update)(enabled=False)
+    await tab.send(type="approve", message=waiting["id"], allow=True, always=False)
+    await until_done(tab, "tool")
+    _, refused = await until_done(tab, "assistant")
+    assert (refused["status"], refused["error"]) == (
+        "failed", "The model of this turn is no longer available.",
+    )  # fmt: skip
+    assert len(fake_upstream.requests) == 1

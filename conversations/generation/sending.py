@@ -253,15 +253,15 @@ def _start_replies(user, conversation, history, user_message, model, params, *, 
 def prepare_step(user, last, *, steps):
     """The next model call of a tool loop, answering `last` (its step's last tool message)
     with the step's model and parameters; offered no tools once the turn has made the
-    site's number of calls, so the model answers with what it has. None when that model
-    is gone. Runs queries, inside the caller's transaction."""
+    site's number of calls, so the model answers with what it has. Runs queries, inside
+    the caller's transaction."""
     conversation = last.conversation
     asked = last
     while asked.role == Message.Role.TOOL:
         asked = asked.parent
     model = LanguageModel.objects.available_to(user).filter(id=asked.model_id).first()
     if model is None:
-        return None
+        raise EventError("no_model", _("The model of this turn is no longer available."))
     history = list(conversation.messages.order_by("created"))
     with_tools = steps < SiteSettings.load().tool_steps
     started = _start_replies(

@@ -239,12 +239,15 @@ def _finish(message_id, text, is_error, status, duration_ms):
 
 async def carry_on(conversation_id, last_id, user_id, language):
     """The turn's next model call, once every call of the step has its result: unless
-    one was stopped, the next call was made already, or quotas refuse it."""
+    one was stopped, or the next call was made already. A refusal (a quota, the model
+    gone) ends the turn with a failed reply that says why, in `language`."""
+    language = language or settings.LANGUAGE_CODE
     try:
-        prepared = await database_sync_to_async(_next)(last_id, user_id)
+        with translation.override(language):
+            prepared = await database_sync_to_async(_next)(last_id, user_id)
     except EventError as refusal:
         # No tab asked for this call: the refusal is the turn's last message, kept.
-        refused = await database_sync_to_async(_refused)(last_id, str(refusal))
+        refused = await database_sync_to_async(_refused)(last_id, str(refusal), language)
         for event in ("message.created", "message.done"):
             await publish(conversation_id, {"type": event, "message": refused})
         return
@@ -267,7 +270,7 @@ def _next(last_id, user_id):
         return prepare_step(user, last, steps=_steps_taken(last))
 
 
-def _refused(last_id, why):
+def _refused(last_id, why, language):
     """The turn's next model call, refused (a quota, a limit): a failed reply saying why."""
     last = Message.objects.get(id=last_id)
     asked = last
@@ -284,7 +287,8 @@ def _refused(last_id, why):
         params=asked.params,
         completed=timezone.now(),
     )
-    return finished_message(refused)
+    with translation.override(language):
+        return finished_message(refused)
 
 
 def _step_of(last):

@@ -40,8 +40,22 @@ function uuid() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+// Between a step's last result and the model's next reply (a moment: docs/protocol.md,
+// Tools) the turn goes on though nothing streams; a message queued meanwhile waits for it.
+let nextStep = null; // the timer that gives up waiting, should no reply come
+
 function streaming() {
-  return list.streamingIds().length > 0;
+  return list.streamingIds().length > 0 || nextStep !== null;
+}
+
+function awaitNextStep(message) {
+  const last = document.querySelector("#messages article.message:last-of-type");
+  if (message.role !== "tool" || message.status !== "complete" || last?.dataset.id !== message.id) return;
+  clearTimeout(nextStep);
+  nextStep = setTimeout(() => {
+    nextStep = null;
+    sendQueued();
+  }, 10_000);
 }
 
 // While a reply streams the send button queues, and says why once there is text to send.
@@ -135,6 +149,8 @@ const handlers = {
   "message.created"(event) {
     if (event.client_id && pending.delete(event.client_id)) parent = null; // now remembered
     if (event.message.conversation !== conversation) return;
+    clearTimeout(nextStep);
+    nextStep = null;
     list.add(event.message);
     refreshControls();
     if (event.message.approval === "pending") {
@@ -155,6 +171,7 @@ const handlers = {
   },
   "message.done"(event) {
     list.done(event.message);
+    if (event.message.conversation === conversation) awaitNextStep(event.message);
     sendQueued();
     const tool = event.message.role === "tool";
     announcer.textContent = tool ? text.toolFinished.replace("%s", event.message.name) : text.replyFinished;
