@@ -101,6 +101,15 @@ async def until_created(socket, role, timeout=20):
                 return event["message"]
 
 
+async def snapshot_of(socket, message_id, timeout=10):
+    """The `message.snapshot` a subscribe sends of a message (others may come first)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await socket.receive(timeout=timeout)
+            if event["type"] == "message.snapshot" and event["message"]["id"] == message_id:
+                return event
+
+
 @database_sync_to_async
 def the_turn(events):
     """The branch that ends at the last message the events tell of, from the question."""
@@ -373,9 +382,7 @@ async def test_a_call_waits_for_approval_in_every_tab_then_runs(
     waiting = await until_created(first_tab, "tool")
     assert (waiting["approval"], waiting["status"]) == ("pending", "streaming")
     await second_tab.send(type="subscribe", conversation=waiting["conversation"], streaming=[])
-    (snapshot,) = [e for e in await second_tab.receive_until("message.snapshot")
-                   if e["type"] == "message.snapshot"]  # fmt: skip
-    assert snapshot["message"]["id"] == waiting["id"]
+    snapshot = await snapshot_of(second_tab, waiting["id"])
     assert snapshot["message"]["approval"] == "pending"
     assert len(fake_upstream.requests) == 1  # nothing runs while it waits
 
@@ -444,7 +451,7 @@ async def test_a_call_waiting_for_approval_survives_a_restart(
     loop.running.clear()
     after_restart = await sockets(alice)
     await after_restart.send(type="subscribe", conversation=waiting["conversation"], streaming=[])
-    await after_restart.receive_until("message.snapshot")
+    await snapshot_of(after_restart, waiting["id"])
     await after_restart.send(type="approve", message=waiting["id"], allow=True, always=False)
     events = await until_answer(after_restart)
     assert (await the_turn(events))[-1].content == "42."
@@ -524,10 +531,8 @@ async def test_a_tab_opened_mid_loop_sees_each_finished_stage_and_joins_the_runn
 
     reloaded = await sockets(alice)
     await reloaded.send(type="subscribe", conversation=running["conversation"], streaming=[])
-    snapshot = (await reloaded.receive_until("message.snapshot"))[-1]
-    assert (snapshot["message"]["id"], snapshot["message"]["status"]) == (
-        running["id"], "streaming",
-    )  # fmt: skip
+    snapshot = await snapshot_of(reloaded, running["id"])
+    assert snapshot["message"]["status"] == "streaming"
     _, result = await until_done(reloaded, "tool")
     assert result["content"] == "Waited 1.0 s."
     events = await until_answer(reloaded)
