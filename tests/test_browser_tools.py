@@ -3,6 +3,7 @@ registers a real MCP server; a question needs both; each stage shows as it happe
 call waits for approval across a reload, and the answer stands after the steps."""
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 
 from tests.fake_upstream import agent, calls, reply
@@ -91,6 +92,37 @@ def test_a_question_that_needs_two_tools_shows_every_stage(
     expect(page.locator("article.role-tool .tool-output")).to_have_text(
         ["42", "Nairobi", "Waited 1.5 s."]
     )
+    violations = Axe().run(page).response["violations"]
+    serious = [v["id"] for v in violations if v["impact"] in ("serious", "critical")]
+    assert serious == [], serious
+
+
+def test_a_call_waiting_for_approval_is_answered_from_the_keyboard(
+    agent_model, server, page, mcp_server
+):
+    sign_up(page, server)
+    page.goto(server + "/admin/conversations/builtintool/")
+    row = page.get_by_role("row", name="calculator")
+    row.get_by_role("checkbox").last.check()
+    row.get_by_role("combobox").select_option("ask")
+    page.get_by_role("button", name="Save").click()
+    register_atlas(page, server, mcp_server)
+    page.goto(server + "/")
+    ask(page, "What is 6 × 7, and what is the capital of Kenya?", model="agent-model")
+    approve = page.get_by_role("button", name="Approve")
+    expect(approve).to_be_visible()
+    expect(page.locator("#announcer")).to_contain_text(
+        "The tool calculator waits for your approval."
+    )
+    approve.focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Deny")).to_be_focused()
+    page.keyboard.press("Enter")
+    calculator = page.locator('article.role-tool[aria-label="Tool calculator"]')
+    expect(calculator.locator(".tool-output")).to_have_text(
+        "The user denied this call: it did not run."
+    )
+    expect(calculator.get_by_text("Error")).to_be_visible()
 
 
 @pytest.fixture

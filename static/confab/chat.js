@@ -48,6 +48,14 @@ function streaming() {
   return list.streamingIds().length > 0 || nextStep !== null;
 }
 
+// Said to screen readers: what just happened, and, until it is answered, that a call
+// waits for the user's approval (later news must not drown it).
+function announce(news) {
+  const waiting = document.querySelector('article.role-tool[data-approval="pending"][data-status="streaming"]');
+  const name = waiting?.querySelector(".tool-name").textContent;
+  announcer.textContent = [news, name && text.toolWaits.replace("%s", name)].filter(Boolean).join(" ");
+}
+
 function awaitNextStep(message) {
   const last = document.querySelector("#messages article.message:last-of-type");
   if (message.role !== "tool" || message.status !== "complete" || last?.dataset.id !== message.id) return;
@@ -153,9 +161,7 @@ const handlers = {
     nextStep = null;
     list.add(event.message);
     refreshControls();
-    if (event.message.approval === "pending") {
-      announcer.textContent = text.toolWaits.replace("%s", event.message.name);
-    }
+    if (event.message.approval === "pending") announce("");
   },
   "message.snapshot"(event) {
     list.snapshot(event.message, event.seq, event.checkpoint === true);
@@ -174,7 +180,7 @@ const handlers = {
     if (event.message.conversation === conversation) awaitNextStep(event.message);
     sendQueued();
     const tool = event.message.role === "tool";
-    announcer.textContent = tool ? text.toolFinished.replace("%s", event.message.name) : text.replyFinished;
+    announce(tool ? text.toolFinished.replace("%s", event.message.name) : text.replyFinished);
   },
   "message.deleted"(event) {
     if (event.conversation !== conversation) return;
