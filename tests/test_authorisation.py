@@ -11,12 +11,15 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
+from conversations.forms import EVENT_FORMS
 from conversations.models import (
     ApiKey,
+    BuiltinTool,
     Conversation,
     Message,
     Preferences,
     Share,
+    ToolServer,
     UsageRecord,
 )
 from tests.helpers import open_socket, refused_code
@@ -73,7 +76,18 @@ def alices(alice, model):
     share = Share.take(Conversation.objects.get(id=conversation.id), show_system_prompt=True)
     share.revoked = timezone.now()
     share.save()
+    # A call of alice's waiting for her approval, and a tool server whose header is a secret.
+    waiting = Message.objects.create(
+        conversation=conversation, parent=answer, role="tool", status="streaming",
+        approval="pending", tool_name="calculator", tool_call_id="call_1",
+        tool_calls=[{"id": "call_1", "type": "function",
+                     "function": {"name": "calculator", "arguments": "{}"}}],
+    )  # fmt: skip
+    server = ToolServer(name="atlas", url="http://127.0.0.1:9/mcp")
+    server.headers = {"Authorization": SECRET}
+    server.save()
     return {
+        "waiting": waiting.id,
         "conversation": conversation.id,
         "question": question.id,
         "answer": answer.id,
@@ -98,6 +112,8 @@ def snapshot():
             UsageRecord.objects.filter(user__username="alice"),
             ApiKey.objects.filter(user__username="alice"),
             Share.objects.filter(owner__username="alice"),
+            ToolServer.objects.all(),
+            BuiltinTool.objects.all(),
         )
     ]
 
@@ -152,7 +168,12 @@ async def test_no_websocket_event_reaches_alices_conversation(alices, charlie, s
         {"type": "regenerate", "message": str(alices["answer"])},
         {"type": "edit", "message": str(alices["question"]), "content": "mine now"},
         {"type": "stop", "message": str(alices["answer"])},
+        {"type": "stop", "message": str(alices["waiting"])},
+        {"type": "approve", "message": str(alices["waiting"]), "allow": True, "always": True},
+        {"type": "approve", "message": str(alices["waiting"]), "allow": False},
     ]  # fmt: skip
+    # Every event a socket takes is tried: one added later cannot be left out unseen.
+    assert {event["type"] for event in events} == set(EVENT_FORMS)
 
     for event in events:
         await socket.send(**event)

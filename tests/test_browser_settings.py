@@ -9,7 +9,8 @@ pytestmark = pytest.mark.browser
 
 
 def replies_done(page, count):
-    expect(page.locator('article.role-assistant[data-status="complete"]')).to_have_count(count)
+    complete = page.locator('article.role-assistant[data-status="complete"]')
+    expect(complete).to_have_count(count, timeout=15_000)  # a loaded machine is slow, not wrong
 
 
 def test_the_settings_panel_refuses_a_bad_value_and_applies_a_good_one(server, page, fake_upstream):

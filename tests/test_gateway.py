@@ -248,7 +248,8 @@ def test_over_quota_is_429_insufficient_quota_and_not_retried(confab, upstream):
 
 
 def test_twenty_requests_at_once_against_a_quota_for_one(confab, upstream):
-    upstream.script("fake-model", reply(["ok"], delay=0.3, usage=(5, 1)))
+    # Held 3 s: every request arrives while the first is in flight, however loaded the machine.
+    upstream.script("fake-model", reply(["ok"], delay=3, usage=(5, 1)))
     # One request reserves its prompt (about 5) and the site's bound (4,096): room for one.
     key = confab.user_with_key("racer", max_tokens=6000)
     client = confab.client(key, max_retries=0)
