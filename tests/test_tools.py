@@ -736,3 +736,14 @@ async def test_a_model_removed_mid_turn_ends_it_with_a_reply_that_says_so(
         "failed", "The model of this turn is no longer available.",
     )  # fmt: skip
     assert len(fake_upstream.requests) == 1
+
+
+async def test_a_tools_result_is_shown_as_text_never_as_html(tab, agent_model, atlas):
+    hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+    model = agent_model(calls(("atlas__lookup_capital", {"country": hostile})), reply(["Hm."]))
+    await ask(tab, model)
+    _, result = await until_done(tab, "tool")
+    assert result["content"] == f"No capital known for {hostile}."
+    assert "<script>" not in result["html"] and "<img" not in result["html"]
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in result["html"]
+    await until_answer(tab)
