@@ -5,12 +5,15 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 
 from conversations.models import ApiKey, UsageRecord
 from conversations.models.keys import digest
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # the API's views use their own thread
 
 
 def test_a_new_key_is_shown_once_and_kept_only_as_a_digest(client, alice, model):
@@ -93,3 +96,20 @@ def test_the_dashboard_shows_usage_per_key(alice_admin, alice):
     table = page.decode().split('id="top-keys"')[1]
 
     assert "ci pipeline" in table and "777" in table
+
+
+def test_the_keys_page_says_when_each_key_was_last_used(client, alice):
+    api_key, key = ApiKey.create(alice, "nightly-job")
+    client.force_login(alice)
+    page = client.get(reverse("api_keys")).content.decode()
+    row = page.split("nightly-job", 1)[1].split("</tr>", 1)[0]
+    assert row.count("never") == 2  # no expiry, never used
+
+    used = Client().get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+
+    assert used.status_code == 200
+    api_key.refresh_from_db()
+    assert api_key.last_used is not None
+    page = client.get(reverse("api_keys")).content.decode()
+    shown = date_format(timezone.localtime(api_key.last_used), "SHORT_DATETIME_FORMAT")
+    assert shown in page

@@ -364,3 +364,62 @@ def test_two_providers_offering_one_id_are_told_apart_by_alias(confab, upstream,
     assert listed.count("fake-model") == 1 and "fake-model-via-relay" in listed
     assert answer.model == "fake-model-via-relay"
     assert upstream.requests[-1]["body"]["model"] == "fake-model"
+
+
+def test_an_expired_key_is_401(confab, upstream):
+    key = confab.user_with_key("lapsed")
+    confab.sql("UPDATE conversations_apikey SET expires = '2000-01-01 00:00:00' WHERE prefix = ?",
+               key[:9])  # fmt: skip
+
+    with pytest.raises(openai.AuthenticationError) as refused:
+        confab.client(key).models.list()
+
+    assert refused.value.code == "invalid_api_key"
+
+
+def test_a_key_limited_to_a_model_sees_and_uses_only_that_one(confab, upstream):
+    key = confab.user_with_key("narrow")
+    confab.manage("shell", "-c", (
+        "from conversations.models import ApiKey, LanguageModel, Provider\n"
+        "provider = Provider.objects.get(name='Default')\n"
+        "other, _ = provider.models.get_or_create(upstream_id='other-model')\n"
+        f"ApiKey.objects.get(prefix={key[:9]!r}).allowed_models.set([other])\n"
+    ))  # fmt: skip
+    client = confab.client(key)
+
+    assert [m.id for m in client.models.list().data] == ["other-model"]
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.chat.completions.create(**hello())
+    assert refused.value.code == "model_not_found"
+
+
+def test_a_key_with_one_reply_at_once_refuses_a_second(confab, upstream):
+    upstream.script("fake-model", reply(["s", "l", "o", "w"], delay=1, usage=(5, 1)))
+    key = confab.user_with_key("single")
+    confab.sql("UPDATE conversations_apikey SET max_concurrent = 1 WHERE prefix = ?", key[:9])
+    client = confab.client(key, max_retries=0)
+
+    stream = client.chat.completions.create(**hello(stream=True))
+    next(iter(stream))  # the first is under way
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(**hello())
+    stream.close()
+
+    assert refused.value.code == "rate_limit_exceeded"
+    assert int(refused.value.response.headers["retry-after"]) > 0
+
+
+def test_the_relayed_stream_is_well_formed_whatever_the_provider_sent(confab, upstream, key):
+    text = "héllo 你好"
+    odd = sse(chunk({"content": text})).replace(b"\n", b"\r\n")
+    cut = odd.index("你".encode()) + 1  # inside the character's three bytes
+    upstream.script("fake-model", [
+        stream_headers(), sse(chunk({"role": "assistant", "content": ""})),
+        b": a provider's own comment\r\n\r\n", odd[:cut], 0.05, odd[cut:],
+        sse(chunk(finish_reason="stop")), b"data: [DONE]\r\n\r\n",
+    ])  # fmt: skip
+
+    stream = confab.client(key).chat.completions.create(**hello(stream=True))
+    deltas = [c.choices[0].delta.content or "" for c in stream if c.choices]
+
+    assert "".join(deltas) == text
