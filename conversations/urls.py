@@ -1,6 +1,7 @@
 from django.urls import include, path
 
 from conversations import views
+from conversations.files import views as files
 from conversations.gateway import keys
 from conversations.shares import views as shares
 
@@ -34,11 +35,19 @@ share = [
     path("revoke/", shares.revoke_share, name="revoke_share"),
 ]
 
+# ... and to a file, under /files/<id>/ (docs/protocol.md, Files).
+file = [
+    path("", files.detail, name="file"),
+    path("delete/", files.delete, name="delete_file"),
+]
+
 urlpatterns = [
     path("", views.chat, name="chat"),
     path("c/<uuid:conversation_id>/", include(conversation)),
     path("m/<uuid:message_id>/", include(message)),
     path("s/<slug:token>/", include(share)),
+    path("files/", files.upload, name="upload_file"),
+    path("files/<uuid:file_id>/", include(file)),
     path("accounts/signup/", views.signup, name="signup"),
     path("usage/", views.my_usage, name="my_usage"),
     path("settings/", views.preferences, name="preferences"),
