@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from conversations.models import Conversation, LanguageModel, Message, Preferences
+from conversations.models import Conversation, LanguageModel, Message, Preferences, Project
 from conversations.rendering import add_turn_usage
 from conversations.views.conversations import conversation_or_404
 
@@ -24,7 +24,7 @@ from conversations.views.conversations import conversation_or_404
 def _uuid_or_none(value):
     try:
         return uuid.UUID(value)
-    except ValueError:
+    except (ValueError, TypeError):
         return None
 
 
@@ -47,6 +47,11 @@ def chat(request, conversation_id=None):
         models = LanguageModel.objects.available_to(request.user)
         context = {**thread, "conversation": conversation, "models": models.exists()}
         return render(request, "conversations/chat.html#thread", context)
+    # A new chat started from a project's page (?project=) goes into that project.
+    project = conversation.project if conversation else None
+    if conversation is None and request.GET.get("project"):
+        wanted_project = _uuid_or_none(request.GET["project"])
+        project = Project.objects.for_user(request.user).filter(id=wanted_project).first()
     archived = request.GET.get("archived") == "1"
     sidebar = Paginator(
         Conversation.objects.for_user(request.user)
@@ -82,6 +87,8 @@ def chat(request, conversation_id=None):
                 "socket": "/ws/chat/",
                 "conversationUrl": "/c/{id}/",
                 "messageUrl": "/m/{id}/",
+                "uploadUrl": reverse("upload_file"),
+                "project": str(project.id) if project else None,
             },
             "ui_text": {
                 "you": _("You"),
@@ -122,6 +129,17 @@ def chat(request, conversation_id=None):
                 "totalTokens": _("Total tokens"),
                 "cost": _("Cost"),
                 "finishReason": _("Finish reason"),
+                "files": _("Files"),
+                "oneSource": _("%s source"),
+                "sources": _("%s sources"),
+                "page": _("page %s"),
+                "attach": _("Attach files"),
+                "removeFile": _("Remove %s"),
+                "fileReading": _("Reading %s…"),
+                "fileReady": _("%s is ready."),
+                "fileFailed": _("%(name)s could not be read: %(error)s"),
+                "filesNotReady": _("Wait until your files are read, or remove them."),
+                "uploadFailed": _("The upload failed. Check your connection and try again."),
             },
         },
     )
