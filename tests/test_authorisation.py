@@ -17,6 +17,7 @@ from conversations.models import (
     File,
     Message,
     Preferences,
+    Project,
     Share,
     UsageRecord,
 )
@@ -30,6 +31,7 @@ OWN = {
     "key_id": "api_key",
     "token": "share",
     "file_id": "file",
+    "project_id": "project",
 }
 
 
@@ -75,6 +77,9 @@ def alices(alice, model):
     share = Share.take(Conversation.objects.get(id=conversation.id), show_system_prompt=True)
     share.revoked = timezone.now()
     share.save()
+    project = Project.objects.create(owner=alice, name=f"Project {SECRET}", instructions=SECRET)
+    conversation.project = project
+    conversation.save()
     file = File.objects.create(
         owner=alice, conversation=conversation, name=f"{SECRET}.txt", kind="text", size=5,
         blob="files/alice.txt", status="ready",
@@ -82,6 +87,7 @@ def alices(alice, model):
     file.passages.create(ordinal=0, text=f"passage {SECRET}")
     return {
         "file": file.id,
+        "project": project.id,
         "conversation": conversation.id,
         "question": question.id,
         "answer": answer.id,
@@ -107,6 +113,7 @@ def snapshot():
             ApiKey.objects.filter(user__username="alice"),
             Share.objects.filter(owner__username="alice"),
             File.objects.filter(owner__username="alice"),
+            Project.objects.filter(owner__username="alice"),
         )
     ]
 
@@ -162,6 +169,10 @@ async def test_no_websocket_event_reaches_alices_conversation(alices, charlie, s
         {"type": "regenerate", "message": str(alices["answer"])},
         {"type": "edit", "message": str(alices["question"]), "content": "mine now"},
         {"type": "stop", "message": str(alices["answer"])},
+        {"type": "send", "conversation": None, "content": "hi", "params": {},
+         "project": str(alices["project"])},
+        {"type": "send", "conversation": None, "content": "hi", "params": {},
+         "files": [str(alices["file"])]},
     ]  # fmt: skip
 
     for event in events:

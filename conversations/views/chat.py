@@ -79,6 +79,8 @@ def chat(request, conversation_id=None):
             "selected_model": selected or (models[0] if models else None),
             # A share is of the branch on show: the one ?show chose is not the remembered one.
             "share_through": thread["thread"][-1].id if wanted else None,
+            "projects": Project.objects.for_user(request.user).order_by("name"),
+            "project": project,
             "page_data": {
                 "conversation": str(conversation.id) if conversation else None,
                 # A send continues the branch on show: the one ?show chose is not the
@@ -133,16 +135,21 @@ def chat(request, conversation_id=None):
                 "oneSource": _("%s source"),
                 "sources": _("%s sources"),
                 "page": _("page %s"),
-                "attach": _("Attach files"),
-                "removeFile": _("Remove %s"),
-                "fileReading": _("Reading %s…"),
-                "fileReady": _("%s is ready."),
-                "fileFailed": _("%(name)s could not be read: %(error)s"),
-                "filesNotReady": _("Wait until your files are read, or remove them."),
-                "uploadFailed": _("The upload failed. Check your connection and try again."),
+                **file_text(),
             },
         },
     )
+
+
+def file_text():
+    """What the pages' file uploads say (static/confab/uploads.js)."""
+    return {
+        "removeFile": _("Remove %s"),
+        "fileReading": _("Reading %s…"),
+        "fileReady": _("%s is ready."),
+        "filesNotReady": _("Wait until your files are read, or remove them."),
+        "uploadFailed": _("The upload failed. Check your connection and try again."),
+    }
 
 
 # Lazy: built at import, translated when a page shows them, in that page's language.
@@ -206,11 +213,20 @@ def search(request):
     """Titles and message text of the user's conversations; each hit links to its message."""
     query = " ".join(request.GET.get("q", "").split())[:200]
     hits = []
+    # ?project=: only the user's conversations in that project.
+    project = None
+    if "project" in request.GET:
+        projects = Project.objects.for_user(request.user)
+        project = get_object_or_404(projects, id=_uuid_or_none(request.GET["project"]))
     if query:
         conversations = Conversation.objects.for_user(request.user)
+        if project is not None:
+            conversations = conversations.filter(project=project)
         for conversation in conversations.filter(title__icontains=query)[:20]:
             hits.append({"conversation": conversation, "message": None, "snippet": ""})
         messages = Message.objects.for_user(request.user).select_related("conversation")
+        if project is not None:
+            messages = messages.filter(conversation__project=project)
         for message in _matching(messages, query)[:50]:
             hits.append(
                 {
@@ -219,7 +235,8 @@ def search(request):
                     "snippet": _snippet(message.content, query),
                 }
             )
-    return render(request, "conversations/search.html", {"query": query, "hits": hits})
+    context = {"query": query, "hits": hits, "project": project}
+    return render(request, "conversations/search.html", context)
 
 
 def _matching(messages, query):
