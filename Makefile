@@ -58,7 +58,7 @@ POSTGRES_TESTS := tests/test_socket.py tests/test_socket_events.py tests/test_re
 	tests/test_reservations.py tests/test_api_keys.py tests/test_authorisation.py \
 	tests/test_invitations.py tests/test_privacy.py tests/test_sso.py \
 	tests/test_shares.py tests/test_tools.py tests/test_files.py tests/test_file_answers.py \
-	tests/test_projects.py
+	tests/test_projects.py tests/test_embeddings.py
 test-postgres: $(VENV)/.dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		$(BIN)/python -X dev -m pytest $(POSTGRES_TESTS)

@@ -342,6 +342,10 @@ CONFAB_FILE_WORKERS = envint("CONFAB_FILE_WORKERS", 1)
 CONFAB_FILE_CONTEXT_TOKENS = envint("CONFAB_FILE_CONTEXT_TOKENS", 8000)
 # Passages of files put in the prompt of a model without tools, at most.
 CONFAB_FILE_PASSAGES = envint("CONFAB_FILE_PASSAGES", 6)
+# Embeddings (when an administrator picks an embedding model): passages per request, and the
+# longest wait a rate limit's Retry-After gets before the next try.
+CONFAB_EMBEDDING_BATCH = envint("CONFAB_EMBEDDING_BATCH", 32)
+CONFAB_EMBEDDING_MAX_WAIT_S = envint("CONFAB_EMBEDDING_MAX_WAIT_S", 30)
 
 # Default provider, registered by `manage.py serve` when set.
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")

@@ -25,7 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.fanout import publish_to_user
-from conversations.files import extraction
+from conversations.files import embeddings, extraction
 from conversations.models import File, Passage
 from conversations.usage import estimate_tokens
 
@@ -99,6 +99,7 @@ async def _process(file_id):
         logger.warning("file %s could not be processed: %s", file_id, type(error).__name__)
         await database_sync_to_async(_fail)(file_id, "Confab could not read this file.")
     await _tell(file_id)
+    await embeddings.embed(file_id)  # when the site has an embedding model
 
 
 def _read(file):
@@ -166,6 +167,12 @@ def purge_unsent():
 async def resume_stalled():
     for file_id in await database_sync_to_async(stalled)():
         start(file_id)
+    for file_id in await database_sync_to_async(embeddings.stalled)():
+        file_id = str(file_id)
+        if file_id not in working:  # embedding left half done (a rate limit, a restart)
+            task = asyncio.create_task(embeddings.embed(file_id), context=contextvars.Context())
+            working[file_id] = task
+            task.add_done_callback(lambda _, key=file_id: working.pop(key, None))
 
 
 async def ready(file_id, timeout_s=60):

@@ -41,16 +41,34 @@ def terms(query):
     return list(dict.fromkeys(found))
 
 
-def search(file_ids, query, limit=5):
-    """The passages of these files that best match `query`, best first."""
+def search(file_ids, query, limit=5, vector=None):
+    """The passages of these files that best match `query`, best first; with the query's
+    embedding (`vector`), the words' ranking and the meaning's fused."""
     wanted = terms(query)
     file_ids = list(file_ids)
-    if not wanted or not file_ids:
+    if not file_ids or not (wanted or vector):
         return []
-    ids = _candidates(file_ids, wanted)
-    found = list(Passage.objects.filter(id__in=ids).select_related("file"))
-    scored = rank(found, wanted, Passage.objects.filter(file_id__in=file_ids).count())
-    return [passage for passage, _ in scored[:limit]]
+    found = []
+    if wanted:
+        ids = _candidates(file_ids, wanted)
+        candidates = list(Passage.objects.filter(id__in=ids).select_related("file"))
+        total = Passage.objects.filter(file_id__in=file_ids).count()
+        found = [passage for passage, _ in rank(candidates, wanted, total)]
+    if vector is not None:
+        from conversations.files.embeddings import nearest
+
+        found = fuse(found, nearest(file_ids, vector, limit * 4))
+    return found[:limit]
+
+
+def fuse(*rankings, k=60):
+    """Reciprocal rank fusion: each passage scores 1/(k + its rank) in each ranking."""
+    scores, by_id = {}, {}
+    for ranking in rankings:
+        for place, passage in enumerate(ranking):
+            scores[passage.id] = scores.get(passage.id, 0) + 1 / (k + place + 1)
+            by_id[passage.id] = passage
+    return sorted(by_id.values(), key=lambda p: (-scores[p.id], p.ordinal))
 
 
 def rank(passages, wanted, total):

@@ -6,7 +6,7 @@ return the passages they show, which the answer then cites."""
 from channels.db import database_sync_to_async
 
 from conversations.files import context as file_context
-from conversations.files import search
+from conversations.files import embeddings, search
 from conversations.models import Conversation
 from conversations.tools.builtins import ToolFailed
 
@@ -27,14 +27,20 @@ def _label(passage, name):
     return f"{name} #{passage.ordinal}{page}"
 
 
-@database_sync_to_async
-def search_files(arguments, context):
+async def search_files(arguments, context):
     query = arguments.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ToolFailed("Give the words to look for as `query`.")
-    files = _files(context)
+    files = await database_sync_to_async(_files)(context)
+    vector = None
+    if any(f.embedded for f in files):  # ranked by meaning too (files.embeddings)
+        vector = await embeddings.query_vector(query, context.user.pk)
+    return await database_sync_to_async(_search)(files, query, vector)
+
+
+def _search(files, query, vector):
     names = {f.id: f.name for f in files}
-    found = search.search(names, query, limit=HITS)
+    found = search.search(names, query, limit=HITS, vector=vector)
     if not found:
         return f"No passage of {', '.join(names.values())} matches {query!r}.", []
     blocks = [f"[{_label(p, names[p.file_id])}]\n{p.text.strip()}" for p in found]
