@@ -69,6 +69,7 @@ test: lint test-sqlite test-postgres
 # and the floor of reading the upstream directly, in one run. `--quick` runs in make test.
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.history
+	$(BIN)/python -m bench.files
 	CONFAB_AUTO_TITLE=false $(BIN)/python -m bench.relay $(BENCH_ARGS)
 
 # The pictures in README.md, docs/administration.md and docs/using.md, from a fresh server.
