@@ -77,6 +77,7 @@ screenshots: $(VENV)/.dev chromium
 	$(BIN)/python docs/screenshots/make_chat_screenshots.py
 	$(BIN)/python docs/screenshots/make_admin_screenshots.py
 	$(BIN)/python docs/screenshots/make_tool_screenshots.py
+	$(BIN)/python docs/screenshots/make_file_screenshots.py
 
 clean:
 	rm -rf $(VENV) var
