@@ -64,9 +64,7 @@ def test_a_project_answers_from_page_80_of_its_pdf_and_cites_it(
         source = answer.get_by_text("[1] report.pdf, page 80")
         expect(source).to_be_visible()
         source.click()
-        expect(answer.locator(".citation .passage").first).to_contain_text(
-            documents.PAGE_80_FACT
-        )
+        expect(answer.locator(".citation .passage").first).to_contain_text(documents.PAGE_80_FACT)
 
     cited_passage()
     page.reload()
