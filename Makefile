@@ -57,7 +57,8 @@ POSTGRES_TESTS := tests/test_socket.py tests/test_socket_events.py tests/test_re
 	tests/test_languages.py tests/test_dialects.py tests/test_streams.py \
 	tests/test_reservations.py tests/test_api_keys.py tests/test_authorisation.py \
 	tests/test_invitations.py tests/test_privacy.py tests/test_sso.py \
-	tests/test_shares.py tests/test_tools.py
+	tests/test_shares.py tests/test_tools.py tests/test_files.py tests/test_file_answers.py \
+	tests/test_projects.py tests/test_embeddings.py
 test-postgres: $(VENV)/.dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		$(BIN)/python -X dev -m pytest $(POSTGRES_TESTS)
@@ -68,6 +69,7 @@ test: lint test-sqlite test-postgres
 # and the floor of reading the upstream directly, in one run. `--quick` runs in make test.
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.history
+	$(BIN)/python -m bench.files
 	CONFAB_AUTO_TITLE=false $(BIN)/python -m bench.relay $(BENCH_ARGS)
 
 # The pictures in README.md, docs/administration.md and docs/using.md, from a fresh server.
@@ -75,6 +77,7 @@ screenshots: $(VENV)/.dev chromium
 	$(BIN)/python docs/screenshots/make_chat_screenshots.py
 	$(BIN)/python docs/screenshots/make_admin_screenshots.py
 	$(BIN)/python docs/screenshots/make_tool_screenshots.py
+	$(BIN)/python docs/screenshots/make_file_screenshots.py
 
 clean:
 	rm -rf $(VENV) var

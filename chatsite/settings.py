@@ -1,5 +1,6 @@
 """Confab settings: every value comes from the environment, with a working default."""
 
+import json
 import os
 import secrets
 from datetime import timedelta
@@ -320,6 +321,31 @@ STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
+
+# Files people upload, through Django's storage API: under var/media by default; any storage
+# backend when CONFAB_FILE_STORAGE names its class (django-storages' S3Storage, installed
+# beside Confab), with its options as a JSON object (docs/configuration.md).
+MEDIA_ROOT = VAR_DIR / "media"
+STORAGES = {
+    "default": {
+        "BACKEND": os.environ.get(
+            "CONFAB_FILE_STORAGE", "django.core.files.storage.FileSystemStorage"
+        ),
+        "OPTIONS": json.loads(os.environ.get("CONFAB_FILE_STORAGE_OPTIONS", "{}")),
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Worker processes that read uploaded files (PDF text is CPU work: never on the event loop).
+CONFAB_FILE_WORKERS = envint("CONFAB_FILE_WORKERS", 1)
+# The context window assumed for a model whose administrator set none, when deciding whether
+# a file fits whole.
+CONFAB_FILE_CONTEXT_TOKENS = envint("CONFAB_FILE_CONTEXT_TOKENS", 8000)
+# Passages of files put in the prompt of a model without tools, at most.
+CONFAB_FILE_PASSAGES = envint("CONFAB_FILE_PASSAGES", 6)
+# Embeddings (when an administrator picks an embedding model): passages per request, and the
+# longest wait a rate limit's Retry-After gets before the next try.
+CONFAB_EMBEDDING_BATCH = envint("CONFAB_EMBEDDING_BATCH", 32)
+CONFAB_EMBEDDING_MAX_WAIT_S = envint("CONFAB_EMBEDDING_MAX_WAIT_S", 30)
 
 # Default provider, registered by `manage.py serve` when set.
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")

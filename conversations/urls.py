@@ -1,7 +1,9 @@
 from django.urls import include, path
 
 from conversations import views
+from conversations.files import views as files
 from conversations.gateway import keys
+from conversations.projects import views as projects
 from conversations.shares import views as shares
 
 # What a user does to one of their conversations, under /c/<id>/.
@@ -18,6 +20,7 @@ conversation = [
     path("export.json", views.export_json, name="export_json"),
     path("export.md", views.export_markdown, name="export_markdown"),
     path("share/", shares.share_conversation, name="share_conversation"),
+    path("move/", projects.move, name="move"),
 ]
 
 # ... and to one message, under /m/<id>/.
@@ -34,11 +37,27 @@ share = [
     path("revoke/", shares.revoke_share, name="revoke_share"),
 ]
 
+# ... and to a file, under /files/<id>/ (docs/protocol.md, Files).
+file = [
+    path("", files.detail, name="file"),
+    path("delete/", files.delete, name="delete_file"),
+]
+
+# ... and to a project, under /p/<id>/.
+project = [
+    path("", projects.project, name="project"),
+    path("delete/", projects.delete_project, name="delete_project"),
+]
+
 urlpatterns = [
     path("", views.chat, name="chat"),
     path("c/<uuid:conversation_id>/", include(conversation)),
     path("m/<uuid:message_id>/", include(message)),
     path("s/<slug:token>/", include(share)),
+    path("files/", files.upload, name="upload_file"),
+    path("p/new/", projects.new_project, name="new_project"),
+    path("p/<uuid:project_id>/", include(project)),
+    path("files/<uuid:file_id>/", include(file)),
     path("accounts/signup/", views.signup, name="signup"),
     path("usage/", views.my_usage, name="my_usage"),
     path("settings/", views.preferences, name="preferences"),

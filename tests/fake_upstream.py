@@ -232,3 +232,33 @@ class FakeUpstream:
         length = int(headers.get("content-length", 0))
         body = await reader.readexactly(length) if length else b""
         return method, path, headers, body
+
+
+def json_answer(payload, status=200, headers=""):
+    """A whole JSON answer (the embeddings endpoint's, or an error), in one write."""
+    body = json.dumps(payload).encode()
+    return [
+        (
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{headers}"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        + body
+    ]
+
+
+def embeddings(embed):
+    """A script for `POST /embeddings`: `embed(text)` gives each input's vector; usage
+    counts a token per four characters."""
+
+    def play(body):
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        tokens = sum(len(t) // 4 + 1 for t in texts)
+        return json_answer(
+            {
+                "object": "list",
+                "data": [{"index": i, "embedding": embed(t)} for i, t in enumerate(texts)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    return play

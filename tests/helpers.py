@@ -177,3 +177,17 @@ def sign_in(context, server, name):
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator('body[data-connection="open"]')).to_have_count(1)
     return page
+
+
+async def upload_file(user, name, data, **fields):
+    """`name` uploaded by `user` through POST /files/, and read: the stored File."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import AsyncClient
+
+    from conversations.files import processing
+
+    client = AsyncClient()
+    await client.aforce_login(user)
+    response = await client.post("/files/", {"file": SimpleUploadedFile(name, data), **fields})
+    assert response.status_code == 201, response.content
+    return await processing.ready(response.json()["id"])

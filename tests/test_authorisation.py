@@ -16,8 +16,10 @@ from conversations.models import (
     ApiKey,
     BuiltinTool,
     Conversation,
+    File,
     Message,
     Preferences,
+    Project,
     Share,
     ToolServer,
     UsageRecord,
@@ -31,6 +33,8 @@ OWN = {
     "message_id": "question",
     "key_id": "api_key",
     "token": "share",
+    "file_id": "file",
+    "project_id": "project",
 }
 
 
@@ -86,8 +90,18 @@ def alices(alice, model):
     server = ToolServer(name="atlas", url="http://127.0.0.1:9/mcp")
     server.headers = {"Authorization": SECRET}
     server.save()
+    project = Project.objects.create(owner=alice, name=f"Project {SECRET}", instructions=SECRET)
+    conversation.project = project
+    conversation.save()
+    file = File.objects.create(
+        owner=alice, conversation=conversation, name=f"{SECRET}.txt", kind="text", size=5,
+        blob="files/alice.txt", status="ready",
+    )  # fmt: skip
+    file.passages.create(ordinal=0, text=f"passage {SECRET}")
     return {
         "waiting": waiting.id,
+        "file": file.id,
+        "project": project.id,
         "conversation": conversation.id,
         "question": question.id,
         "answer": answer.id,
@@ -114,6 +128,8 @@ def snapshot():
             Share.objects.filter(owner__username="alice"),
             ToolServer.objects.all(),
             BuiltinTool.objects.all(),
+            File.objects.filter(owner__username="alice"),
+            Project.objects.filter(owner__username="alice"),
         )
     ]
 
@@ -137,8 +153,9 @@ def test_no_url_gives_another_user_anything_of_alices(alices, charlie, visitor):
             response = method(path, {"title": "stolen", "q": "Plans"}, follow=True)
             walked += 1
             assert SECRET not in body(response), (method, path)
-            # 410: an invitation link that is not one (the walk gives it a share's token).
-            assert response.status_code in (200, 401, 403, 404, 405, 410), (method, path)
+            # 410: an invitation link that is not one (the walk gives it a share's token);
+            # 400: an upload with no file in it.
+            assert response.status_code in (200, 400, 401, 403, 404, 405, 410), (method, path)
 
     assert walked > 40
     # Every route of the app is walked: one no id of alice's fits would be left out unseen.
@@ -171,6 +188,10 @@ async def test_no_websocket_event_reaches_alices_conversation(alices, charlie, s
         {"type": "stop", "message": str(alices["waiting"])},
         {"type": "approve", "message": str(alices["waiting"]), "allow": True, "always": True},
         {"type": "approve", "message": str(alices["waiting"]), "allow": False},
+        {"type": "send", "conversation": None, "content": "hi", "params": {},
+         "project": str(alices["project"])},
+        {"type": "send", "conversation": None, "content": "hi", "params": {},
+         "files": [str(alices["file"])]},
     ]  # fmt: skip
     # Every event a socket takes is tried: one added later cannot be left out unseen.
     assert {event["type"] for event in events} == set(EVENT_FORMS)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def run(name, arguments, user=None, hosts=()):
     tool = registry.Tool(name, name, "", {}, "auto")
     context = registry.Context(user, 5, list(hosts))
-    text, is_error = async_to_sync(tool.run)(arguments, context)
+    text, is_error, _ = async_to_sync(tool.run)(arguments, context)
     assert not is_error
     return text
 

@@ -31,17 +31,16 @@ class StrictCharField(forms.CharField):
 class UUIDListField(forms.Field):
     """A list of at most `max_items` UUIDs."""
 
-    def __init__(self, *, max_items, **kwargs):
+    def __init__(self, *, max_items, message=None, **kwargs):
         super().__init__(**kwargs)
         self.max_items = max_items
+        self.message = message or _("Must be a list of up to %(count)d message ids.")
 
     def to_python(self, value):
         if value in (None, []):
             return []
         if not isinstance(value, list) or len(value) > self.max_items:
-            raise forms.ValidationError(
-                _("Must be a list of up to %(count)d message ids.") % {"count": self.max_items}
-            )
+            raise forms.ValidationError(self.message % {"count": self.max_items})
         return [forms.UUIDField().clean(item) for item in value]
 
 
@@ -93,6 +92,12 @@ class SendForm(ModelChoiceMixin, EventForm):
     model = forms.UUIDField(required=False)
     params = JSONObjectField(required=False)
     client_id = forms.UUIDField(required=False)
+    # Files uploaded beforehand (POST /files/); the site's own cap is checked on sending.
+    files = UUIDListField(
+        required=False, max_items=100, message=_("Must be a list of up to %(count)d file ids.")
+    )
+    # A new conversation's project (ignored for an existing conversation).
+    project = forms.UUIDField(required=False)
 
     def clean(self):
         cleaned = super().clean()

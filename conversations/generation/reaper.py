@@ -15,6 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from conversations.fanout import publish, publish_to_user
+from conversations.files import processing
 from conversations.generation.runner import generations
 from conversations.generation.settle import Outcome, Reply, Request, Settled, settle
 from conversations.models import Conversation, Message, ToolApproval
@@ -118,6 +119,8 @@ async def reap_periodically():
             await reap()
             await loop.expire()
             await database_sync_to_async(purge_deleted)()
+            await database_sync_to_async(processing.purge_unsent)()
+            await processing.resume_stalled()  # files whose process ended mid-way
         except Exception:
             logger.exception("the reaper failed; trying again later")
         await asyncio.sleep(settings.CONFAB_STALE_AFTER_S / 2)

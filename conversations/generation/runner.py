@@ -384,13 +384,18 @@ async def shutdown(grace_s=None):
     accepting = False
     if grace_s is None:
         grace_s = settings.CONFAB_SHUTDOWN_GRACE_S
-    running = {g.task for g in generations.values()}
+    # A generation registers before its task exists (start() awaits the mailbox between).
+    running = {g.task for g in generations.values() if g.task is not None}
     if running:
         await asyncio.wait(running, timeout=grace_s)
     for generation in generations_running():
         generation.reader.cancel()
-    remaining = {g.task for g in generations.values()}
+    remaining = {g.task for g in generations.values() if g.task is not None}
     if remaining:
         await asyncio.wait(remaining, timeout=grace_s)
+    # What follows replies (a tool call running, a title) gets the same grace; a turn is
+    # carried no further here (tools.loop), the reaper of another process takes it up.
+    if _background:
+        await asyncio.wait(set(_background), timeout=grace_s)
     await mailbox.close()
     await upstream.close_clients()  # the pooled connections to providers

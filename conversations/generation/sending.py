@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from conversations import upstream
+from conversations.files import context as file_context
 from conversations.forms import ParamsForm
 from conversations.generation.admission import (
     EventError,
@@ -20,9 +21,11 @@ from conversations.generation.admission import (
 from conversations.generation.settle import Request
 from conversations.models import (
     Conversation,
+    File,
     LanguageModel,
     Message,
     Preferences,
+    Project,
     Provider,
     SiteSettings,
     branch_through,
@@ -107,9 +110,16 @@ def prepare_send(user, data, *, sibling_of=None):
         if conversation is None:
             raise EventError("not_found", _("No such conversation."))
 
-    # A new conversation starts from the user's defaults: model, system prompt, parameters.
+    # A new conversation starts from the user's defaults: model, system prompt, parameters;
+    # in a project, from the project's model and parameters.
     preferences = None if conversation else Preferences.objects.filter(user=user).first()
     preferred = preferences.model_id if preferences else None
+    project = None
+    if conversation is None and data.get("project"):
+        project = Project.objects.for_user(user).filter(id=data["project"]).first()
+        if project is None:
+            raise EventError("not_found", _("No such project."))
+        preferred = project.model_id or preferred
     model = data["model"] or default_model(user, conversation, preferred=preferred)
     if model is None:
         raise EventError(
@@ -120,7 +130,8 @@ def prepare_send(user, data, *, sibling_of=None):
         params = ParamsForm(data["params"], model=model)
         if not params.is_valid():
             raise EventError("invalid", params.error_text())
-    defaults = ParamsForm(preferences.params if preferences else {}, model=model)
+    saved = preferences.params if preferences else {}
+    defaults = ParamsForm({**saved, **(project.params if project else {})}, model=model)
     if not defaults.is_valid():  # saved with another model, perhaps
         raise EventError(
             "invalid",
@@ -137,6 +148,7 @@ def prepare_send(user, data, *, sibling_of=None):
                 model=model,
                 system_prompt=preferences.system_prompt if preferences else "",
                 params=defaults.params(),
+                project=project,
             )
             history = []
         else:
@@ -147,6 +159,7 @@ def prepare_send(user, data, *, sibling_of=None):
             parent = _parent_for(history, data["parent"], conversation.shown_id)
         if parent is not None and parent.status == Message.Status.STREAMING:
             raise EventError("busy", _("A reply is still being generated; stop it or wait."))
+        files = _attachable(user, conversation, data.get("files") or [])
         user_message = Message.objects.create(
             conversation=conversation,
             parent=parent,
@@ -154,10 +167,49 @@ def prepare_send(user, data, *, sibling_of=None):
             content=data["content"],
             client_id=client_key,
             created=timezone.now(),
+            attachments=[_attachment(file) for file in files],
+        )
+        File.objects.filter(id__in=[f.id for f in files]).update(
+            conversation=conversation, message=user_message
         )
         params = {**conversation.params, **data["params"]}
         started = _start_replies(user, conversation, history, user_message, model, params)
     return _prepared(conversation, user_message, started, created_conversation=created)
+
+
+def _attachable(user, conversation, file_ids):
+    """The files a send brings, checked: the user's, ready, and in no other conversation
+    or project; at most the site's number per message."""
+    if not file_ids:
+        return []
+    limit = SiteSettings.load().files_per_message
+    if len(file_ids) > limit:
+        raise EventError(
+            "invalid", _("files: at most %(count)d files per message.") % {"count": limit}
+        )
+    files = {f.id: f for f in File.objects.filter(owner=user, id__in=file_ids)}
+    for file_id in file_ids:
+        file = files.get(file_id)
+        elsewhere = file is not None and (
+            file.project_id or file.conversation_id not in (None, conversation.id)
+        )
+        if file is None or elsewhere:
+            raise EventError("not_found", _("files: no such file."))
+        if file.status == File.Status.PROCESSING:
+            raise EventError(
+                "file_not_ready",
+                _("%(name)s is still being read. Send it once it is ready.") % {"name": file},
+            )
+        if file.status == File.Status.FAILED:
+            raise EventError(
+                "invalid",
+                _("%(name)s could not be read: %(error)s") % {"name": file, "error": file.error},
+            )
+    return [files[file_id] for file_id in dict.fromkeys(file_ids)]
+
+
+def _attachment(file):
+    return {"id": str(file.id), "name": file.name, "size": file.size, "kind": file.kind}
 
 
 def prepare_edit(user, data):
@@ -200,14 +252,36 @@ def prepare_regenerate(user, data):
     return _prepared(conversation, None, started)
 
 
-def _start_replies(user, conversation, history, user_message, model, params, *, tools=True):
+def _start_replies(
+    user, conversation, history, user_message, model, params, *, tools=True, citations=()
+):
     """The reply placeholders under `user_message` and the request that will fill them,
     once the user is authorised to make it; the server's tools offered, unless `tools` is
-    false."""
+    false; the files in scope whole, or retrieval (conversations.files.context). `citations`:
+    the passages the turn's tool steps returned, for the replies to show."""
     messages = _api_messages(conversation, history, user_message)
     body = upstream.build_body(model, messages, params, user.pk)
+    offered = {}
     if tools and (body.get("n") or 1) == 1:  # several choices make no one turn to carry on
-        _offer_tools(body, registry.for_conversation(user, conversation, model))
+        offered = registry.for_conversation(user, conversation, model)
+    grounding = file_context.ground(
+        user,
+        conversation,
+        model,
+        messages,
+        max_output_tokens(body),
+        query=_question(history, user_message),
+        tools=all(name in offered for name in file_context.TOOLS),
+    )
+    if grounding.mode != "tools":
+        offered = {k: v for k, v in offered.items() if k not in file_context.TOOLS}
+    _offer_tools(body, offered)
+    stored = _system_messages(conversation)
+    if grounding.message is not None:
+        at = len(stored)
+        messages = [*messages[:at], grounding.message, *messages[at:]]
+        stored = [*stored, grounding.stored()]
+    citations = list(citations) or grounding.citations
     body["messages"], dropped = fit_context(model, messages, max_output_tokens(body))
     request = Request.to(
         model,
@@ -229,11 +303,8 @@ def _start_replies(user, conversation, history, user_message, model, params, *, 
             params=params,
             request_id=request.id,
             # The history is left out; request_sent() puts it back (less what was dropped).
-            request={
-                **body,
-                "messages": _system_messages(conversation),
-                HISTORY_DROPPED: dropped,
-            },
+            request={**body, "messages": stored, HISTORY_DROPPED: dropped},
+            citations=citations,
             created=now + timedelta(microseconds=index + 1),
             checkpointed=now,
             # An estimate until the provider reports usage (or never does).
@@ -264,10 +335,31 @@ def prepare_step(user, last, *, steps):
         raise EventError("no_model", _("The model of this turn is no longer available."))
     history = list(conversation.messages.order_by("created"))
     with_tools = steps < SiteSettings.load().tool_steps
+    turn = _turn(history, last)
     started = _start_replies(
-        user, conversation, history, last, model, asked.params, tools=with_tools
-    )
+        user, conversation, history, last, model, asked.params, tools=with_tools,
+        citations=file_context.turn_citations(turn),
+    )  # fmt: skip
     return _prepared(conversation, None, started)
+
+
+def _turn(history, last):
+    """The messages of the turn that ends at `last`, from the user's message on, in order."""
+    by_id = {m.id: m for m in history}
+    turn, message = [], last
+    while message is not None and message.role != Message.Role.USER:
+        turn.append(message)
+        message = by_id.get(message.parent_id)
+    return list(reversed(turn))
+
+
+def _question(history, last):
+    """What the user asked last, at or above `last`: what retrieval searches for."""
+    by_id = {m.id: m for m in history}
+    message = last
+    while message is not None and message.role != Message.Role.USER:
+        message = by_id.get(message.parent_id)
+    return message.content if message is not None else ""
 
 
 def _offer_tools(body, offered):
@@ -344,9 +436,16 @@ def _api_messages(conversation, history, user_message):
 
 
 def _system_messages(conversation):
-    if not conversation.system_prompt:
-        return []
-    return [{"role": "system", "content": conversation.system_prompt}]
+    """The project's instructions (while its owner may use the project), then the
+    conversation's own system prompt."""
+    messages = []
+    project = conversation.project
+    if project is not None and project.instructions:
+        if Project.objects.for_user(conversation.owner).filter(id=project.id).exists():
+            messages.append({"role": "system", "content": project.instructions})
+    if conversation.system_prompt:
+        messages.append({"role": "system", "content": conversation.system_prompt})
+    return messages
 
 
 def _as_api_messages(history, last):
@@ -388,7 +487,8 @@ def request_sent(reply):
     history = list(reply.conversation.messages.only(*fields))
     parent = next((m for m in history if m.id == reply.parent_id), None)
     tree = _as_api_messages(history, parent) if parent else []
-    request["messages"] = [*request.get("messages", []), *tree[dropped:]]
+    stored = [file_context.restored(m) for m in request.get("messages", [])]
+    request["messages"] = [*stored, *tree[dropped:]]
     return request
 
 

@@ -1,6 +1,6 @@
 """The app's models, by concern: providers and prices, conversations and messages, the
-usage ledger and quotas, share links, site settings, membership (invitations, single sign-on)
-and privacy (administrators' readings of conversations)."""
+usage ledger and quotas, share links, site settings, membership (invitations, single sign-on),
+privacy (administrators' readings of conversations), files and projects."""
 
 from conversations.models.conversations import (
     Conversation,
@@ -9,6 +9,7 @@ from conversations.models.conversations import (
     ToolApproval,
     branch_through,
 )
+from conversations.models.files import File, Passage
 from conversations.models.keys import ApiKey
 from conversations.models.ledger import Quota, UsageRecord
 from conversations.models.membership import (
@@ -18,6 +19,7 @@ from conversations.models.membership import (
     SsoSession,
 )
 from conversations.models.privacy import ConversationReading
+from conversations.models.projects import Project
 from conversations.models.providers import LanguageModel, Price, Provider
 from conversations.models.shares import Share
 from conversations.models.site import SiteSettings
@@ -30,11 +32,14 @@ __all__ = [
     "BuiltinTool",
     "Conversation",
     "ConversationReading",
+    "File",
     "Invitation",
     "LanguageModel",
     "Message",
+    "Passage",
     "Preferences",
     "Price",
+    "Project",
     "Provider",
     "Quota",
     "Share",

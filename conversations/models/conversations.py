@@ -81,6 +81,15 @@ class Conversation(models.Model):
     tools_off = models.BooleanField(_("no tools"), default=False)
     tools_switched_off = models.JSONField(default=list, blank=True)
     tools_always_allowed = models.JSONField(default=list, blank=True)
+    # The project it belongs to, if any: its instructions, files and defaults apply.
+    project = models.ForeignKey(
+        "Project",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="conversations",
+        verbose_name=_("project"),
+    )
     pinned = models.BooleanField(_("pinned"), default=False)
     archived = models.BooleanField(_("archived"), default=False)
     # Deleted, but restorable for CONFAB_UNDO_DELETE_S; then purged.
@@ -110,6 +119,7 @@ class Conversation(models.Model):
             "model": self.model.upstream_id if self.model else None,
             "system_prompt": self.system_prompt,
             "params": self.params,
+            "project": str(self.project_id) if self.project_id else None,
         }
 
     def export(self):
@@ -203,6 +213,12 @@ class Message(TokenCounts):
     tool_name = models.CharField(max_length=64, blank=True)
     tool_error = models.BooleanField(default=False)
     approval = models.CharField(max_length=8, choices=ToolApproval.choices, blank=True)
+    # The passages of files a reply was given (Passage.citation), numbered as the reply
+    # refers to them ([1], [2]…); a tool message's: the passages its result held.
+    citations = models.JSONField(default=list, blank=True)
+    # A user message's files, as sent: id, name, size and kind of each (its File rows may
+    # go; this stays what the message showed).
+    attachments = models.JSONField(default=list, blank=True)
     # The stop sequence that ended the reply, when the provider says which (vLLM, SGLang).
     stop_sequence = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
@@ -365,4 +381,6 @@ class Message(TokenCounts):
             "name": self.tool_name or None,
             "tool_error": self.tool_error,
             "approval": self.approval or None,
+            "citations": self.citations,
+            "files": self.attachments,
         }

@@ -21,6 +21,7 @@ class UsageRecord(TokenCounts):
         CHAT = "chat", _("chat")
         API = "api", _("API")
         TITLE = "title", _("title")
+        EMBEDDING = "embedding", _("embeddings")
 
     request_id = models.UUIDField(unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -41,7 +42,7 @@ class UsageRecord(TokenCounts):
     duration_ms = models.PositiveIntegerField(null=True)
     created = models.DateTimeField(default=timezone.now, db_index=True)
     source = models.CharField(
-        _("source"), max_length=8, choices=Source.choices, default=Source.CHAT
+        _("source"), max_length=16, choices=Source.choices, default=Source.CHAT
     )
     api_key = models.ForeignKey(
         ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",

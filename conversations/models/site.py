@@ -52,6 +52,31 @@ class SiteSettings(models.Model):
         help_text=_("A longer result is cut there, with a note to the model."),
     )
 
+    file_max_mb = models.PositiveIntegerField(
+        _("largest file (MB)"),
+        default=20,
+        validators=[MinValueValidator(1)],
+        help_text=_("A larger upload is refused, saying so."),
+    )
+    files_per_message = models.PositiveSmallIntegerField(
+        _("files per message"),
+        default=10,
+        validators=[MinValueValidator(1)],
+        help_text=_("At most this many files sent with one message."),
+    )
+    embedding_model = models.ForeignKey(
+        "LanguageModel",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("embedding model"),
+        help_text=_(
+            "Its provider's /v1/embeddings ranks passages by meaning as well as by words. "
+            "Empty: full-text search alone."
+        ),
+    )
+
     class Meta:
         verbose_name = verbose_name_plural = _("site settings")
 

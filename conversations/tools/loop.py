@@ -113,7 +113,9 @@ def plan(reply_id, user_id, language):
     if not tools or own & set(names):
         return None
     site = SiteSettings.load()
-    context = registry.Context(user, site.tool_timeout_s, registry.fetch_hosts())
+    context = registry.Context(
+        user, site.tool_timeout_s, registry.fetch_hosts(), str(conversation.id)
+    )
     always = set(conversation.tools_always_allowed)
     now = timezone.now()
     step = Step(str(conversation.id), user_id, "", context=context)
@@ -197,11 +199,12 @@ async def _call(call, step, shown):
     """One call, timed and bounded; its result written and shown."""
     status = Message.Status.COMPLETE
     started = time.monotonic()
+    citations = []
     try:
         await shown.wait()
         started = time.monotonic()
         async with asyncio.timeout(step.context.timeout_s):
-            text, is_error = await call.tool.run(call.arguments, step.context)
+            text, is_error, citations = await call.tool.run(call.arguments, step.context)
     except TimeoutError:
         text, is_error = f"The tool did not answer within {step.context.timeout_s} s.", True
     except (builtins.ToolFailed, mcp.ServerUnavailable) as failure:
@@ -215,12 +218,12 @@ async def _call(call, step, shown):
         running.pop(call.message_id, None)
     duration_ms = int((time.monotonic() - started) * 1000)
     done = await database_sync_to_async(_finish)(call.message_id, text, is_error, status,
-                                                 duration_ms)  # fmt: skip
+                                                 duration_ms, citations)  # fmt: skip
     if done is not None:
         await publish(step.conversation_id, {"type": "message.done", "message": done})
 
 
-def _finish(message_id, text, is_error, status, duration_ms):
+def _finish(message_id, text, is_error, status, duration_ms, citations=()):
     """A call's result, written once; its `message.done` payload (None: ended already)."""
     cap = SiteSettings.load().tool_output_chars
     if len(text) > cap:
@@ -230,6 +233,7 @@ def _finish(message_id, text, is_error, status, duration_ms):
         tool_error=is_error,
         status=status,
         duration_ms=duration_ms,
+        citations=list(citations),
         completed=timezone.now(),
     )
     if not updated:
@@ -240,7 +244,10 @@ def _finish(message_id, text, is_error, status, duration_ms):
 async def carry_on(conversation_id, last_id, user_id, language):
     """The turn's next model call, once every call of the step has its result: unless
     one was stopped, or the next call was made already. A refusal (a quota, the model
-    gone) ends the turn with a failed reply that says why, in `language`."""
+    gone) ends the turn with a failed reply that says why, in `language`. A process
+    shutting down makes no new call: the reaper of another carries the step on."""
+    if not runner.accepting:
+        return
     language = language or settings.LANGUAGE_CODE
     try:
         with translation.override(language):
@@ -363,7 +370,9 @@ def _decide(user, message_id, allow, always, language):
         user.pk,
         str(_last_of_step(message).id),
         calls=[Call(str(message.id), tool, arguments)],
-        context=registry.Context(user, site.tool_timeout_s, registry.fetch_hosts()),
+        context=registry.Context(
+            user, site.tool_timeout_s, registry.fetch_hosts(), str(conversation.id)
+        ),
     )
     return shown, step
 

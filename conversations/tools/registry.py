@@ -1,9 +1,12 @@
 """The tools a model may call in a conversation: the built-in ones an administrator enabled,
-and those of the MCP servers open to the user, less what the user switched off there."""
+those of the MCP servers open to the user, less what the user switched off there, and the
+file tools when the conversation has files (conversations.files.tools)."""
 
 import re
 from dataclasses import dataclass, field
 
+from conversations.files import context as file_context
+from conversations.files.tools import FILE_TOOLS
 from conversations.models import Approval, BuiltinTool, ToolServer
 from conversations.tools import builtins, mcp
 
@@ -21,6 +24,7 @@ class Tool:
     approval: str
     server: ToolServer | None = None  # an MCP tool's server; None for a built-in
     remote_name: str = ""  # an MCP tool's own name on its server
+    function: object = None  # a file tool's; None: a built-in's by name, or an MCP tool
 
     def spec(self):
         """The tool as the Chat Completions request offers it."""
@@ -34,14 +38,19 @@ class Tool:
         }
 
     async def run(self, arguments, context):
-        """The result's text and whether it is an error."""
+        """The result's text, whether it is an error, and the passages of files it holds
+        (citations, for the answer)."""
         if self.server is not None:
-            return await mcp.call_tool(self.server, self.remote_name, arguments, context.timeout_s)
-        function = builtins.BUILTINS[self.name][0]
+            text, is_error = await mcp.call_tool(
+                self.server, self.remote_name, arguments, context.timeout_s
+            )
+            return text, is_error, []
+        function = self.function or builtins.BUILTINS[self.name][0]
         result = function(arguments, context)
         if hasattr(result, "__await__"):
             result = await result
-        return result, False
+        text, citations = result if isinstance(result, tuple) else (result, [])
+        return text, False, citations
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class Context:
     user: object
     timeout_s: int
     fetch_hosts: list = field(default_factory=list)
+    conversation_id: str = ""
 
 
 def mcp_name(server, tool):
@@ -86,11 +96,17 @@ def available(user):
 def for_conversation(user, conversation, model):
     """The tools offered to `model` in `conversation`: none when the model takes no tools
     or the user turned them off here; else those open to the user, less those switched
-    off in this conversation."""
+    off in this conversation, and the file tools when it has files (whether they are
+    offered in a request depends on their size: conversations.files.context)."""
     if not model.supports_tools or conversation.tools_off:
         return {}
     switched_off = set(conversation.tools_switched_off)
-    return {name: tool for name, tool in available(user).items() if name not in switched_off}
+    tools = {name: tool for name, tool in available(user).items() if name not in switched_off}
+    if conversation.pk and file_context.in_scope(user, conversation).exists():
+        for name, (function, description, parameters) in FILE_TOOLS.items():
+            tools[name] = Tool(name, name, description, parameters, Approval.AUTO,
+                               function=function)  # fmt: skip
+    return tools
 
 
 def fetch_hosts():

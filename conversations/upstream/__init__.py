@@ -7,6 +7,7 @@ from conversations.upstream.client import (
     ChatStream,
     build_body,
     close_clients,
+    embeddings,
     list_models,
     pseudonymous_user,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "UpstreamError",
     "build_body",
     "close_clients",
+    "embeddings",
     "list_models",
     "pseudonymous_user",
 ]

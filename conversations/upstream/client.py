@@ -352,3 +352,42 @@ def redactor(provider):
         return text
 
     return redact
+
+
+EMBEDDINGS_TIMEOUT_S = 60
+
+
+async def embeddings(provider, model, texts):
+    """`POST {base}/embeddings` for `texts`: their vectors in order, and the usage the
+    provider reported (None when it reports none). A 429 raises UpstreamError with
+    `status` 429 and `retry_after` (seconds, from its header), for the caller to wait."""
+    url = provider.base_url.rstrip("/") + "/embeddings"
+    body = {"model": model, "input": list(texts)}
+    try:
+        response = await client_for(provider).post(url, json=body, timeout=EMBEDDINGS_TIMEOUT_S)
+        status, text = response.status_code, response.text
+    except (*TRANSPORT_ERRORS, TimeoutError) as error:
+        raise UpstreamError(f"Could not reach the provider: {_describe(error)}") from None
+    if status >= 400:
+        error = UpstreamError(
+            f"The provider refused the embeddings (HTTP {status}): "
+            + error_message(text, redactor(provider)),
+            status=status,
+        )
+        error.retry_after = _seconds(response.headers.get("retry-after"))
+        raise error
+    try:
+        data = json.loads(text)
+        vectors = [item["embedding"] for item in sorted(data["data"], key=lambda d: d["index"])]
+    except (ValueError, KeyError, TypeError):
+        raise UpstreamError("The provider's embeddings are not in the OpenAI format.") from None
+    if len(vectors) != len(texts):
+        raise UpstreamError("The provider returned fewer embeddings than were asked for.")
+    return vectors, data.get("usage")
+
+
+def _seconds(value):
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None

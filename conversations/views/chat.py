@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from conversations.models import Conversation, LanguageModel, Message, Preferences
+from conversations.models import Conversation, LanguageModel, Message, Preferences, Project
 from conversations.rendering import add_turn_usage
 from conversations.views.conversations import conversation_or_404
 
@@ -24,7 +24,7 @@ from conversations.views.conversations import conversation_or_404
 def _uuid_or_none(value):
     try:
         return uuid.UUID(value)
-    except ValueError:
+    except (ValueError, TypeError):
         return None
 
 
@@ -47,6 +47,11 @@ def chat(request, conversation_id=None):
         models = LanguageModel.objects.available_to(request.user)
         context = {**thread, "conversation": conversation, "models": models.exists()}
         return render(request, "conversations/chat.html#thread", context)
+    # A new chat started from a project's page (?project=) goes into that project.
+    project = conversation.project if conversation else None
+    if conversation is None and request.GET.get("project"):
+        wanted_project = _uuid_or_none(request.GET["project"])
+        project = Project.objects.for_user(request.user).filter(id=wanted_project).first()
     archived = request.GET.get("archived") == "1"
     sidebar = Paginator(
         Conversation.objects.for_user(request.user)
@@ -74,6 +79,8 @@ def chat(request, conversation_id=None):
             "selected_model": selected or (models[0] if models else None),
             # A share is of the branch on show: the one ?show chose is not the remembered one.
             "share_through": thread["thread"][-1].id if wanted else None,
+            "projects": Project.objects.for_user(request.user).order_by("name"),
+            "project": project,
             "page_data": {
                 "conversation": str(conversation.id) if conversation else None,
                 # A send continues the branch on show: the one ?show chose is not the
@@ -82,6 +89,8 @@ def chat(request, conversation_id=None):
                 "socket": "/ws/chat/",
                 "conversationUrl": "/c/{id}/",
                 "messageUrl": "/m/{id}/",
+                "uploadUrl": reverse("upload_file"),
+                "project": str(project.id) if project else None,
             },
             "ui_text": {
                 "you": _("You"),
@@ -122,9 +131,25 @@ def chat(request, conversation_id=None):
                 "totalTokens": _("Total tokens"),
                 "cost": _("Cost"),
                 "finishReason": _("Finish reason"),
+                "files": _("Files"),
+                "oneSource": _("%s source"),
+                "sources": _("%s sources"),
+                "page": _("page %s"),
+                **file_text(),
             },
         },
     )
+
+
+def file_text():
+    """What the pages' file uploads say (static/confab/uploads.js)."""
+    return {
+        "removeFile": _("Remove %s"),
+        "fileReading": _("Reading %s…"),
+        "fileReady": _("%s is ready."),
+        "filesNotReady": _("Wait until your files are read, or remove them."),
+        "uploadFailed": _("The upload failed. Check your connection and try again."),
+    }
 
 
 # Lazy: built at import, translated when a page shows them, in that page's language.
@@ -188,11 +213,20 @@ def search(request):
     """Titles and message text of the user's conversations; each hit links to its message."""
     query = " ".join(request.GET.get("q", "").split())[:200]
     hits = []
+    # ?project=: only the user's conversations in that project.
+    project = None
+    if "project" in request.GET:
+        projects = Project.objects.for_user(request.user)
+        project = get_object_or_404(projects, id=_uuid_or_none(request.GET["project"]))
     if query:
         conversations = Conversation.objects.for_user(request.user)
+        if project is not None:
+            conversations = conversations.filter(project=project)
         for conversation in conversations.filter(title__icontains=query)[:20]:
             hits.append({"conversation": conversation, "message": None, "snippet": ""})
         messages = Message.objects.for_user(request.user).select_related("conversation")
+        if project is not None:
+            messages = messages.filter(conversation__project=project)
         for message in _matching(messages, query)[:50]:
             hits.append(
                 {
@@ -201,7 +235,8 @@ def search(request):
                     "snippet": _snippet(message.content, query),
                 }
             )
-    return render(request, "conversations/search.html", {"query": query, "hits": hits})
+    context = {"query": query, "hits": hits, "project": project}
+    return render(request, "conversations/search.html", context)
 
 
 def _matching(messages, query):

@@ -61,7 +61,12 @@ def export_markdown(request, conversation_id):
                 "</details>",
                 "",
             ]
+        if message.attachments:
+            names = ", ".join(file["name"] for file in message.attachments)
+            lines += [f"*{_('Files')}: {names}*", ""]
         lines += [message.content, ""]
+        if message.citations:
+            lines += _citations_markdown(message.citations)
         if message.tool_calls:
             lines += [
                 "```json",
@@ -81,6 +86,16 @@ def export_markdown(request, conversation_id):
         content_type="text/markdown; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{_filename(conversation)}.md"'},
     )
+
+
+def _citations_markdown(citations):
+    """A reply's sources: each passage's file and page, then the passage quoted."""
+    lines = [f"**{_('Sources')}**", ""]
+    for cited in citations:
+        where = cited["name"] + (f", {_('page')} {cited['page']}" if cited.get("page") else "")
+        lines.append(f"[{cited['n']}] {where}")
+        lines += ["", *[f"> {line}" for line in cited["text"].splitlines()], ""]
+    return lines
 
 
 def _tool_markdown(message):

@@ -3,6 +3,7 @@
 import { wireMessageActions } from "./actions.js";
 import { MessageList } from "./messages.js";
 import { ChatSocket } from "./socket.js";
+import { Uploads } from "./uploads.js";
 
 const page = JSON.parse(document.getElementById("page-data").textContent);
 const text = JSON.parse(document.getElementById("ui-text").textContent);
@@ -17,6 +18,14 @@ const errorBox = document.getElementById("composer-error");
 const editNote = document.getElementById("composer-note");
 const connection = document.getElementById("connection");
 const announcer = document.getElementById("announcer");
+const uploads = new Uploads({
+  form,
+  list: document.getElementById("composer-files"),
+  input: document.getElementById("attach-input"),
+  status: document.getElementById("file-status"),
+  text,
+  uploadUrl: page.uploadUrl,
+});
 const list = new MessageList(document.getElementById("messages"), text, {
   onGap: () => subscribe(),
   jump: document.getElementById("jump-latest"),
@@ -154,6 +163,9 @@ const handlers = {
       document.getElementById("conversation-title").textContent = event.conversation.title;
     }
   },
+  "file.updated"(event) {
+    uploads.update(event.file);
+  },
   "message.created"(event) {
     if (event.client_id && pending.delete(event.client_id)) parent = null; // now remembered
     if (event.message.conversation !== conversation) return;
@@ -251,22 +263,31 @@ window.confab = { socket };
 function send() {
   const content = input.value;
   if (!content.trim()) return;
+  const files = uploads.ready();
+  if (files === null) {
+    showError(text.filesNotReady); // a file is still being read: sent once it is
+    return;
+  }
   if (editing) {
     dispatch({ type: "edit", message: editing, content, client_id: uuid() });
     setEditing(null);
   } else if (streaming()) {
-    queued.push({ content, model: picker.value || null });
+    queued.push({ content, model: picker.value || null, files });
   } else {
-    sendNow({ content, model: picker.value || null });
+    sendNow({ content, model: picker.value || null, files });
   }
+  uploads.clear();
   input.value = "";
   resize();
   refreshControls();
   input.focus();
 }
 
-function sendNow({ content, model }) {
-  dispatch({ type: "send", conversation, content, parent, model, params: {}, client_id: uuid() });
+function sendNow({ content, model, files = [] }) {
+  const event = { type: "send", conversation, content, parent, model, params: {}, client_id: uuid() };
+  if (files.length) event.files = files;
+  if (!conversation && page.project) event.project = page.project; // a new chat in a project
+  dispatch(event);
 }
 
 function dispatch(event) {

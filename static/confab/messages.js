@@ -76,6 +76,8 @@ export class MessageList {
     body.className = "message-body plain";
     body.textContent = message.content;
     article.append(role, body);
+    if (message.files?.length) article.append(attachments(message.files, this.labels));
+    if (message.citations?.length) article.append(citations(message, this.labels));
     if (message.role === "assistant") this.setText(message.id, message.content);
     if (message.role === "user") {
       // The same actions as the server's rendering of a user message.
@@ -290,6 +292,48 @@ export class MessageList {
   showJump() {
     if (this.jump) this.jump.hidden = this.following;
   }
+}
+
+// A user message's files, as the server renders them (chat.html#message): names only.
+function attachments(files, labels) {
+  const list = document.createElement("ul");
+  list.className = "attachments";
+  list.setAttribute("aria-label", labels.files);
+  for (const file of files) {
+    const item = document.createElement("li");
+    item.className = "attachment";
+    item.textContent = file.name;
+    list.append(item);
+  }
+  return list;
+}
+
+// A reply's sources while it streams, as the server renders them (chat.html#citations):
+// each passage's file and page; a click shows the passage. Text only: files are untrusted.
+function citations(message, labels) {
+  const box = document.createElement("details");
+  box.className = "citations";
+  const summary = document.createElement("summary");
+  summary.textContent = (message.citations.length === 1 ? labels.oneSource : labels.sources)
+    .replace("%s", message.citations.length);
+  const list = document.createElement("ol");
+  list.className = "citation-list";
+  for (const cited of message.citations) {
+    const item = document.createElement("li");
+    item.className = "citation";
+    item.id = `cite-${message.id}-${cited.n}`;
+    const passage = document.createElement("details");
+    const label = document.createElement("summary");
+    label.textContent = `[${cited.n}] ${cited.name}` + (cited.page ? `, ${labels.page.replace("%s", cited.page)}` : "");
+    const quote = document.createElement("blockquote");
+    quote.className = "passage";
+    quote.textContent = cited.text;
+    passage.append(label, quote);
+    item.append(passage);
+    list.append(item);
+  }
+  box.append(summary, list);
+  return box;
 }
 
 // A reply's body re-rendered with its new text: the blocks that did not change are kept as

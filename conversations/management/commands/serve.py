@@ -117,6 +117,7 @@ def run_daphne(endpoints):
     from twisted.internet import defer, reactor
 
     from chatsite.asgi import application
+    from conversations.files import processing
     from conversations.generation import reaper, runner
     from conversations.membership import sso
 
@@ -128,6 +129,7 @@ def run_daphne(endpoints):
 
     async def stopping():
         await runner.shutdown()
+        await asyncio.to_thread(processing.shutdown)  # the file workers
         for task in background:
             task.cancel()
 
