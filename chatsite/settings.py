@@ -256,6 +256,11 @@ WHITENOISE_USE_FINDERS = True
 # Default provider, registered by `manage.py serve` when set.
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+# A provider that could not be reached is tried again this often, in the background.
+CONFAB_PROVIDER_RETRY_S = envint("CONFAB_PROVIDER_RETRY_S", 30)
+# How often each server process looks for changes to the models on offer, and tells its
+# open pages (a provider back, the bundled model ready, a model enabled in admin).
+CONFAB_MODELS_WATCH_S = envint("CONFAB_MODELS_WATCH_S", 2)
 
 # Replies
 CONFAB_FRAME_INTERVAL_MS = envint("CONFAB_FRAME_INTERVAL_MS", 50)

@@ -34,4 +34,5 @@ urlpatterns = [
     path("settings/keys/", keys.api_keys, name="api_keys"),
     path("settings/keys/<uuid:key_id>/revoke/", keys.revoke_api_key, name="revoke_api_key"),
     path("search/", views.search, name="search"),
+    path("models/", views.offered_models, name="offered_models"),
 ]

@@ -201,6 +201,12 @@ def prepare_regenerate(user, data):
 def _start_replies(user, conversation, history, user_message, model, params):
     """The reply placeholders under `user_message` and the request that will fill them,
     once the user is authorised to make it."""
+    if model.provider.status == Provider.Status.PREPARING:
+        raise EventError(
+            "unavailable",
+            _("%(model)s is still being prepared: it can be picked as soon as it is ready.")
+            % {"model": model},
+        )
     messages = _api_messages(conversation, history, user_message)
     body = upstream.build_body(model, messages, params, user.pk)
     body["messages"], dropped = fit_context(model, messages, max_output_tokens(body))

@@ -109,7 +109,8 @@ class Conversation(models.Model):
 
     def branch(self):
         """The messages shown: the branch through `shown`, else the newest one."""
-        return branch_through(self.messages.order_by("created"), self.shown_id)
+        messages = self.messages.select_related("model__provider").order_by("created")
+        return branch_through(messages, self.shown_id)
 
 
 def branch_through(messages, through=None):

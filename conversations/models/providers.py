@@ -2,6 +2,7 @@
 
 import uuid
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from django.contrib.auth.models import Group
 from django.db import models
@@ -14,7 +15,13 @@ PER_MILLION = Decimal(1_000_000)
 
 
 class Provider(models.Model):
-    """An OpenAI-compatible endpoint and the key to call it."""
+    """An OpenAI-compatible endpoint and the key to call it, and whether it answers."""
+
+    class Status(models.TextChoices):
+        READY = "ready", _("reachable")
+        # The bundled local model while `serve` builds and starts it.
+        PREPARING = "preparing", _("preparing")
+        UNREACHABLE = "unreachable", _("unreachable")
 
     name = models.CharField(_("name"), max_length=100, unique=True)
     # A CharField: URLField's validator refuses hosts without a dot ("http://vllm:8000/v1").
@@ -39,21 +46,68 @@ class Provider(models.Model):
         help_text=_("How long a stream may go silent between two chunks."),
     )
     enabled = models.BooleanField(_("enabled"), default=True)
-    created = models.DateTimeField(auto_now_add=True)
+    # Kept by model discovery (conversations.discovery): an unreachable provider is tried
+    # again in the background; `status_reason` is a key of upstream.client.REASONS, or
+    # "http" or "format", and `status_detail` the error as logged.
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status, default=Status.READY, editable=False
+    )
+    status_reason = models.CharField(max_length=16, blank=True, editable=False)
+    status_detail = models.CharField(max_length=500, blank=True, editable=False)
+    checked = models.DateTimeField(_("last checked"), null=True, blank=True, editable=False)
+    # The small demo model `make run` builds and starts when no provider is configured.
+    bundled = models.BooleanField(default=False, editable=False)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("provider")
+        verbose_name_plural = _("providers")
         ordering = ["name"]
 
     def __str__(self):
         return self.name
 
+    @property
+    def status_text(self):
+        """The provider's state in words, in the reader's language."""
+        if self.status != self.Status.UNREACHABLE:
+            return self.get_status_display()
+        return _("unreachable: %(reason)s") % {"reason": self.reason_text}
+
+    @property
+    def reason_text(self):
+        """Why it could not be reached, with its host, in the reader's language."""
+        reasons = {
+            "refused": _("%(host)s refused the connection (is the server running, on that port?)"),
+            "dns": _("the host name %(host)s could not be found (DNS)"),
+            "certificate": _("the TLS certificate of %(host)s could not be verified"),
+            "tls": _("the TLS handshake with %(host)s failed"),
+            "timeout": _("%(host)s did not answer in time"),
+            "network": _("the network connection to %(host)s failed"),
+            "http": _("%(host)s refused to list its models (check the API key and base URL)"),
+            "format": _("%(host)s answered, but not with an OpenAI-style list of models"),
+        }
+        if self.bundled and not self.status_reason:
+            return _("the bundled local model could not be started")
+        reason = reasons.get(self.status_reason, _("%(host)s could not be reached"))
+        return reason % {"host": self.host}
+
+    @property
+    def host(self):
+        """Where it is: the host (and port) of its base URL, never credentials in it."""
+        return urlsplit(self.base_url).netloc.rpartition("@")[2] or self.base_url
+
     def add_models(self, upstream_ids, *, enabled=True):
         """Add the models the provider lists; models already known keep their settings."""
         known = set(self.models.values_list("upstream_id", flat=True))
+        # Conflicts ignored: several server processes may discover the same models at once.
         return LanguageModel.objects.bulk_create(
-            LanguageModel(provider=self, upstream_id=upstream_id, enabled=enabled)
-            for upstream_id in dict.fromkeys(upstream_ids)
-            if upstream_id not in known
+            (
+                LanguageModel(provider=self, upstream_id=upstream_id, enabled=enabled)
+                for upstream_id in dict.fromkeys(upstream_ids)
+                if upstream_id not in known
+            ),
+            ignore_conflicts=True,
         )
 
     @property

@@ -6,7 +6,7 @@ at a shared computer once its user has signed out.
 """
 
 from conversations.views.accounts import my_usage, preferences, signup
-from conversations.views.chat import chat, search, show_branch
+from conversations.views.chat import chat, offered_models, search, show_branch
 from conversations.views.conversations import (
     conversation_settings,
     delete,
@@ -28,6 +28,7 @@ __all__ = [
     "export_markdown",
     "message_request",
     "my_usage",
+    "offered_models",
     "preferences",
     "rename",
     "reset_settings",

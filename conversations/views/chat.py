@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import connection
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -16,7 +17,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from conversations.models import Conversation, LanguageModel, Message, Preferences
+from conversations.models import Conversation, LanguageModel, Message, Preferences, Provider
 from conversations.views.conversations import conversation_or_404
 
 
@@ -50,9 +51,8 @@ def chat(request, conversation_id=None):
         settings.CONFAB_CONVERSATIONS_PER_PAGE,
     ).get_page(request.GET.get("page"))
     _mark_days(sidebar)
-    models = list(LanguageModel.objects.available_to(request.user))
-    preferred = conversation.model if conversation else Preferences.of(request.user).model
-    selected = preferred if preferred in models else None
+    preferred = conversation.model_id if conversation else Preferences.of(request.user).model_id
+    picker = offered(request.user, preferred)
     return render(
         request,
         "conversations/chat.html",
@@ -63,8 +63,7 @@ def chat(request, conversation_id=None):
             "sidebar": sidebar,
             "archived": archived,
             "undo_delete": request.session.pop("undo_delete", None),
-            "models": models,
-            "selected_model": selected or (models[0] if models else None),
+            "picker": picker,
             "page_data": {
                 "conversation": str(conversation.id) if conversation else None,
                 # A send continues the branch on show: the one ?show chose is not the
@@ -73,6 +72,7 @@ def chat(request, conversation_id=None):
                 "socket": "/ws/chat/",
                 "conversationUrl": "/c/{id}/",
                 "messageUrl": "/m/{id}/",
+                "modelsUrl": reverse("offered_models"),
             },
             "ui_text": {
                 "you": _("You"),
@@ -107,9 +107,68 @@ def chat(request, conversation_id=None):
                 "totalTokens": _("Total tokens"),
                 "cost": _("Cost"),
                 "finishReason": _("Finish reason"),
+                "askAnything": _("Ask anything. Your first message starts a new conversation."),
+                "noModel": _(
+                    "No model is available yet. An administrator must add a provider in the admin."
+                ),
             },
         },
     )
+
+
+def offered(user, preferred=None):
+    """The model picker of `user`'s pages: each model they may pick, as the picker shows it
+    (a model being prepared cannot be picked yet), the one chosen, and a notice for each
+    provider that cannot be reached. Rendered with the page, and again by GET /models/ when
+    the page hears that the models on offer changed."""
+    models = list(LanguageModel.objects.available_to(user))
+    options = [_option(model) for model in models]
+    ready = [option for option in options if not option["disabled"]]
+    # `preferred`: a model's pk (the page's own choice), or its public id (the page's picker).
+    wanted = [o for o in ready if preferred in (o["pk"], o["id"])]
+    chosen = wanted[0] if wanted else ready[0] if ready else None
+    unreachable = Provider.objects.filter(enabled=True, status=Provider.Status.UNREACHABLE)
+    notices = [
+        _(
+            "Confab cannot reach the provider “%(provider)s”: %(reason)s. Its models fail "
+            "until it is back; Confab keeps trying."
+        )
+        % {"provider": provider.name, "reason": provider.reason_text}
+        for provider in unreachable
+    ]
+    return {
+        "options": options,
+        "selected": chosen["id"] if chosen else None,
+        "notices": notices,
+        "empty": not ready,
+    }
+
+
+def _option(model):
+    label = str(model)
+    state = model.provider.status
+    if state == Provider.Status.PREPARING:
+        label = _("%(model)s (preparing…)") % {"model": label}
+    elif state == Provider.Status.UNREACHABLE:
+        label = _("%(model)s (unreachable)") % {"model": label}
+    return {
+        "pk": model.pk,
+        "id": str(model.public_id),
+        "label": label,
+        "disabled": state == Provider.Status.PREPARING,
+        "bundled": model.provider.bundled,
+    }
+
+
+@login_required
+@cache_control(private=True, no_store=True)
+@require_GET
+def offered_models(request):
+    """The picker again, for a page told that the models on offer changed."""
+    picker = offered(request.user, request.GET.get("selected"))
+    for option in picker["options"]:
+        del option["pk"]
+    return JsonResponse(picker)
 
 
 # Lazy: built at import, translated when a page shows them, in that page's language.

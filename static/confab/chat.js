@@ -2,6 +2,7 @@
 
 import { wireMessageActions } from "./actions.js";
 import { MessageList } from "./messages.js";
+import { wirePicker } from "./picker.js";
 import { ChatSocket } from "./socket.js";
 
 const page = JSON.parse(document.getElementById("page-data").textContent);
@@ -14,6 +15,7 @@ const errorBox = document.getElementById("composer-error");
 const editNote = document.getElementById("composer-note");
 const connection = document.getElementById("connection");
 const announcer = document.getElementById("announcer");
+const offer = wirePicker({ url: page.modelsUrl, text });
 const list = new MessageList(document.getElementById("messages"), text, {
   onGap: () => subscribe(),
 });
@@ -23,6 +25,7 @@ let conversation = page.conversation;
 let parent = page.parent;
 let editing = null; // the user message being edited, if any
 const pending = new Map(); // client_id -> the send event, until the server confirms it
+let reconnected = false; // the socket opened before: this page may have missed events
 
 function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -127,6 +130,9 @@ const handlers = {
     refreshControls();
     announcer.textContent = text.replyFinished;
   },
+  "models.changed"() {
+    offer.refresh();
+  },
   error(event) {
     const sent = event.client_id && pending.get(event.client_id);
     if (sent) {
@@ -141,6 +147,8 @@ const socket = new ChatSocket(page.socket, {
   onEvent: (event) => handlers[event.type]?.(event),
   onOpen: () => {
     subscribe();
+    if (reconnected) offer.refresh(); // what changed while the socket was down
+    reconnected = true;
     // Sends the server may not have had: retried with the same client_id, never doubled.
     for (const event of pending.values()) socket.send(event);
     if (errorBox.textContent === text.sendQueued) showError(""); // sent now
