@@ -3,8 +3,12 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from conversations import views
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Before Django's own: on a fresh install signing in leads to creating the administrator.
+    path("accounts/login/", views.sign_in, name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("v1/", include("conversations.gateway.urls")),

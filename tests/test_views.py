@@ -52,6 +52,22 @@ def test_the_first_account_becomes_the_administrator(client):
     assert "Welcome! You are the administrator of this Confab." in page.content.decode()
 
 
+def test_the_first_visit_lands_on_creating_the_administrator_account(client):
+    response = client.get(reverse("chat"), follow=True)
+
+    assert response.redirect_chain[-1][0] == reverse("signup")
+    page = response.content.decode()
+    assert "<h2>Create the administrator account</h2>" in page
+    assert "I already have an account" not in page
+
+
+def test_once_there_is_an_account_signing_in_is_signing_in(client, alice):
+    response = client.get(reverse("chat"), follow=True)
+
+    assert response.redirect_chain[-1][0].startswith(reverse("login"))
+    assert "<h2>Sign in</h2>" in response.content.decode()
+
+
 def test_later_sign_ups_follow_the_administrators_setting(client, alice):
     assert client.get(reverse("signup")).status_code == 403
     assert signup(client, "bob").status_code == 403

@@ -5,7 +5,7 @@ no_store=True)`: no proxy may share it, and no browser keeps it on disk for the 
 at a shared computer once its user has signed out.
 """
 
-from conversations.views.accounts import my_usage, preferences, signup
+from conversations.views.accounts import my_usage, preferences, sign_in, signup
 from conversations.views.chat import chat, offered_models, search, show_branch
 from conversations.views.conversations import (
     conversation_settings,
@@ -35,6 +35,7 @@ __all__ = [
     "restore",
     "search",
     "show_branch",
+    "sign_in",
     "signup",
     "toggle",
 ]
