@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from conversations import upstream
 from conversations.fanout import hub
-from conversations.models import LanguageModel, Provider
+from conversations.models import LanguageModel, Provider, SiteSettings
 
 logger = logging.getLogger(__name__)
 
@@ -120,14 +120,16 @@ async def retry_periodically():
 
 def offer_version():
     """A digest of everything that decides the models pages offer: it changes when any
-    model, provider or model's groups do."""
+    model, provider or model's groups do, or the site's default model."""
     models = LanguageModel.objects.order_by("pk").values_list(
         "pk", "enabled", "display_name", "provider__enabled", "provider__status"
     )
     groups = LanguageModel.groups.through.objects.order_by("pk").values_list(
         "languagemodel_id", "group_id"
     )
-    return hashlib.sha256(repr((list(models), list(groups))).encode()).hexdigest()
+    default = SiteSettings.objects.values_list("default_model", flat=True).first()
+    seen = repr((list(models), list(groups), default))
+    return hashlib.sha256(seen.encode()).hexdigest()
 
 
 async def watch_periodically():

@@ -24,6 +24,7 @@ from conversations.models import (
     Message,
     Preferences,
     Provider,
+    SiteSettings,
     branch_through,
 )
 from conversations.usage import estimate_prompt_tokens
@@ -252,12 +253,12 @@ def _start_replies(user, conversation, history, user_message, model, params):
 
 
 def default_model(user, conversation, preferred=None):
-    """The model asked for, else the conversation's, else the first the user may use."""
+    """The model asked for, else the conversation's, else the site's default."""
     available = LanguageModel.objects.available_to(user)
     for model_id in (preferred, conversation.model_id if conversation else None):
         if model_id and (model := available.filter(id=model_id).first()):
             return model
-    return available.first()
+    return SiteSettings.default_among(available)
 
 
 def _parent_for(history, parent_id, shown_id):

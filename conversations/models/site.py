@@ -12,6 +12,18 @@ class SiteSettings(models.Model):
         default=False,
         help_text=_("When off, only an administrator can create accounts."),
     )
+    default_model = models.ForeignKey(
+        "LanguageModel",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("default model"),
+        help_text=_(
+            "Chosen for everyone who has not picked a model of their own. Adding or enabling "
+            "a model never changes it. Empty: the first model Confab found, set once."
+        ),
+    )
     title_model = models.ForeignKey(
         "LanguageModel",
         null=True,
@@ -31,3 +43,20 @@ class SiteSettings(models.Model):
     @classmethod
     def load(cls):
         return cls.objects.get_or_create(pk=1)[0]
+
+    @classmethod
+    def default_among(cls, available):
+        """The model preselected among `available` (a queryset of what a user may use):
+        the site's default. Never set yet, it is set now, once, to the earliest model added
+        that is available, so that a model added later, sorting first, is never chosen by
+        accident. A user who may not use the default gets their earliest-added one."""
+        default_id = cls.objects.filter(pk=1).values_list("default_model", flat=True).first()
+        if default_id is None:
+            first = available.model.objects.available().order_by("pk").first()
+            if first is None:
+                return None
+            cls.load()
+            cls.objects.filter(pk=1, default_model__isnull=True).update(default_model=first)
+            default_id = cls.objects.values_list("default_model", flat=True).get(pk=1)
+        chosen = available.filter(pk=default_id).first()
+        return chosen or available.order_by("pk").first()

@@ -17,7 +17,14 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from conversations.models import Conversation, LanguageModel, Message, Preferences, Provider
+from conversations.models import (
+    Conversation,
+    LanguageModel,
+    Message,
+    Preferences,
+    Provider,
+    SiteSettings,
+)
 from conversations.views.conversations import conversation_or_404
 
 
@@ -121,12 +128,17 @@ def offered(user, preferred=None):
     (a model being prepared cannot be picked yet), the one chosen, and a notice for each
     provider that cannot be reached. Rendered with the page, and again by GET /models/ when
     the page hears that the models on offer changed."""
-    models = list(LanguageModel.objects.available_to(user))
-    options = [_option(model) for model in models]
+    available = LanguageModel.objects.available_to(user)
+    options = [_option(model) for model in available]
     ready = [option for option in options if not option["disabled"]]
     # `preferred`: a model's pk (the page's own choice), or its public id (the page's picker).
     wanted = [o for o in ready if preferred in (o["pk"], o["id"])]
-    chosen = wanted[0] if wanted else ready[0] if ready else None
+    if not wanted:
+        default = SiteSettings.default_among(
+            available.exclude(provider__status=Provider.Status.PREPARING)
+        )
+        wanted = [o for o in ready if default is not None and o["pk"] == default.pk]
+    chosen = wanted[0] if wanted else None
     unreachable = Provider.objects.filter(enabled=True, status=Provider.Status.UNREACHABLE)
     notices = [
         _(
@@ -165,7 +177,8 @@ def _option(model):
 @require_GET
 def offered_models(request):
     """The picker again, for a page told that the models on offer changed."""
-    picker = offered(request.user, request.GET.get("selected"))
+    chosen = request.GET.get("selected") or Preferences.of(request.user).model_id
+    picker = offered(request.user, chosen)
     for option in picker["options"]:
         del option["pk"]
     return JsonResponse(picker)
