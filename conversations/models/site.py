@@ -24,6 +24,14 @@ class SiteSettings(models.Model):
             "a model never changes it. Empty: the first model Confab found, set once."
         ),
     )
+    titles = models.BooleanField(
+        _("write titles"),
+        default=True,
+        help_text=_(
+            "After a conversation's first reply, a model writes it a short title. Off: "
+            "conversations keep their first message as their title."
+        ),
+    )
     title_model = models.ForeignKey(
         "LanguageModel",
         null=True,
@@ -31,7 +39,10 @@ class SiteSettings(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         verbose_name=_("model for titles"),
-        help_text=_("Writes each new conversation's title. Empty: the conversation's own model."),
+        help_text=_(
+            "Writes each new conversation's title. Empty: the conversation's own model. The "
+            "bundled local demo model never writes titles."
+        ),
     )
 
     class Meta:
