@@ -231,7 +231,15 @@ def test_a_failed_reply_offers_retry(server, context, fake_upstream):
 
     ask(page, "Hello?", model="fake-model")
     failed = page.locator('article.role-assistant[data-status="failed"]')
-    expect(failed).to_contain_text("The model is overloaded")
+    expect(failed.locator(".error")).to_have_text(
+        "The provider “Default” had a problem answering. Try again, or ask an administrator."
+    )
+    failed.get_by_role("button", name="View request").click()  # the detail is there
+    drawer = page.get_by_role("dialog", name="Request sent upstream")
+    expect(drawer.locator("#request-usage")).to_contain_text(
+        "The provider refused the request (HTTP 500): The model is overloaded"
+    )
+    drawer.get_by_role("button", name="Close").click()
     failed.get_by_role("button", name="Retry").click()
 
     done = page.locator('article.role-assistant[data-status="complete"]')

@@ -35,11 +35,12 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     list_display = [
         "created", "user", "source", "model_name", "status", "prompt_tokens",
-        "completion_tokens", "total_tokens", "estimated", "cost", "currency", "ttft_ms",
-        "duration_ms",
+        "completion_tokens", "total_tokens", "estimated", "reached_provider", "cost", "currency",
+        "ttft_ms", "duration_ms",
     ]  # fmt: skip
     list_filter = [
-        "status", "source", "estimated", ("user", admin.RelatedOnlyFieldListFilter),
+        "status", "source", "estimated", "reached_provider",
+        ("user", admin.RelatedOnlyFieldListFilter),
         GroupFilter, ("model", admin.RelatedOnlyFieldListFilter), "provider",
         ("api_key", admin.RelatedOnlyFieldListFilter),
     ]  # fmt: skip
@@ -101,6 +102,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
                     record.reasoning_tokens,
                     record.total_tokens,
                     record.estimated,
+                    record.reached_provider,
                     record.cost,
                     record.currency,
                     record.ttft_ms,
@@ -145,8 +147,8 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 CSV_COLUMNS = [
     "created", "user", "provider", "model", "status", "prompt_tokens", "cached_tokens",
-    "completion_tokens", "reasoning_tokens", "total_tokens", "estimated", "cost", "currency",
-    "ttft_ms", "duration_ms", "request_id",
+    "completion_tokens", "reasoning_tokens", "total_tokens", "estimated", "reached_provider",
+    "cost", "currency", "ttft_ms", "duration_ms", "request_id",
 ]  # fmt: skip
 
 

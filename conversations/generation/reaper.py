@@ -13,6 +13,7 @@ from datetime import timedelta
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from conversations.fanout import publish, publish_to_user
 from conversations.generation.runner import generations
@@ -21,7 +22,8 @@ from conversations.models import Conversation, Message
 
 logger = logging.getLogger(__name__)
 
-INTERRUPTED = "The server stopped while this reply was being generated."
+# Stored in English, shown in the reader's language (Message.error_text).
+INTERRUPTED = gettext_noop("The server stopped while this reply was being generated.")
 
 
 def reap_stale(conversation_id=None):

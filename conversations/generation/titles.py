@@ -66,6 +66,7 @@ async def _write_title(conversation_id, user_id):
         status=Message.Status.FAILED if completion.failure else Message.Status.COMPLETE,
         replies=(Reply.of(completion.choice(0)),),
         usage=completion.usage,
+        failure=completion.failure,
     )
     title = "" if completion.failure else clean_title(completion.choice(0).content)
     summary = await _save(request, outcome, title)

@@ -176,7 +176,10 @@ class Message(TokenCounts):
     finish_reason = models.CharField(max_length=32, blank=True)
     # The stop sequence that ended the reply, when the provider says which (vLLM, SGLang).
     stop_sequence = models.CharField(max_length=200, blank=True)
+    # What went wrong, in detail (the log, the request inspector, the export); what a user
+    # reads is `error_text`, from the kind of failure in `failure` (settle.failure_of).
     error = models.TextField(blank=True)
+    failure = models.CharField(max_length=32, blank=True)
     model = models.ForeignKey(LanguageModel, null=True, blank=True, on_delete=models.SET_NULL)
     model_name = models.CharField(max_length=200, blank=True)
     params = models.JSONField(default=dict, blank=True)
@@ -268,6 +271,33 @@ class Message(TokenCounts):
             "sensitive": _("stopped by the provider's content filter"),  # Zhipu GLM
             "tool_calls": _("the model asked to call a tool"),
         }.get(self.finish_reason, "")
+
+    @property
+    def error_text(self):
+        """What went wrong, as a sentence for the user in their language: the provider's
+        failure in plain words, naming the provider; other errors are sentences already."""
+        if not self.failure:
+            return _(self.error) if self.error else ""  # Confab's own, stored in English
+        kind, _slash, status = self.failure.partition("/")
+        provider = self.model.provider.name if self.model else _("the provider")
+        if kind == "http_error" and status in ("401", "403"):
+            sentence = _("The provider “%(provider)s” refused the request: its key may be wrong.")
+        elif kind == "http_error" and status == "429":
+            sentence = _("The provider “%(provider)s” is busy or over its limit.")
+        elif kind == "http_error" and status.startswith("5"):
+            sentence = _("The provider “%(provider)s” had a problem answering.")
+        else:
+            sentence = {
+                "unreachable": _("Could not reach the provider “%(provider)s”."),
+                "connection": _("The connection to the provider “%(provider)s” broke."),
+                "timeout": _("The provider “%(provider)s” took too long to answer."),
+                "cut": _("The provider “%(provider)s” stopped before the reply was finished."),
+                "http_error": _("The provider “%(provider)s” refused the request."),
+                "provider_error": _("The provider “%(provider)s” reported an error."),
+            }.get(kind, _("The provider “%(provider)s” sent an answer Confab could not read."))
+        return _("%(what)s Try again, or ask an administrator.") % {
+            "what": sentence % {"provider": provider}
+        }
 
     @property
     def expects_json(self):

@@ -33,6 +33,9 @@ class UsageRecord(TokenCounts):
     model_name = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=Message.Status.choices)
     estimated = models.BooleanField(default=False)
+    # False: no connection to the provider could be made, so nothing was sent and nothing
+    # used; the row costs nothing and says so.
+    reached_provider = models.BooleanField(default=True)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
     currency = models.CharField(max_length=3, default="USD")
     # What the provider said the request cost (OpenRouter's usage.cost), when it says.

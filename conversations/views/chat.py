@@ -114,6 +114,7 @@ def chat(request, conversation_id=None):
                 "totalTokens": _("Total tokens"),
                 "cost": _("Cost"),
                 "finishReason": _("Finish reason"),
+                "error": _("Error"),
                 "askAnything": _("Ask anything. Your first message starts a new conversation."),
                 "noModel": _(
                     "No model is available yet. An administrator must add a provider in the admin."

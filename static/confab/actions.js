@@ -78,6 +78,7 @@ export function wireMessageActions({ container, socket, text, page, showError })
       [text.cost, data.cost ?? "—"],
       [text.finishReason, data.finish_reason ?? data.status],
     ];
+    if (data.error) rows.push([text.error, data.error]);
     for (const [name, value] of rows) {
       const dt = document.createElement("dt");
       const dd = document.createElement("dd");
