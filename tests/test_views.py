@@ -409,7 +409,7 @@ def test_a_reply_shows_its_cached_and_reasoning_tokens_cost_and_first_token_time
     page = client.get(reverse("conversation", args=[conversation.id])).content.decode()
 
     assert "50 + 20 = 70 tokens" in page and "32 cached" in page and "12 reasoning" in page
-    assert ">0.0012<" in page and "first token 240 ms" in page
+    assert ">USD 0.0012<" in page and "first token 240 ms" in page
 
 
 def test_a_long_conversation_shows_its_last_messages_first(client, alice, settings):

@@ -129,13 +129,19 @@ class UsageRecordAdmin(admin.ModelAdmin):
             "charts": [
                 (_("Tokens per day by model"), reports.daily_chart(records, "model", start, end)),
                 (_("Tokens per day by user"), reports.daily_chart(records, "user", start, end)),
-                (
-                    _("Cost per day by model"),
-                    reports.daily_chart(records, "model", start, end, measure="cost"),
-                ),
-                (
-                    _("Cost per day by user"),
-                    reports.daily_chart(records, "user", start, end, measure="cost"),
+                # Money in one currency a chart: amounts in two would not add up.
+                *(
+                    (
+                        title % {"currency": currency},
+                        reports.daily_chart(
+                            records, key, start, end, measure="cost", currency=currency
+                        ),
+                    )
+                    for currency in reports.currencies(records)
+                    for key, title in (
+                        ("model", _("Cost per day by model (%(currency)s)")),
+                        ("user", _("Cost per day by user (%(currency)s)")),
+                    )
                 ),
             ],
             "top_users": reports.top(records, "user"),

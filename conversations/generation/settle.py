@@ -153,13 +153,15 @@ def settle(request, outcome):
             total = Usage.sum(shares)
         price = _price(request)
         cost = total.cost if total.cost is not None else (price.cost(total) if price else 0)
+        # A provider's own figure is in US dollars (OpenRouter's credits).
+        currency = "USD" if total.cost is not None or not price else price.currency
         if request.reply_ids:  # a title's request has none: its text only counts
             ended = zip(outcome.replies, shares, strict=True)
             by_id = dict(zip(request.reply_ids, ended, strict=True))
             for row in rows:
                 reply, usage = by_id[row.id]
-                _write(row, reply, usage, outcome, cost, total, now)
-        _write_ledger(request, outcome, total, cost, price, rows, now)
+                _write(row, reply, usage, outcome, cost, total, now, currency)
+        _write_ledger(request, outcome, total, cost, currency, rows, now)
         if request.conversation_id:
             Conversation.objects.filter(id=request.conversation_id).update(updated=now)
     if not rows:
@@ -189,7 +191,7 @@ def _price(request):
     return Price.objects.in_effect(request.model_id, request.asked_at)
 
 
-def _write(row, reply, usage, outcome, cost, total, now):
+def _write(row, reply, usage, outcome, cost, total, now, currency):
     row.content, row.reasoning, row.tool_calls = reply.content, reply.reasoning, reply.tool_calls
     row.finish_reason, row.stop_sequence = reply.finish_reason, reply.stop_sequence
     row.status, row.error = outcome.status, outcome.error
@@ -203,11 +205,12 @@ def _write(row, reply, usage, outcome, cost, total, now):
     # Each reply's part of the request's cost, in proportion to its tokens.
     share = usage.total_tokens / total.total_tokens if total.total_tokens else 1
     row.cost = round(Decimal(cost) * Decimal(share), 8)
+    row.currency = currency
     row.ttft_ms, row.duration_ms, row.completed = outcome.ttft_ms, outcome.duration_ms, now
     row.save()
 
 
-def _write_ledger(request, outcome, total, cost, price, rows, now):
+def _write_ledger(request, outcome, total, cost, currency, rows, now):
     """The request's reservation (admission.reserve) becomes what it cost; a request that
     reserved nothing (one made before reservations) gets its row now. Never two rows: the
     request id is unique."""
@@ -217,8 +220,7 @@ def _write_ledger(request, outcome, total, cost, price, rows, now):
         "reached_provider": outcome.reached_provider,
         "estimated": total.estimated,
         "cost": cost,
-        # A provider's own figure is in US dollars (OpenRouter's credits).
-        "currency": "USD" if total.cost is not None or not price else price.currency,
+        "currency": currency,
         "provider_cost": total.cost,
         "ttft_ms": outcome.ttft_ms,
         "duration_ms": outcome.duration_ms,

@@ -192,6 +192,7 @@ class Message(TokenCounts):
     request = models.JSONField(default=dict, blank=True)
     usage_estimated = models.BooleanField(default=False)
     cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     # The `client_id` of the send that made it, as stored: client_key(owner, id).
@@ -230,8 +231,10 @@ class Message(TokenCounts):
 
     @property
     def cost_display(self):
-        """The cost without trailing zeros or exponent: "0.0012", "0.00000001"."""
-        return f"{self.cost.normalize():f}" if self.cost else ""
+        """The cost with its currency, without trailing zeros or exponent: "USD 0.0012"."""
+        if not self.cost:
+            return ""
+        return f"{self.currency or 'USD'} {self.cost.normalize():f}"
 
     def sibling_switch(self):
         """(position, count, previous id, next id) among siblings, or None when alone."""
@@ -347,6 +350,7 @@ class Message(TokenCounts):
             "params": self.params,
             "usage": self.usage_dict(),
             "cost": f"{self.cost:f}" if self.cost is not None else None,  # never "1E-8"
+            "currency": self.currency or None,
             "created": self.created.isoformat(),
             "completed": self.completed.isoformat() if self.completed else None,
             "ttft_ms": self.ttft_ms,
