@@ -482,7 +482,9 @@ def language_of(scope):
 
 @database_sync_to_async
 def _streaming_replies(conversation_id, skip_ids):
-    replies = Message.objects.filter(
-        conversation_id=conversation_id, status=Message.Status.STREAMING
-    ).exclude(id__in=skip_ids)
+    replies = (
+        Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
+        .exclude(id__in=skip_ids)
+        .select_related("model")
+    )
     return [reply.to_dict() for reply in replies]

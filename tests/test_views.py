@@ -431,3 +431,17 @@ def test_a_long_conversation_shows_its_last_messages_first(client, alice, settin
     assert "message number 5" not in recent and "Show 6 earlier messages" in recent
     assert all(f"message number {i}" in everything for i in range(10))
     assert "earlier message" not in everything
+
+
+def test_a_reply_is_headed_by_its_models_display_name(client, alice, model):
+    conversation = conversation_with_reply(alice, model=model)
+    conversation.messages.filter(role="assistant").update(model=model)
+    client.force_login(alice)
+
+    page = client.get(reverse("conversation", args=[conversation.id])).content.decode()
+    exported = client.get(reverse("export_json", args=[conversation.id])).json()
+
+    assert '<div class="message-role">Fake model' in page
+    assert '<div class="message-role">fake-model' not in page
+    reply = exported["messages"][-1]
+    assert (reply["model"], reply["model_label"]) == ("fake-model", "Fake model")

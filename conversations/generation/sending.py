@@ -27,6 +27,7 @@ from conversations.models import (
     SiteSettings,
     branch_through,
 )
+from conversations.rendering import finished_message
 from conversations.usage import estimate_prompt_tokens
 
 # In a reply's stored request: how many of the oldest messages of its branch were left out
@@ -58,14 +59,17 @@ class Prepared:
     duplicate: bool = False
 
 
-def _prepared(conversation, user_message, started, *, created_conversation=False):
-    """What a send, edit or regenerate hands the consumer; `conversation` as saved now."""
+def _prepared(conversation, user_message, started, *, created_conversation=False, edit=False):
+    """What a send, edit or regenerate hands the consumer; `conversation` as saved now. An
+    edited message comes with the server's HTML: its `< 2 / 2 >` switcher shows at once."""
     summary = {**conversation.to_dict(), "generating": True}
-    new = [user_message] if user_message is not None else []
+    new = []
+    if user_message is not None:
+        new = [finished_message(user_message) if edit else user_message.to_dict()]
     return Prepared(
         conversation_id=str(conversation.id),
         conversation=summary,
-        created=[message.to_dict() for message in (*new, *started["replies"])],
+        created=[*new, *(reply.to_dict() for reply in started["replies"])],
         created_conversation=created_conversation,
         **started,
     )
@@ -156,7 +160,9 @@ def prepare_send(user, data, *, sibling_of=None):
         )
         params = {**conversation.params, **data["params"]}
         started = _start_replies(user, conversation, history, user_message, model, params)
-    return _prepared(conversation, user_message, started, created_conversation=created)
+    return _prepared(
+        conversation, user_message, started, created_conversation=created, edit=bool(sibling_of)
+    )
 
 
 def prepare_edit(user, data):

@@ -134,7 +134,8 @@ def settle(request, outcome):
     now = timezone.now()
     with transaction.atomic():
         rows = list(
-            Message.objects.select_for_update()
+            Message.objects.select_for_update(of=("self",))
+            .select_related("model__provider")
             .filter(id__in=request.reply_ids, status=Message.Status.STREAMING)
             .order_by("created")
         )

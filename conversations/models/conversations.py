@@ -226,6 +226,12 @@ class Message(TokenCounts):
         return f"{self.role}: {self.content[:50]}"
 
     @property
+    def model_label(self):
+        """The model as people know it: its display name, else the id it was asked by."""
+        model = self.model if self.model_id is not None else None
+        return (model.display_name if model else "") or self.model_name
+
+    @property
     def is_streaming(self):
         return self.status == self.Status.STREAMING
 
@@ -347,6 +353,7 @@ class Message(TokenCounts):
             "finish_reason": self.finish_reason or None,
             "error": self.error or None,
             "model": self.model_name or None,
+            "model_label": self.model_label or None,
             "params": self.params,
             "usage": self.usage_dict(),
             "cost": f"{self.cost:f}" if self.cost is not None else None,  # never "1E-8"

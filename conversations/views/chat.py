@@ -27,6 +27,8 @@ from conversations.models import (
 )
 from conversations.views.conversations import conversation_or_404
 
+PLACEHOLDER = uuid.UUID(int=0)
+
 
 def _uuid_or_none(value):
     try:
@@ -71,6 +73,8 @@ def chat(request, conversation_id=None):
             "archived": archived,
             "undo_delete": request.session.pop("undo_delete", None),
             "picker": picker,
+            # The header's controls for a conversation this page starts (chat.js).
+            "placeholder": Conversation(id=PLACEHOLDER),
             "page_data": {
                 "conversation": str(conversation.id) if conversation else None,
                 # A send continues the branch on show: the one ?show chose is not the
@@ -80,6 +84,7 @@ def chat(request, conversation_id=None):
                 "conversationUrl": "/c/{id}/",
                 "messageUrl": "/m/{id}/",
                 "modelsUrl": reverse("offered_models"),
+                "placeholder": str(PLACEHOLDER),
             },
             "ui_text": {
                 "you": _("You"),
@@ -113,6 +118,11 @@ def chat(request, conversation_id=None):
                 "reasoningTokens": _("Reasoning tokens"),
                 "totalTokens": _("Total tokens"),
                 "cost": _("Cost"),
+                "pin": _("Pin"),
+                "unpin": _("Unpin"),
+                "archive": _("Archive"),
+                "unarchive": _("Unarchive"),
+                "pinned": _("Pinned"),
                 "finishReason": _("Finish reason"),
                 "error": _("Error"),
                 "askAnything": _("Ask anything. Your first message starts a new conversation."),

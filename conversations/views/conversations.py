@@ -45,8 +45,8 @@ def export_markdown(request, conversation_id):
         lines += ["**System**", "", conversation.system_prompt, ""]
     for message in conversation.branch():
         heading = {"user": _("User"), "assistant": _("Assistant")}.get(message.role, message.role)
-        if message.model_name:
-            heading += f" ({message.model_name})"
+        if message.model_label:
+            heading += f" ({message.model_label})"
         lines += [f"## {heading}", ""]
         if message.reasoning:
             lines += [
@@ -82,7 +82,9 @@ def export_markdown(request, conversation_id):
 def _export(conversation):
     return {
         "conversation": conversation.to_dict(),
-        "messages": [m.to_dict() for m in conversation.messages.order_by("created")],
+        "messages": [
+            m.to_dict() for m in conversation.messages.select_related("model").order_by("created")
+        ],
     }
 
 

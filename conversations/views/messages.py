@@ -1,5 +1,6 @@
 """What a user does to one message: see the request a reply was sent with, delete it."""
 
+from asgiref.sync import async_to_sync
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -9,6 +10,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
+from conversations.fanout import publish_to_user
 from conversations.generation import sending
 from conversations.models import Message
 
@@ -36,6 +38,15 @@ def delete_message(request, message_id):
         Message.objects.filter(id__in=[m.id for m in doomed]).delete()
         conversation.shown_id = neighbour.id if neighbour else message.parent_id
         conversation.save(update_fields=["shown"])
+    # Every tab of the user's that shows it drops it, as a reload would.
+    async_to_sync(publish_to_user)(
+        request.user.pk,
+        {
+            "type": "messages.deleted",
+            "conversation": str(conversation.id),
+            "messages": [str(m.id) for m in doomed],
+        },
+    )
     flash.success(request, _("The message was deleted."))
     return redirect("conversation", conversation.id)
 

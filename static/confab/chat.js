@@ -55,14 +55,19 @@ function showInSidebar(item, { current = false } = {}) {
   const sidebar = document.getElementById("conversation-list");
   sidebar.querySelector(".empty")?.remove();
   let link = sidebarLink(item.id);
+  if (link && item.pinned !== undefined && item.pinned !== (link.dataset.pinned === "true")) {
+    link.parentElement.remove(); // pinned or unpinned: it moves, as a reload would show
+    link = null;
+  }
   if (!link) {
     const li = document.createElement("li");
     link = document.createElement("a");
     link.href = page.conversationUrl.replace("{id}", item.id);
     link.dataset.id = item.id;
     li.append(link);
-    todayHeading(sidebar).after(li);
+    (item.pinned ? dayHeading(sidebar, "pinned", text.pinned) : todayHeading(sidebar)).after(li);
   }
+  if (item.pinned !== undefined) link.dataset.pinned = String(item.pinned);
   link.textContent = item.title || text.newChat;
   if (item.generating !== undefined) link.classList.toggle("generating", item.generating);
   if (current) {
@@ -71,17 +76,63 @@ function showInSidebar(item, { current = false } = {}) {
   }
 }
 
-// New conversations go first, under "Today" (made when the list has none yet).
+// New conversations go first under "Today", after the pinned ones; each heading is made
+// when the list has none yet.
 function todayHeading(sidebar) {
-  let heading = sidebar.querySelector('li.day[data-day="today"]');
+  return dayHeading(sidebar, "today", text.today);
+}
+
+function dayHeading(sidebar, day, label) {
+  let heading = sidebar.querySelector(`li.day[data-day="${day}"]`);
   if (!heading) {
     heading = document.createElement("li");
     heading.className = "day";
-    heading.dataset.day = "today";
-    heading.textContent = text.today;
-    sidebar.prepend(heading);
+    heading.dataset.day = day;
+    heading.textContent = label;
+    const pinned = sidebar.querySelector('li.day[data-day="pinned"]');
+    if (day === "pinned" || !pinned) {
+      sidebar.prepend(heading);
+    } else {
+      // after the last pinned conversation
+      let last = pinned;
+      while (last.nextElementSibling && !last.nextElementSibling.matches("li.day")) {
+        last = last.nextElementSibling;
+      }
+      last.after(heading);
+    }
   }
   return heading;
+}
+
+// The header of the conversation on show: its title and what its menu offers, as a reload
+// would show them.
+function showHeader(item) {
+  document.getElementById("conversation-title").textContent = item.title || text.newChat;
+  document.title = `${item.title || text.newChat} · Confab`;
+  const rename = document.getElementById("rename-title");
+  if (rename && document.activeElement !== rename) rename.value = item.title;
+  const labels = { pinned: [text.pin, text.unpin], archived: [text.archive, text.unarchive] };
+  for (const [flag, [off, on]] of Object.entries(labels)) {
+    const button = document.querySelector(`#conversation-controls [data-flag="${flag}"]`);
+    if (button && item[flag] !== undefined) button.textContent = item[flag] ? on : off;
+  }
+}
+
+// A conversation started on this page: its header controls (manage, settings, exports),
+// from the page's template, made for its id.
+function addControls(id) {
+  const template = document.getElementById("controls-template");
+  if (!template) return;
+  const controls = template.content.firstElementChild.cloneNode(true);
+  for (const element of [controls, ...controls.querySelectorAll("*")]) {
+    for (const name of ["action", "href"]) {
+      const value = element.getAttribute(name);
+      if (value?.includes(page.placeholder)) {
+        element.setAttribute(name, value.replace(page.placeholder, id));
+      }
+    }
+  }
+  template.replaceWith(controls);
 }
 
 function subscribe() {
@@ -97,20 +148,23 @@ const handlers = {
     if (ours) {
       conversation = event.conversation.id;
       history.replaceState(null, "", page.conversationUrl.replace("{id}", conversation));
-      document.getElementById("conversation-title").textContent = event.conversation.title;
-      document.title = `${event.conversation.title} · Confab`;
+      addControls(conversation);
+      showHeader(event.conversation);
     }
     showInSidebar(event.conversation, { current: ours });
   },
   "conversation.updated"(event) {
     if (event.conversation.deleted || event.conversation.archived) {
       sidebarLink(event.conversation.id)?.parentElement.remove();
-      return;
+    } else {
+      showInSidebar(event.conversation);
     }
-    showInSidebar(event.conversation);
-    if (event.conversation.id === conversation) {
-      document.getElementById("conversation-title").textContent = event.conversation.title;
-    }
+    if (event.conversation.id === conversation) showHeader(event.conversation);
+  },
+  "messages.deleted"(event) {
+    if (event.conversation !== conversation) return;
+    for (const id of event.messages) list.element(id)?.remove();
+    refreshControls();
   },
   "message.created"(event) {
     if (event.client_id && pending.delete(event.client_id)) parent = null; // now remembered
@@ -167,12 +221,11 @@ for (const notice of document.querySelectorAll(".flash")) {
   setTimeout(hide, 8000);
 }
 
-// Forms that ask first (deleting a conversation).
-for (const confirmed of document.querySelectorAll("form[data-confirm]")) {
-  confirmed.addEventListener("submit", (event) => {
-    if (!window.confirm(confirmed.dataset.confirm)) event.preventDefault();
-  });
-}
+// Forms that ask first (deleting a conversation), those added later included.
+document.addEventListener("submit", (event) => {
+  const confirmed = event.target.closest("form[data-confirm]");
+  if (confirmed && !window.confirm(confirmed.dataset.confirm)) event.preventDefault();
+});
 
 // A handle for debugging from the console and for the browser tests (dropping the socket).
 window.confab = { socket };
