@@ -114,6 +114,13 @@ def toggle(request, conversation_id, flag):
     setattr(conversation, flag, not getattr(conversation, flag))
     conversation.save(update_fields=[flag])
     _tell_other_tabs(conversation)
+    if flag == "archived":
+        said = (
+            _("“%(title)s” was archived: it is listed under Archived, below your conversations.")
+            if conversation.archived
+            else _("“%(title)s” is back among your conversations.")
+        )
+        flash.success(request, said % {"title": conversation})
     return redirect("conversation", conversation.id)
 
 

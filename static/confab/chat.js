@@ -214,12 +214,40 @@ const socket = new ChatSocket(page.socket, {
   },
 });
 
-// Notices go away after a while, or when clicked.
-for (const notice of document.querySelectorAll(".flash")) {
-  const hide = () => notice.remove();
-  notice.addEventListener("click", hide);
-  setTimeout(hide, 8000);
+// Notices go away after a while, or when clicked; one that offers Undo stays.
+const notices = document.getElementById("notices");
+if (!notices.querySelector(".undo-form")) {
+  const clear = () => notices.replaceChildren();
+  notices.addEventListener("click", clear);
+  setTimeout(clear, 8000);
 }
+
+// A phone's sidebar: a drawer behind the Menu button.
+const menu = document.getElementById("menu-button");
+const backdrop = document.getElementById("sidebar-backdrop");
+function setDrawer(open) {
+  document.body.classList.toggle("sidebar-open", open);
+  menu.setAttribute("aria-expanded", String(open));
+  backdrop.hidden = !open;
+  if (open) document.getElementById("sidebar").querySelector("a, input")?.focus();
+}
+menu.addEventListener("click", () => setDrawer(!document.body.classList.contains("sidebar-open")));
+backdrop.addEventListener("click", () => setDrawer(false));
+
+// The conversation opens at its latest message (a link to a message, at that one), and
+// stays there while the view's size changes: a phone's keyboard opening, a notice going.
+const messagesView = document.getElementById("messages");
+let atBottom = !location.hash;
+messagesView.addEventListener("scroll", () => {
+  const below = messagesView.scrollHeight - messagesView.scrollTop - messagesView.clientHeight;
+  atBottom = below < 120;
+});
+new ResizeObserver(() => {
+  if (atBottom) messagesView.scrollTop = messagesView.scrollHeight;
+}).observe(messagesView);
+window.addEventListener("load", () => {
+  if (atBottom) messagesView.scrollTop = messagesView.scrollHeight; // fonts and math laid out
+});
 
 // Forms that ask first (deleting a conversation), those added later included.
 document.addEventListener("submit", (event) => {
@@ -295,7 +323,10 @@ document.addEventListener("keydown", (event) => {
     return;
   }
   if (event.key !== "Escape") return;
-  if (editing) {
+  if (document.body.classList.contains("sidebar-open")) {
+    setDrawer(false);
+    menu.focus();
+  } else if (editing) {
     setEditing(null);
     input.value = "";
   } else if (list.streamingIds().length) {
