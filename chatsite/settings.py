@@ -80,10 +80,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # intcomma: counts with units read "8,301 tokens", "8,301 个 token".
+    "django.contrib.humanize",
     "template_partials",
     "channels",
     # Counts failed sign-ins and locks an account or an address out (Signing in, below).
-    "axes",
+    "conversations.apps.SignInLockoutsConfig",
     "conversations",
 ]
 
@@ -242,6 +244,8 @@ PERMISSIONS_POLICY = {
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Our changes to a language's number formats (chatsite/formats/<locale>/formats.py).
+FORMAT_MODULE_PATH = ["chatsite.formats"]
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

@@ -298,7 +298,7 @@ def test_my_usage_shows_my_period_against_my_quota(client, alice, bob):
 
     page = client.get(reverse("my_usage")).content.decode()
 
-    assert "150 of 1000 tokens" in page
+    assert "150 of 1,000 tokens" in page
     assert "model-a" in page and "model-b" not in page
 
 

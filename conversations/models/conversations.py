@@ -39,11 +39,13 @@ class Preferences(models.Model):
     """A user's defaults for new conversations: model, system prompt and request fields."""
 
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences"
-    )
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences",
+        verbose_name=_("user"),
+    )  # fmt: skip
     model = models.ForeignKey(
-        LanguageModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+        LanguageModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("model"),
+    )  # fmt: skip
     system_prompt = models.TextField(_("system prompt"), blank=True)
     params = models.JSONField(_("parameters"), default=dict, blank=True)
 
@@ -63,29 +65,35 @@ class Preferences(models.Model):
 class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
-    )
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations",
+        verbose_name=_("owner"),
+    )  # fmt: skip
     title = models.CharField(_("title"), max_length=200, blank=True)
     system_prompt = models.TextField(_("system prompt"), blank=True)
-    model = models.ForeignKey(LanguageModel, null=True, blank=True, on_delete=models.SET_NULL)
+    model = models.ForeignKey(
+        LanguageModel, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("model")
+    )
     params = models.JSONField(_("parameters"), default=dict, blank=True)
     # The message whose branch the user last chose to see (`< 2 / 3 >`); null: the newest.
     shown = models.ForeignKey(
-        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("message on show"),
+    )  # fmt: skip
     # True while the title is Confab's (the first message, then a generated one); a title
     # the user gives is never overwritten.
-    auto_title = models.BooleanField(default=True)
+    auto_title = models.BooleanField(_("title by Confab"), default=True)
     pinned = models.BooleanField(_("pinned"), default=False)
     archived = models.BooleanField(_("archived"), default=False)
     # Deleted, but restorable for CONFAB_UNDO_DELETE_S; then purged.
-    deleted = models.DateTimeField(null=True, blank=True)
-    created = models.DateTimeField(default=timezone.now)
-    updated = models.DateTimeField(default=timezone.now)
+    deleted = models.DateTimeField(_("deleted"), null=True, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    updated = models.DateTimeField(_("updated"), default=timezone.now)
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("conversation")
+        verbose_name_plural = _("conversations")
         ordering = ["-updated"]
         indexes = [
             models.Index(fields=["owner", "archived", "-pinned", "-updated"], name="sidebar")
@@ -149,10 +157,10 @@ CLIENT_IDS = uuid.UUID("6a0f3c52-8d1e-4b7a-9c25-1f4e8b3d7a60")
 
 class Message(TokenCounts):
     class Role(models.TextChoices):
-        SYSTEM = "system"
-        USER = "user"
-        ASSISTANT = "assistant"
-        TOOL = "tool"
+        SYSTEM = "system", _("system")
+        USER = "user", _("user")
+        ASSISTANT = "assistant", _("assistant")
+        TOOL = "tool", _("tool")
 
     class Status(models.TextChoices):
         STREAMING = "streaming", _("streaming")
@@ -163,44 +171,50 @@ class Message(TokenCounts):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="messages"
-    )
+        Conversation, on_delete=models.CASCADE, related_name="messages",
+        verbose_name=_("conversation"),
+    )  # fmt: skip
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children",
+        verbose_name=_("answers"),
+    )  # fmt: skip
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    content = models.TextField(_("content"), blank=True)
+    reasoning = models.TextField(_("reasoning"), blank=True)
+    tool_calls = models.JSONField(_("tool calls"), default=list, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.COMPLETE
     )
-    role = models.CharField(max_length=16, choices=Role.choices)
-    content = models.TextField(blank=True)
-    reasoning = models.TextField(blank=True)
-    tool_calls = models.JSONField(default=list, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
-    finish_reason = models.CharField(max_length=32, blank=True)
+    finish_reason = models.CharField(_("finish reason"), max_length=32, blank=True)
     # The stop sequence that ended the reply, when the provider says which (vLLM, SGLang).
-    stop_sequence = models.CharField(max_length=200, blank=True)
+    stop_sequence = models.CharField(_("stop sequence"), max_length=200, blank=True)
     # What went wrong, in detail (the log, the request inspector, the export); what a user
     # reads is `error_text`, from the kind of failure in `failure` (settle.failure_of).
-    error = models.TextField(blank=True)
-    failure = models.CharField(max_length=32, blank=True)
-    model = models.ForeignKey(LanguageModel, null=True, blank=True, on_delete=models.SET_NULL)
-    model_name = models.CharField(max_length=200, blank=True)
-    params = models.JSONField(default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    failure = models.CharField(_("failure"), max_length=32, blank=True)
+    model = models.ForeignKey(
+        LanguageModel, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("model")
+    )
+    model_name = models.CharField(_("model id"), max_length=200, blank=True)
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
     # The upstream request that produces this reply: the replies of one request (n > 1)
     # share it, and so does the request's one row in the usage ledger.
-    request_id = models.UUIDField(null=True, blank=True, editable=False)
+    request_id = models.UUIDField(_("request id"), null=True, blank=True, editable=False)
     # A reply's request body as sent upstream, for "view request". The conversation's own
     # messages are left out (they are this reply's ancestors, rebuilt when shown), so a long
     # conversation does not store its history once per reply; a system message is kept.
-    request = models.JSONField(default=dict, blank=True)
-    usage_estimated = models.BooleanField(default=False)
-    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
-    currency = models.CharField(max_length=3, blank=True)
-    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    request = models.JSONField(_("request"), default=dict, blank=True)
+    usage_estimated = models.BooleanField(_("usage estimated"), default=False)
+    cost = models.DecimalField(_("cost"), max_digits=14, decimal_places=8, null=True, blank=True)
+    currency = models.CharField(_("currency"), max_length=3, blank=True)
+    ttft_ms = models.PositiveIntegerField(_("time to first token (ms)"), null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
     # The `client_id` of the send that made it, as stored: client_key(owner, id).
     client_id = models.UUIDField(null=True, blank=True, unique=True)
-    created = models.DateTimeField(default=timezone.now)
-    completed = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    completed = models.DateTimeField(_("completed"), null=True, blank=True)
     # When a running reply last wrote its text: the reaper's evidence that its runner lives.
-    checkpointed = models.DateTimeField(null=True, blank=True)
+    checkpointed = models.DateTimeField(_("last saved"), null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -212,6 +226,8 @@ class Message(TokenCounts):
         return uuid.uuid5(CLIENT_IDS, f"{user_id}:{client_id}")
 
     class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
         ordering = ["created"]
         indexes = [
             models.Index(fields=["conversation", "created"], name="message_thread"),
@@ -223,7 +239,7 @@ class Message(TokenCounts):
         ]
 
     def __str__(self):
-        return f"{self.role}: {self.content[:50]}"
+        return f"{self.get_role_display()}: {self.content[:50]}"
 
     @property
     def model_label(self):

@@ -132,7 +132,9 @@ class LanguageModel(models.Model):
     """A model offered by a provider, with its limits and prices."""
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
+    provider = models.ForeignKey(
+        Provider, on_delete=models.CASCADE, related_name="models", verbose_name=_("provider")
+    )
     upstream_id = models.CharField(_("upstream id"), max_length=200)
     display_name = models.CharField(_("display name"), max_length=200, blank=True)
     enabled = models.BooleanField(_("enabled"), default=True)
@@ -163,12 +165,13 @@ class LanguageModel(models.Model):
             'e.g. {"reasoning_effort": "high"} or {"top_k": 40}.'
         ),
     )
-    created = models.DateTimeField(auto_now_add=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
 
     objects = LanguageModelQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("model")
+        verbose_name_plural = _("models")
         ordering = ["provider__name", "display_name", "upstream_id"]
         constraints = [
             models.UniqueConstraint(fields=["provider", "upstream_id"], name="unique_upstream_id")
@@ -192,7 +195,9 @@ class PriceQuerySet(models.QuerySet):
 class Price(models.Model):
     """A model's price per million tokens from a date on."""
 
-    model = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="prices")
+    model = models.ForeignKey(
+        LanguageModel, on_delete=models.CASCADE, related_name="prices", verbose_name=_("model")
+    )
     effective_from = models.DateTimeField(_("effective from"), default=timezone.now)
     currency = models.CharField(_("currency"), max_length=3, default="USD")
     input = models.DecimalField(
@@ -209,13 +214,19 @@ class Price(models.Model):
 
     class Meta:
         verbose_name = _("price")
+        verbose_name_plural = _("prices")
         ordering = ["-effective_from"]
         constraints = [
             models.UniqueConstraint(fields=["model", "effective_from"], name="one_price_a_time")
         ]
 
     def __str__(self):
-        return f"{self.currency} {self.input}/{self.output} from {self.effective_from:%Y-%m-%d}"
+        return _("%(currency)s %(input)s / %(output)s per million tokens, from %(date)s") % {
+            "currency": self.currency,
+            "input": self.input,
+            "output": self.output,
+            "date": f"{self.effective_from:%Y-%m-%d}",
+        }
 
     def cost(self, usage):
         """What a request cost at this price, from its token usage."""
