@@ -310,6 +310,11 @@ function setEditing(messageId) {
   editNote.hidden = !messageId;
 }
 
+// The hint under the composer opens the list that `?` opens.
+document.getElementById("shortcuts-hint").addEventListener("click", () => {
+  document.getElementById("shortcuts").showModal();
+});
+
 document.addEventListener("keydown", (event) => {
   const typing = event.target.closest("input, textarea, select, [contenteditable]");
   if (!typing && event.key === "?") {
