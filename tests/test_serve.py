@@ -121,3 +121,30 @@ def test_stopping_serve_stops_the_local_model_it_started(tmp_path, sig):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_build_says_what_is_happening_not_pips_noise(monkeypatch):
+    from conversations.management.commands import serve as command
+
+    monkeypatch.setattr(command, "PROGRESS_EVERY_S", 0.2)
+    monkeypatch.setattr(command, "local_model_installed", lambda: True)
+    pip = "; ".join(
+        f"print({line!r}, flush=True)"
+        for line in [
+            "Collecting llama-cpp-python>=0.3.16",
+            "  Downloading numpy-2.3.0-cp311-manylinux.whl (16.6 MB)",
+            "Requirement already satisfied: typing-extensions in ./.venv",
+            "Building wheels for collected packages: llama-cpp-python",
+        ]
+    )
+    said = []
+    local = command.LocalModel(free_port(), said.append)
+
+    local.install([sys.executable, "-c", pip + "; import time; time.sleep(0.7)"])
+
+    assert said[0].startswith("Building the bundled local model once (about four minutes")
+    assert "  Collecting llama-cpp-python>=0.3.16" in said
+    assert "  Building wheels for collected packages: llama-cpp-python" in said
+    assert not any("Downloading" in line or "Requirement" in line for line in said)
+    assert any(line.startswith("  …still building the local model (0 min 0") for line in said)
+    assert said[-1].startswith("Built in ")
