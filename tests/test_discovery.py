@@ -6,6 +6,7 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 from django.urls import reverse
+from django.utils import translation
 
 from conversations import discovery
 from conversations.management.commands.serve import free_port
@@ -14,6 +15,13 @@ from tests.fake_upstream import DEFAULT_MODEL
 from tests.helpers import API_KEY, send_event
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def in_english():
+    """Words outside a request are in the site's language, whatever a test before left."""
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture

@@ -178,8 +178,11 @@ class Generation:
         if failure := self.completion.failure:
             status = Message.Status.INTERRUPTED if failure.code == "cut" else Message.Status.FAILED
             error = str(failure)
-            # The detail for whoever looks into it; the user reads a sentence (error_text).
-            logger.warning("request %s failed: %s", self.request.id, error)
+            # For whoever looks into it (the user reads a sentence, error_text), but never
+            # what the provider sent: it may hold reply text. A connection that could not be
+            # made holds none: its host and reason.
+            said = error if not failure.reached else f"{failure.code} {failure.status or ''}"
+            logger.warning("request %s failed: %s", self.request.id, said.strip())
         try:
             await self._flush()
             settled = await self._settle(status, error)
