@@ -90,6 +90,7 @@ def test_on_a_phone_the_sidebar_is_a_drawer_and_the_composer_stays_at_the_bottom
     page.locator("#id_password2").fill(PASSWORD)
     page.get_by_role("button", name=words["sign_up"]).click()
 
+    expect(page.locator('body[data-connection="open"]')).to_have_count(1)  # the page is live
     sidebar = page.locator("#sidebar")
     expect(sidebar).to_be_hidden()
     composer = page.locator("#composer").bounding_box()
@@ -104,7 +105,6 @@ def test_on_a_phone_the_sidebar_is_a_drawer_and_the_composer_stays_at_the_bottom
     expect(page.get_by_role("button", name=words["menu"])).to_be_focused()
 
     ask_in = page.get_by_label(words["message"], exact=True)
-    expect(page.locator('body[data-connection="open"]')).to_have_count(1)
     page.locator("#model-picker").select_option(label="fake-model")
     ask_in.fill(LONG)
     ask_in.press("Enter")
