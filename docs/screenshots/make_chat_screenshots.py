@@ -31,7 +31,7 @@ def journey(browser):
     for name, scheme, viewport in [
         ("chat-light", "light", shots.VIEWPORT),
         ("chat-dark", "dark", shots.VIEWPORT),
-        ("chat-mobile", "light", {"width": 390, "height": 800}),
+        ("chat-mobile", "light", {"width": 390, "height": 844}),
     ]:
         context = browser.new_context(viewport=viewport, color_scheme=scheme)
         page = context.new_page()
