@@ -445,3 +445,15 @@ def test_a_reply_is_headed_by_its_models_display_name(client, alice, model):
     assert '<div class="message-role">fake-model' not in page
     reply = exported["messages"][-1]
     assert (reply["model"], reply["model_label"]) == ("fake-model", "Fake model")
+
+
+def test_a_reply_of_the_bundled_model_says_what_it_is(client, alice, model):
+    Provider.objects.filter(pk=model.provider_id).update(bundled=True)
+    conversation = conversation_with_reply(alice, model=model)
+    conversation.messages.filter(role="assistant").update(model=model)
+    client.force_login(alice)
+
+    page = client.get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    assert '<span class="demo">a small local demo model, English only</span>' in page
+    assert "Connect a real provider" not in page  # that link is for administrators
