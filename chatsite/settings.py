@@ -82,10 +82,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # intcomma: counts with units read "8,301 tokens", "8,301 个 token".
+    "django.contrib.humanize",
     "template_partials",
     "channels",
     # Counts failed sign-ins and locks an account or an address out (Signing in, below).
-    "axes",
+    "conversations.apps.SignInLockoutsConfig",
     "conversations",
 ]
 
@@ -311,6 +313,8 @@ PERMISSIONS_POLICY = {
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Our changes to a language's number formats (chatsite/formats/<locale>/formats.py).
+FORMAT_MODULE_PATH = ["chatsite.formats"]
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
@@ -350,6 +354,11 @@ CONFAB_EMBEDDING_MAX_WAIT_S = envint("CONFAB_EMBEDDING_MAX_WAIT_S", 30)
 # Default provider, registered by `manage.py serve` when set.
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+# A provider that could not be reached is tried again this often, in the background.
+CONFAB_PROVIDER_RETRY_S = envint("CONFAB_PROVIDER_RETRY_S", 30)
+# How often each server process looks for changes to the models on offer, and tells its
+# open pages (a provider back, the bundled model ready, a model enabled in admin).
+CONFAB_MODELS_WATCH_S = envint("CONFAB_MODELS_WATCH_S", 2)
 
 # Replies
 CONFAB_FRAME_INTERVAL_MS = envint("CONFAB_FRAME_INTERVAL_MS", 50)

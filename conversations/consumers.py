@@ -474,9 +474,11 @@ def language_of(scope):
 
 @database_sync_to_async
 def _streaming_replies(conversation_id, skip_ids, language):
-    replies = Message.objects.filter(
-        conversation_id=conversation_id, status=Message.Status.STREAMING
-    ).exclude(id__in=skip_ids)
+    replies = (
+        Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
+        .exclude(id__in=skip_ids)
+        .select_related("model")
+    )
     # A tool's call comes as the page shows it: it has no frames to draw it from.
     with translation.override(language):
         return [

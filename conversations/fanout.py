@@ -87,6 +87,16 @@ class Hub:
                 logger.debug("dropping a socket that failed to receive", exc_info=True)
                 self.leave(conversation_id, socket)
 
+    async def broadcast(self, event):
+        """One event to every socket of this process, serialised once."""
+        text = json.dumps(event, ensure_ascii=False)
+        for socket in list(self.by_channel.values()):
+            try:
+                await socket.send(text_data=text)
+            except Exception:
+                logger.debug("dropping a socket that failed to receive", exc_info=True)
+                self.detach(socket)
+
     async def deliver(self, channels, events):
         """Events another process sent to some sockets of this one, each serialised once."""
         texts = [json.dumps(event, ensure_ascii=False) for event in events]

@@ -10,6 +10,7 @@ from statistics import median
 
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDate
+from django.utils.translation import gettext as _
 
 PALETTE = ["#2456d3", "#e8590c", "#2f9e44", "#9c36b5", "#c92a2a", "#1098ad", "#f08c00", "#5c7cfa"]
 FAILED = ("failed", "interrupted")
@@ -34,27 +35,24 @@ def totals(records):
     return summary
 
 
-def currencies(records):
-    """The currencies of some ledger rows, in order: money is summed within each only."""
-    return list(records.order_by("currency").values_list("currency", flat=True).distinct())
-
-
 def top(records, key, limit=10):
     """The biggest users of tokens by `key` (a ledger field such as model_name), each with
-    its cost per currency (`costs`: [{"currency", "amount"}]), never one sum of several."""
+    its cost in every currency it was charged in (`costs`: [{"currency", "amount"}])."""
+    field = key_field(key)
     rows = list(
-        records.values(label=F(key_field(key)))
+        records.values(label=F(field))
         .annotate(requests=Count("id"), tokens=Sum("total_tokens"))
         .order_by("-tokens")[:limit]
     )
     costs = defaultdict(list)
-    for row in (
-        records.filter(**{f"{key_field(key)}__in": [row["label"] for row in rows]})
-        .values("currency", label=F(key_field(key)))
+    by_currency = (
+        records.filter(**{f"{field}__in": [row["label"] for row in rows]})
+        .values("currency", label=F(field))
         .annotate(amount=Sum("cost"))
         .order_by("currency")
-    ):
-        costs[row["label"]].append({"currency": row["currency"], "amount": row["amount"]})
+    )
+    for cost in by_currency:
+        costs[cost["label"]].append({"currency": cost["currency"], "amount": cost["amount"]})
     for row in rows:
         row["costs"] = costs[row["label"]]
     return rows
@@ -64,23 +62,23 @@ def key_field(key):
     return {"user": "user__username", "model": "model_name", "api_key": "api_key__name"}[key]
 
 
-def cost_charts(records, key, start, end):
-    """Cost per day stacked by `key`: one chart per currency, as amounts in two currencies
-    do not add up. [(currency, chart)]."""
-    return [
-        (currency, daily_chart(records.filter(currency=currency), key, start, end,
-                               measure="cost", currency=currency))
-        for currency in currencies(records)
-    ]  # fmt: skip
+def currencies(records):
+    """The currencies some ledger rows were charged in; USD when there are none."""
+    found = records.order_by("currency").values_list("currency", flat=True).distinct()
+    return list(found) or ["USD"]
+
+
+# The chart's drawing: the plot inside margins that hold the axes' labels.
+CHART_LEFT, CHART_RIGHT, CHART_TOP, CHART_BOTTOM = 64, 8, 16, 28
 
 
 def daily_chart(records, key, start, end, *, measure="tokens", currency=None, width=720,
-                height=220, top_keys=6):  # fmt: skip
-    """Tokens (or cost, of rows all in `currency`) per day, stacked by `key` ("model" or
-    "user"), as bars to draw."""
-    if measure == "cost" and currencies(records) not in ([], [currency]):
-        raise ValueError("a cost chart adds up one currency only")
+                height=240, top_keys=6):  # fmt: skip
+    """Tokens (or the cost in one `currency`) per day, stacked by `key` ("model" or
+    "user"), as bars to draw, with its axes: the amounts at the left, the days below."""
     field = key_field(key)
+    if measure == "cost":
+        records = records.filter(currency=currency)
     rows = (
         records.annotate(day=TruncDate("created"))
         .values("day", field)
@@ -101,12 +99,15 @@ def daily_chart(records, key, start, end, *, measure="tokens", currency=None, wi
             values.append(("…", sum(v for k, v in per_day[day].items() if k in others)))
         stacks.append((day, values))
     peak = max((sum(v for _, v in values) for _, values in stacks), default=0)
-    scale = height / (peak or 1)
+    plot_width = width - CHART_LEFT - CHART_RIGHT
+    plot_height = height - CHART_TOP - CHART_BOTTOM
+    bottom = CHART_TOP + plot_height
+    scale = plot_height / (peak or 1)
     colours = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate([*shown, "…"])}
-    slot = width / max(len(days), 1)
+    slot = plot_width / max(len(days), 1)
     bars = []
     for i, (day, values) in enumerate(stacks):
-        y = height
+        y = bottom
         for label, value in values:
             if not value:
                 continue
@@ -114,19 +115,37 @@ def daily_chart(records, key, start, end, *, measure="tokens", currency=None, wi
             y -= h
             bars.append(
                 {
-                    "x": round(i * slot + slot * 0.1, 1),
+                    "x": round(CHART_LEFT + i * slot + slot * 0.1, 1),
                     "y": round(y, 1),
                     "width": round(slot * 0.8, 1),
                     "height": round(h, 1),
                     "fill": colours[label],
-                    "title": f"{day:%Y-%m-%d} · {label}: {_amount(value, measure, currency)}",
+                    "title": f"{day:%Y-%m-%d} · {label}: {_with_unit(value, measure, currency)}",
                 }
             )
+    ticks = [
+        {"y": round(bottom - half * plot_height / 2, 1), "label": _amount(peak * half / 2, measure)}
+        for half in ((0, 1, 2) if peak else (0,))
+    ]
+    marked = sorted({0, len(days) // 2, len(days) - 1}) if days else []
+    day_labels = [
+        {"x": round(CHART_LEFT + (i + 0.5) * slot, 1), "label": f"{days[i]:%m-%d}"} for i in marked
+    ]
     legend = [{"label": k, "fill": colours[k]} for k in [*shown, *(["…"] if others else [])]]
     return {"width": width, "height": height, "bars": bars, "legend": legend,
-            "peak": _amount(peak, measure, currency), "first": days[0] if days else None,
-            "last": days[-1] if days else None}  # fmt: skip
+            "peak": _with_unit(peak, measure, currency), "first": days[0] if days else None,
+            "last": days[-1] if days else None, "ticks": ticks, "days": day_labels,
+            "left": CHART_LEFT, "right": width - CHART_RIGHT, "top": CHART_TOP,
+            "bottom": bottom, "measure": measure, "currency": currency}  # fmt: skip
 
 
-def _amount(value, measure, currency=None):
-    return f"{value:,} tokens" if measure == "tokens" else f"{currency} {value:,.4f}"
+def _amount(value, measure):
+    """An amount on a chart's axis, whose title gives the unit: grouped by thousands."""
+    return f"{round(value):,}" if measure == "tokens" else f"{value:,.4f}"
+
+
+def _with_unit(value, measure, currency):
+    """An amount on its own: tokens counted as such, money with its currency."""
+    if measure == "tokens":
+        return _("%(count)s tokens") % {"count": _amount(value, measure)}
+    return f"{currency} {_amount(value, measure)}"

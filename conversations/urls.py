@@ -65,4 +65,5 @@ urlpatterns = [
     path("settings/keys/<uuid:key_id>/revoke/", keys.revoke_api_key, name="revoke_api_key"),
     path("settings/shares/", shares.shares, name="shares"),
     path("search/", views.search, name="search"),
+    path("models/", views.offered_models, name="offered_models"),
 ]

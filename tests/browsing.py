@@ -45,45 +45,62 @@ def server_env():
 
 
 @pytest.fixture
-def server(tmp_path, fake_upstream, server_env):
+def start_server(tmp_path):
+    """Start Confab as `make run` does, on a fresh SQLite database, with `env` over the
+    tests' environment (a value None: unset); its URL once the sign-up page answers. Each
+    server is stopped afterwards, and its log must hold no traceback and no API key."""
+    started = []
+
+    def start(env, *, wait_s=30):
+        port = free_port()
+        full = {**os.environ, "CONFAB_VAR_DIR": str(tmp_path), **env}
+        for name in ("DATABASE_URL", "REDIS_URL", *(k for k, v in env.items() if v is None)):
+            full.pop(name, None)
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=full, check=True, cwd=ROOT)
+        log_path = tmp_path / f"server-{len(started)}.log"
+        log = log_path.open("w")
+        process = subprocess.Popen(
+            [*manage, "serve", "--port", str(port)], env=full, cwd=ROOT, stdout=log, stderr=log
+        )
+        started.append((process, log, log_path))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                urlopen(url + "/accounts/signup/", timeout=1).close()
+                break
+            except (URLError, OSError):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    process.kill()
+                    pytest.fail("the server did not start: " + log_path.read_text())
+                time.sleep(0.2)
+        start.log = log_path
+        return url
+
+    yield start
+    for process, log, log_path in started:
+        process.terminate()
+        process.wait(15)
+        log.close()
+        logged = log_path.read_text()
+        assert API_KEY not in logged
+        assert "Traceback" not in logged, logged
+
+
+@pytest.fixture
+def server(start_server, fake_upstream, server_env):
     """Confab as `make run` starts it, on a fresh SQLite database, using the fake upstream."""
     fake_upstream.script("slow-model", reply(JOURNEY_PARTS, delay=0.1, usage=(20, 50)))
     fake_upstream.script("hostile-model", reply([f"{line}\n\n" for line in XSS], delay=0.05))
-    port = free_port()
-    env = {
-        **os.environ,
-        "CONFAB_VAR_DIR": str(tmp_path),
-        "OPENAI_BASE_URL": fake_upstream.url,
-        "OPENAI_API_KEY": API_KEY,
-        "CONFAB_AUTO_TITLE": "false",  # the journeys count tokens and name conversations
-        **server_env,
-    }
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [*manage, "serve", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=log
+    return start_server(
+        {
+            "OPENAI_BASE_URL": fake_upstream.url,
+            "OPENAI_API_KEY": API_KEY,
+            "CONFAB_AUTO_TITLE": "false",  # the journeys count tokens and name conversations
+            **server_env,
+        }
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urlopen(url + "/accounts/login/", timeout=1).close()
-            break
-        except (URLError, OSError):
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail("the server did not start: " + (tmp_path / "server.log").read_text())
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(15)
-    log.close()
-    logged = (tmp_path / "server.log").read_text()
-    assert API_KEY not in logged
-    assert "Traceback" not in logged, logged
 
 
 class ConsoleErrors(list):

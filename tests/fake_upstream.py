@@ -115,7 +115,8 @@ def echo(body):
 
 
 class FakeUpstream:
-    def __init__(self):
+    def __init__(self, port=0):
+        self.port = port  # 0: any free one
         self.scripts = {DEFAULT_MODEL: echo}
         self.models_script = None  # steps for `GET /models` instead of the list of scripts
         self.requests = []
@@ -157,7 +158,7 @@ class FakeUpstream:
     def _serve(self):
         asyncio.set_event_loop(self.loop)
         self.server = self.loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", 0)
+            asyncio.start_server(self._handle, "127.0.0.1", self.port)
         )
         self.port = self.server.sockets[0].getsockname()[1]
         self.started.set()

@@ -178,3 +178,30 @@ def test_a_closed_sign_up_counts_nothing(client, alice, settings):
 
     SiteSettings.objects.update_or_create(pk=1, defaults={"signup_open": True})
     assert sign_up(client, "bob").status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("url", "fields", "typed"),
+    [
+        ("signup", {"username": "dan", "password1": "abc", "password2": "abc"}, "password1"),
+        (
+            "password_change",
+            {"old_password": "correct horse 42", "new_password1": "abc", "new_password2": "abc"},
+            "new_password1",
+        ),
+        (
+            "admin:auth_user_add",
+            {"username": "dan", "usable_password": "true", "password1": "abc", "password2": "abc"},
+            "password1",
+        ),
+    ],
+)
+def test_a_weak_password_is_said_to_be_weak_under_the_password(alice_admin, url, fields, typed):
+    SiteSettings.objects.update_or_create(pk=1, defaults={"signup_open": True})
+
+    response = alice_admin.post(reverse(url), fields)
+
+    form = response.context["adminform"].form if "adminform" in response.context else None
+    form = form or response.context["form"]
+    assert "This password is too short." in " ".join(form.errors[typed])
+    assert set(form.errors) == {typed}

@@ -82,7 +82,7 @@ def test_my_usage_shows_usage_per_key(client, alice, model):
     page = client.get(reverse("my_usage")).content.decode()
 
     table = page.split('id="usage-by-key"')[1]
-    assert "nightly job" in table and "1234" in table
+    assert "nightly job" in table and "1,234" in table
 
 
 def test_the_dashboard_shows_usage_per_key(alice_admin, alice):

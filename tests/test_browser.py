@@ -10,7 +10,8 @@ pytestmark = pytest.mark.browser
 
 
 def test_a_first_user_signs_up_chats_reloads_mid_reply_and_finds_the_reply_saved(server, page):
-    page.goto(server + "/accounts/signup/")
+    page.goto(server + "/")  # the first visit to a fresh install
+    expect(page.get_by_role("heading", name="Create the administrator account")).to_be_visible()
     expect(page.get_by_text("this account will be the administrator")).to_be_visible()
     sign_up(page, server)
 
@@ -180,8 +181,8 @@ def test_an_administrator_sets_up_a_model_and_a_quota_that_a_user_runs_into(
 
 def test_a_chinese_browser_gets_the_chinese_ui(server, context):
     chinese = context.browser.new_context(locale="zh-CN").new_page()
-    chinese.goto(server + "/accounts/signup/")
-    expect(chinese.get_by_role("heading", name="创建账户")).to_be_visible()
+    chinese.goto(server + "/")
+    expect(chinese.get_by_role("heading", name="创建管理员账户")).to_be_visible()
     chinese.get_by_label("用户名").fill("李雷")
     chinese.locator("#id_password1").fill("correct horse 42")
     chinese.locator("#id_password2").fill("correct horse 42")
@@ -235,7 +236,15 @@ def test_a_failed_reply_offers_retry(server, context, fake_upstream):
 
     ask(page, "Hello?", model="fake-model")
     failed = page.locator('article.role-assistant[data-status="failed"]')
-    expect(failed).to_contain_text("The model is overloaded")
+    expect(failed.locator(".error")).to_have_text(
+        "The provider “Default” had a problem answering. Try again, or ask an administrator."
+    )
+    failed.get_by_role("button", name="View request").click()  # the detail is there
+    drawer = page.get_by_role("dialog", name="Request sent upstream")
+    expect(drawer.locator("#request-usage")).to_contain_text(
+        "The provider refused the request (HTTP 500): The model is overloaded"
+    )
+    drawer.get_by_role("button", name="Close").click()
     failed.get_by_role("button", name="Retry").click()
 
     done = page.locator('article.role-assistant[data-status="complete"]')

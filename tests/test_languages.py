@@ -90,3 +90,26 @@ async def test_websocket_errors_speak_the_pages_language(
     assert out_of_range["message"] == "params.temperature: 必须介于 0 和 2 之间。"
     assert rate_limited["code"] == "rate_limited"
     assert rate_limited["message"].startswith("你本分钟已发送 0 条消息")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("language", "said"),
+    [("en", "6,000 + 2,301 = 8,301 tokens"), ("zh-CN", "6,000 + 2,301 = 8,301 个 token")],
+)
+def test_numbers_with_units_follow_the_language(client, alice, model, language, said):
+    from conversations.models import Message
+
+    conversation = Conversation.objects.create(owner=alice, title="Counts", model=model)
+    question = Message.objects.create(conversation=conversation, role="user", content="Hi")
+    Message.objects.create(
+        conversation=conversation, parent=question, role="assistant", content="Hello",
+        prompt_tokens=6000, completion_tokens=2301, total_tokens=8301,
+    )  # fmt: skip
+    client.force_login(alice)
+
+    page = client.get(
+        reverse("conversation", args=[conversation.id]), HTTP_ACCEPT_LANGUAGE=language
+    ).content.decode()
+
+    assert said in page

@@ -61,7 +61,8 @@ def test_an_unknown_address_is_told_the_same_and_sent_nothing(client, alice, mai
     assert mailbox.messages == []
 
 
-def test_the_sign_in_page_offers_a_reset(client):
+def test_the_sign_in_page_offers_a_reset(client, alice):
+    # Someone has an account: a fresh install's sign-in leads to creating the first.
     page = client.get(reverse("login")).content.decode()
 
     assert reverse("password_reset") in page

@@ -244,11 +244,11 @@ def test_costs_in_two_currencies_are_never_added_up(alice_admin, alice, bob, cli
 
     charts = dict(page.context["charts"])
     assert "Cost per day by model" not in charts  # one chart of all currencies: gone
-    by_model = {"CNY": charts["Cost per day by model, in CNY"],
-                "USD": charts["Cost per day by model, in USD"]}  # fmt: skip
+    by_model = {"CNY": charts["Cost per day by model (CNY)"],
+                "USD": charts["Cost per day by model (USD)"]}  # fmt: skip
     assert by_model["CNY"]["peak"] == "CNY 5.0000" and by_model["USD"]["peak"] == "USD 0.5000"
     assert {item["label"] for item in by_model["USD"]["legend"]} == {"gpt"}
-    assert "Cost per day by user, in CNY" in charts and "Cost per day by user, in USD" in charts
+    assert "Cost per day by user (CNY)" in charts and "Cost per day by user (USD)" in charts
     gpt = next(row for row in page.context["top_models"] if row["label"] == "gpt")
     assert gpt["costs"] == [
         {"currency": "CNY", "amount": Decimal("2.00")},
@@ -324,7 +324,7 @@ def test_my_usage_shows_my_period_against_my_quota(client, alice, bob):
 
     page = client.get(reverse("my_usage")).content.decode()
 
-    assert "150 of 1000 tokens" in page
+    assert "150 of 1,000 tokens" in page
     assert "model-a" in page and "model-b" not in page
 
 
@@ -410,3 +410,55 @@ def test_a_quota_is_for_a_user_or_a_group(alice_admin, alice):
     )  # fmt: skip
 
     assert "Choose a user or a group: one of them, not both." in both.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_money_always_shows_its_currency(alice, model, sockets, fake_upstream):
+    from django.test import Client
+
+    await database_sync_to_async(model.prices.update)(currency="CNY")
+    socket = await sockets(alice)
+    await socket.send(**send_event())
+    done = (await socket.receive_until("message.done"))[-1]["message"]
+
+    assert done["currency"] == "CNY"
+    assert '<span class="cost" title="cost">CNY 0.000078</span>' in done["html"]
+    client = Client()
+    await database_sync_to_async(client.force_login)(alice)
+    inspected = await database_sync_to_async(client.get)(
+        reverse("message_request", args=[done["id"]])
+    )
+    assert inspected.json()["cost"] == "CNY 0.000078"
+    usage = (await database_sync_to_async(client.get)(reverse("my_usage"))).content.decode()
+    assert "<td>CNY 0.0001</td>" in usage  # the table of models, each cost with its currency
+
+
+@pytest.mark.django_db
+def test_the_dashboard_charts_money_one_currency_at_a_time(alice_admin, alice):
+    record(alice, cost="0.50", currency="USD")
+    record(alice, cost="3.00", currency="CNY")
+
+    page = alice_admin.get(reverse("admin:conversations_usagerecord_dashboard")).content.decode()
+
+    for currency in ("CNY", "USD"):
+        assert f'aria-label="Cost per day by model ({currency})"' in page
+    assert "<td>alice</td><td>2</td><td>30</td><td>CNY 3.0000, USD 0.5000</td>" in page
+    assert "highest day: CNY 3.0000" in page and "highest day: USD 0.5000" in page
+
+
+@pytest.mark.django_db
+def test_charts_have_axes_and_labels(client, alice):
+    record(alice, tokens=(6000, 2301))
+    client.force_login(alice)
+
+    page = client.get(reverse("my_usage")).content.decode()
+    chart = page.split('<svg viewBox="0 0 720 240"')[1].split("</svg>")[0]
+
+    assert chart.count('class="chart-axis"') == 2  # the amounts' axis and the days'
+    ticks = [label.split("<")[0] for label in chart.split('class="chart-tick"')[1:]]
+    ticks = [tick.split(">")[1] for tick in ticks]
+    assert ticks[:3] == ["0", "4,150", "8,301"]  # amounts, then the days below
+    today = timezone.localdate()
+    assert ticks[-1] == f"{today:%m-%d}" and len(ticks) == 6
+    assert ">tokens</text>" in chart and ">day</text>" in chart
+    assert "highest day: 8,301 tokens" in page

@@ -52,6 +52,22 @@ def test_the_first_account_becomes_the_administrator(client):
     assert "Welcome! You are the administrator of this Confab." in page.content.decode()
 
 
+def test_the_first_visit_lands_on_creating_the_administrator_account(client):
+    response = client.get(reverse("chat"), follow=True)
+
+    assert response.redirect_chain[-1][0] == reverse("signup")
+    page = response.content.decode()
+    assert "<h2>Create the administrator account</h2>" in page
+    assert "I already have an account" not in page
+
+
+def test_once_there_is_an_account_signing_in_is_signing_in(client, alice):
+    response = client.get(reverse("chat"), follow=True)
+
+    assert response.redirect_chain[-1][0].startswith(reverse("login"))
+    assert "<h2>Sign in</h2>" in response.content.decode()
+
+
 def test_later_sign_ups_follow_the_administrators_setting(client, alice):
     assert client.get(reverse("signup")).status_code == 403
     assert signup(client, "bob").status_code == 403
@@ -393,7 +409,7 @@ def test_a_reply_shows_its_cached_and_reasoning_tokens_cost_and_first_token_time
     page = client.get(reverse("conversation", args=[conversation.id])).content.decode()
 
     assert "50 + 20 = 70 tokens" in page and "32 cached" in page and "12 reasoning" in page
-    assert ">0.0012<" in page and "first token 240 ms" in page
+    assert ">USD 0.0012<" in page and "first token 240 ms" in page
 
 
 def test_a_long_conversation_shows_its_last_messages_first(client, alice, settings):
@@ -415,3 +431,29 @@ def test_a_long_conversation_shows_its_last_messages_first(client, alice, settin
     assert "message number 5" not in recent and "Show 6 earlier messages" in recent
     assert all(f"message number {i}" in everything for i in range(10))
     assert "earlier message" not in everything
+
+
+def test_a_reply_is_headed_by_its_models_display_name(client, alice, model):
+    conversation = conversation_with_reply(alice, model=model)
+    conversation.messages.filter(role="assistant").update(model=model)
+    client.force_login(alice)
+
+    page = client.get(reverse("conversation", args=[conversation.id])).content.decode()
+    exported = client.get(reverse("export_json", args=[conversation.id])).json()
+
+    assert '<div class="message-role">Fake model' in page
+    assert '<div class="message-role">fake-model' not in page
+    reply = exported["messages"][-1]
+    assert (reply["model"], reply["model_label"]) == ("fake-model", "Fake model")
+
+
+def test_a_reply_of_the_bundled_model_says_what_it_is(client, alice, model):
+    Provider.objects.filter(pk=model.provider_id).update(bundled=True)
+    conversation = conversation_with_reply(alice, model=model)
+    conversation.messages.filter(role="assistant").update(model=model)
+    client.force_login(alice)
+
+    page = client.get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    assert '<span class="demo">a small local demo model, English only</span>' in page
+    assert "Connect a real provider" not in page  # that link is for administrators

@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 
 from conversations import sessions
 from conversations.admin.usage import QuotaInline
+from conversations.forms import AdminPasswordChangeForm, AdminUserCreationForm
 from conversations.membership.admin import BreakGlassInline
 from conversations.models import SiteSettings
 
@@ -17,6 +18,8 @@ admin.site.unregister(User)
 
 @admin.register(User)
 class ConfabUserAdmin(UserAdmin):
+    add_form = AdminUserCreationForm
+    change_password_form = AdminPasswordChangeForm
     inlines = [*UserAdmin.inlines, QuotaInline, BreakGlassInline]
     actions = ["disable_access"]
 

@@ -1,12 +1,11 @@
 """Providers (their keys write-only), the models they offer, and prices."""
 
-from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from conversations import upstream
+from conversations import discovery
 from conversations.forms.admin import LanguageModelForm, ProviderForm
 from conversations.models import LanguageModel, Price, Provider
 
@@ -14,34 +13,39 @@ from conversations.models import LanguageModel, Price, Provider
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     form = ProviderForm
-    list_display = ["name", "base_url", "key", "enabled"]
-    list_filter = ["enabled"]
+    list_display = ["name", "base_url", "key", "enabled", "state", "checked"]
+    list_filter = ["enabled", "status"]
+    readonly_fields = ["state", "checked"]
     actions = ["test_connection", "sync_models"]
 
     @admin.display(description=_("API key"))
     def key(self, provider):
         return provider.api_key_hint
 
+    @admin.display(description=_("status"), ordering="status")
+    def state(self, provider):
+        return provider.status_text
+
     @admin.action(description=_("Test connection (GET /models)"))
     def test_connection(self, request, queryset):
-        for provider, ids, error in _list_models(queryset):
+        """Model discovery, now: what the background retries do, with the answer shown."""
+        for provider, _added, error in _discover(queryset):
             if error:
-                self.message_user(request, f"{provider}: {error}", messages.ERROR)
+                self.message_user(request, f"{provider}: {provider.status_text}", messages.ERROR)
             else:
                 self.message_user(
                     request,
                     _("%(provider)s answers: %(count)d models.")
-                    % {"provider": provider, "count": len(ids)},
+                    % {"provider": provider, "count": provider.models.count()},
                     messages.SUCCESS,
                 )
 
     @admin.action(description=_("Sync models (add new ones, disabled)"))
     def sync_models(self, request, queryset):
-        for provider, ids, error in _list_models(queryset):
+        for provider, added, error in _discover(queryset, enabled=False):
             if error:
-                self.message_user(request, f"{provider}: {error}", messages.ERROR)
+                self.message_user(request, f"{provider}: {provider.status_text}", messages.ERROR)
                 continue
-            added = provider.add_models(ids, enabled=False)
             self.message_user(
                 request,
                 ngettext(
@@ -54,20 +58,8 @@ class ProviderAdmin(admin.ModelAdmin):
             )
 
 
-def _list_models(queryset):
-    """Each provider's model ids, or the reason they could not be listed."""
-    providers = list(queryset)
-
-    async def list_all():
-        results = []
-        for provider in providers:
-            try:
-                results.append((provider, await upstream.list_models(provider), None))
-            except upstream.UpstreamError as error:
-                results.append((provider, [], str(error)))
-        return results
-
-    return async_to_sync(list_all)()
+def _discover(queryset, enabled=None):
+    return discovery.discover_now(list(queryset), enabled=enabled)
 
 
 class PriceInline(admin.TabularInline):

@@ -35,11 +35,12 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     list_display = [
         "created", "user", "source", "model_name", "status", "prompt_tokens",
-        "completion_tokens", "total_tokens", "estimated", "cost", "currency", "ttft_ms",
-        "duration_ms",
+        "completion_tokens", "total_tokens", "estimated", "reached_provider", "cost", "currency",
+        "ttft_ms", "duration_ms",
     ]  # fmt: skip
     list_filter = [
-        "status", "source", "estimated", ("user", admin.RelatedOnlyFieldListFilter),
+        "status", "source", "estimated", "reached_provider",
+        ("user", admin.RelatedOnlyFieldListFilter),
         GroupFilter, ("model", admin.RelatedOnlyFieldListFilter), "provider",
         ("api_key", admin.RelatedOnlyFieldListFilter),
     ]  # fmt: skip
@@ -108,6 +109,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
                     record.reasoning_tokens,
                     record.total_tokens,
                     record.estimated,
+                    record.reached_provider,
                     record.cost,
                     record.currency,
                     record.ttft_ms,
@@ -134,15 +136,20 @@ class UsageRecordAdmin(admin.ModelAdmin):
             "charts": [
                 (_("Tokens per day by model"), reports.daily_chart(records, "model", start, end)),
                 (_("Tokens per day by user"), reports.daily_chart(records, "user", start, end)),
-                # Money per currency: amounts in two currencies never add up in one bar.
-                *[
-                    (_("Cost per day by model, in %(currency)s") % {"currency": currency}, chart)
-                    for currency, chart in reports.cost_charts(records, "model", start, end)
-                ],
-                *[
-                    (_("Cost per day by user, in %(currency)s") % {"currency": currency}, chart)
-                    for currency, chart in reports.cost_charts(records, "user", start, end)
-                ],
+                # Money in one currency a chart: amounts in two would not add up.
+                *(
+                    (
+                        title % {"currency": currency},
+                        reports.daily_chart(
+                            records, key, start, end, measure="cost", currency=currency
+                        ),
+                    )
+                    for currency in reports.currencies(records)
+                    for key, title in (
+                        ("model", _("Cost per day by model (%(currency)s)")),
+                        ("user", _("Cost per day by user (%(currency)s)")),
+                    )
+                ),
             ],
             "top_users": reports.top(records, "user"),
             "top_models": reports.top(records, "model"),
@@ -153,8 +160,8 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 CSV_COLUMNS = [
     "created", "user", "provider", "model", "status", "prompt_tokens", "cached_tokens",
-    "completion_tokens", "reasoning_tokens", "total_tokens", "estimated", "cost", "currency",
-    "ttft_ms", "duration_ms", "request_id",
+    "completion_tokens", "reasoning_tokens", "total_tokens", "estimated", "reached_provider",
+    "cost", "currency", "ttft_ms", "duration_ms", "request_id",
 ]  # fmt: skip
 
 

@@ -6,15 +6,25 @@ rest of the pages' forms.
 """
 
 from conversations.forms.events import EVENT_FORMS
-from conversations.forms.pages import ConversationToolsForm, RenameForm, SignupForm
+from conversations.forms.pages import (
+    AdminPasswordChangeForm,
+    AdminUserCreationForm,
+    ConversationToolsForm,
+    PasswordChangeForm,
+    RenameForm,
+    SignupForm,
+)
 from conversations.forms.params import ParamsForm, error_text
 from conversations.forms.settings import ConversationSettingsForm, PreferencesForm
 
 __all__ = [
     "EVENT_FORMS",
+    "AdminPasswordChangeForm",
+    "AdminUserCreationForm",
     "ConversationSettingsForm",
     "ConversationToolsForm",
     "ParamsForm",
+    "PasswordChangeForm",
     "PreferencesForm",
     "RenameForm",
     "SignupForm",

@@ -92,6 +92,7 @@ class Relay:
             usage=self.completion.usage,
             ttft_ms=self.ttft_ms,
             duration_ms=self._elapsed_ms(),
+            failure=failure,
         )
         self.usage = (await database_sync_to_async(settle)(self.request, outcome)).usage
         self.queue.put_nowait(END)

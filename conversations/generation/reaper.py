@@ -13,6 +13,7 @@ from datetime import timedelta
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from conversations.fanout import publish, publish_to_user
 from conversations.files import processing
@@ -24,8 +25,9 @@ from conversations.tools import loop
 
 logger = logging.getLogger(__name__)
 
-INTERRUPTED = "The server stopped while this reply was being generated."
-TOOL_INTERRUPTED = "The server stopped while this tool ran."
+# Stored in English, shown in the reader's language (Message.error_text).
+INTERRUPTED = gettext_noop("The server stopped while this reply was being generated.")
+TOOL_INTERRUPTED = gettext_noop("The server stopped while this tool ran.")
 
 
 def reap_stale(conversation_id=None):

@@ -18,6 +18,7 @@ from dataclasses import replace
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from conversations import upstream
 from conversations.fanout import (
@@ -201,7 +202,8 @@ class Generation:
             status = Message.Status.CANCELLED if self.stop_requested else Message.Status.INTERRUPTED
         except Exception:
             logger.exception("generation %s failed", self.request.id)
-            status, error = Message.Status.FAILED, "Confab failed while generating this reply."
+            status = Message.Status.FAILED
+            error = gettext_noop("Confab failed while generating this reply.")
         finally:
             # Under the lock the flusher is never mid-frame: a frame it had counted as sent
             # but not yet handed to every socket would be lost.
@@ -210,6 +212,11 @@ class Generation:
         if failure := self.completion.failure:
             status = Message.Status.INTERRUPTED if failure.code == "cut" else Message.Status.FAILED
             error = str(failure)
+            # For whoever looks into it (the user reads a sentence, error_text), but never
+            # what the provider sent: it may hold reply text. A connection that could not be
+            # made holds none: its host and reason.
+            said = error if not failure.reached else f"{failure.code} {failure.status or ''}"
+            logger.warning("request %s failed: %s", self.request.id, said.strip())
         try:
             await self._flush()
             settled = await self._settle(status, error)
@@ -311,6 +318,7 @@ class Generation:
             usage=self.completion.usage,
             ttft_ms=self.ttft_ms,
             duration_ms=self._elapsed_ms(),
+            failure=self.completion.failure,
         )
         return await database_sync_to_async(settle)(self.request, outcome)
 

@@ -30,6 +30,7 @@ from conversations.models import (
     SiteSettings,
     branch_through,
 )
+from conversations.rendering import finished_message
 from conversations.tools import registry
 from conversations.usage import estimate_prompt_tokens
 
@@ -62,14 +63,17 @@ class Prepared:
     duplicate: bool = False
 
 
-def _prepared(conversation, user_message, started, *, created_conversation=False):
-    """What a send, edit or regenerate hands the consumer; `conversation` as saved now."""
+def _prepared(conversation, user_message, started, *, created_conversation=False, edit=False):
+    """What a send, edit or regenerate hands the consumer; `conversation` as saved now. An
+    edited message comes with the server's HTML: its `< 2 / 2 >` switcher shows at once."""
     summary = {**conversation.to_dict(), "generating": True}
-    new = [user_message] if user_message is not None else []
+    new = []
+    if user_message is not None:
+        new = [finished_message(user_message) if edit else user_message.to_dict()]
     return Prepared(
         conversation_id=str(conversation.id),
         conversation=summary,
-        created=[message.to_dict() for message in (*new, *started["replies"])],
+        created=[*new, *(reply.to_dict() for reply in started["replies"])],
         created_conversation=created_conversation,
         **started,
     )
@@ -174,7 +178,9 @@ def prepare_send(user, data, *, sibling_of=None):
         )
         params = {**conversation.params, **data["params"]}
         started = _start_replies(user, conversation, history, user_message, model, params)
-    return _prepared(conversation, user_message, started, created_conversation=created)
+    return _prepared(
+        conversation, user_message, started, created_conversation=created, edit=bool(sibling_of)
+    )
 
 
 def _attachable(user, conversation, file_ids):
@@ -259,6 +265,12 @@ def _start_replies(
     once the user is authorised to make it; the server's tools offered, unless `tools` is
     false; the files in scope whole, or retrieval (conversations.files.context). `citations`:
     the passages the turn's tool steps returned, for the replies to show."""
+    if model.provider.status == Provider.Status.PREPARING:
+        raise EventError(
+            "unavailable",
+            _("%(model)s is still being prepared: it can be picked as soon as it is ready.")
+            % {"model": model},
+        )
     messages = _api_messages(conversation, history, user_message)
     body = upstream.build_body(model, messages, params, user.pk)
     offered = {}
@@ -371,12 +383,12 @@ def _offer_tools(body, offered):
 
 
 def default_model(user, conversation, preferred=None):
-    """The model asked for, else the conversation's, else the first the user may use."""
+    """The model asked for, else the conversation's, else the site's default."""
     available = LanguageModel.objects.available_to(user)
     for model_id in (preferred, conversation.model_id if conversation else None):
         if model_id and (model := available.filter(id=model_id).first()):
             return model
-    return available.first()
+    return SiteSettings.default_among(available)
 
 
 def _parent_for(history, parent_id, shown_id):

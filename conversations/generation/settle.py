@@ -16,9 +16,11 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone, translation
+from django.utils.translation import gettext_noop
 
 from conversations.models import Conversation, Message, Price, UsageRecord
 from conversations.rendering import finished_message
+from conversations.upstream import UpstreamError
 from conversations.usage import Usage, estimate_prompt_tokens, estimate_tokens
 
 
@@ -106,6 +108,13 @@ class Outcome:
     usage: Usage | None = None
     ttft_ms: int | None = None
     duration_ms: int | None = None
+    # The provider's failure, if that is how it ended: its kind is kept on the replies (the
+    # sentence users read), and a request that never reached the provider used nothing.
+    failure: UpstreamError | None = None
+
+    @property
+    def reached_provider(self):
+        return self.failure is None or self.failure.reached
 
 
 @dataclass(frozen=True)
@@ -125,14 +134,19 @@ def settle(request, outcome):
     now = timezone.now()
     with transaction.atomic():
         rows = list(
-            Message.objects.select_for_update()
+            Message.objects.select_for_update(of=("self",))
+            .select_related("model__provider")
             .filter(id__in=request.reply_ids, status=Message.Status.STREAMING)
             .order_by("created")
         )
         if request.reply_ids and not rows:
             return Settled(done=[], conversation=None)  # settled already
         texts = [reply.content + reply.reasoning for reply in outcome.replies] or [""]
-        if outcome.usage is not None:
+        if not outcome.reached_provider:
+            # Nothing was sent (no connection could be made): nothing was used, no estimate.
+            shares = [Usage() for _ in texts]
+            total = Usage()
+        elif outcome.usage is not None:
             total = outcome.usage
             shares = total.share([estimate_tokens(text) for text in texts])
         else:
@@ -140,13 +154,15 @@ def settle(request, outcome):
             total = Usage.sum(shares)
         price = _price(request)
         cost = total.cost if total.cost is not None else (price.cost(total) if price else 0)
+        # A provider's own figure is in US dollars (OpenRouter's credits).
+        currency = "USD" if total.cost is not None or not price else price.currency
         if request.reply_ids:  # a title's request has none: its text only counts
             ended = zip(outcome.replies, shares, strict=True)
             by_id = dict(zip(request.reply_ids, ended, strict=True))
             for row in rows:
                 reply, usage = by_id[row.id]
-                _write(row, reply, usage, outcome, cost, total, now)
-        _write_ledger(request, outcome, total, cost, price, rows, now)
+                _write(row, reply, usage, outcome, cost, total, now, currency)
+        _write_ledger(request, outcome, total, cost, currency, rows, now)
         if request.conversation_id:
             Conversation.objects.filter(id=request.conversation_id).update(updated=now)
     if not rows:
@@ -159,6 +175,16 @@ def settle(request, outcome):
     return Settled(done=done, conversation=summary, user_id=request.user_id, usage=total)
 
 
+def failure_of(error):
+    """How a reply keeps its provider's failure (Message.failure): the kind, and for an HTTP
+    refusal its status, for the sentence a user reads; "unreachable" when nothing was sent."""
+    if error is None:
+        return ""
+    if not error.reached:
+        return "unreachable"
+    return f"{error.code}/{error.status}" if error.status else error.code
+
+
 def _price(request):
     """The price in effect when the request was made; later changes never rewrite it."""
     if request.model_id is None:
@@ -166,34 +192,36 @@ def _price(request):
     return Price.objects.in_effect(request.model_id, request.asked_at)
 
 
-def _write(row, reply, usage, outcome, cost, total, now):
+def _write(row, reply, usage, outcome, cost, total, now, currency):
     row.content, row.reasoning, row.tool_calls = reply.content, reply.reasoning, reply.tool_calls
     row.finish_reason, row.stop_sequence = reply.finish_reason, reply.stop_sequence
     row.status, row.error = outcome.status, outcome.error
+    row.failure = failure_of(outcome.failure)
     if outcome.status == Message.Status.COMPLETE and not (reply.finish_reason or reply.content):
         row.status = Message.Status.FAILED
-        row.error = "The provider returned fewer choices than were asked for."
+        row.error = gettext_noop("The provider returned fewer choices than were asked for.")
     for name, value in usage.as_fields().items():
         setattr(row, name, value)
     row.usage_estimated = usage.estimated
     # Each reply's part of the request's cost, in proportion to its tokens.
     share = usage.total_tokens / total.total_tokens if total.total_tokens else 1
     row.cost = round(Decimal(cost) * Decimal(share), 8)
+    row.currency = currency
     row.ttft_ms, row.duration_ms, row.completed = outcome.ttft_ms, outcome.duration_ms, now
     row.save()
 
 
-def _write_ledger(request, outcome, total, cost, price, rows, now):
+def _write_ledger(request, outcome, total, cost, currency, rows, now):
     """The request's reservation (admission.reserve) becomes what it cost; a request that
     reserved nothing (one made before reservations) gets its row now. Never two rows: the
     request id is unique."""
     fields = {
         "message": rows[0] if rows else None,
         "status": outcome.status,
+        "reached_provider": outcome.reached_provider,
         "estimated": total.estimated,
         "cost": cost,
-        # A provider's own figure is in US dollars (OpenRouter's credits).
-        "currency": "USD" if total.cost is not None or not price else price.currency,
+        "currency": currency,
         "provider_cost": total.cost,
         "ttft_ms": outcome.ttft_ms,
         "duration_ms": outcome.duration_ms,

@@ -1,11 +1,14 @@
 """Titles: after a conversation's first reply, a short title written by a model.
 
-The model is the one an administrator chose in Site settings, else the conversation's own.
-The request is small (24 tokens at most), recorded in the usage ledger like any other, and
-a failure only leaves the first message as the title.
+The model is the one an administrator chose in Site settings, else the conversation's own,
+unless the administrator turned titles off there, or the model is the bundled demo model
+(its titles read worse than the first message). The request is small (24 tokens at most)
+and recorded in the usage ledger like any other. What comes back is cleaned to one line of
+plain text; a failure, or an answer that is no title, leaves the first message as the title.
 """
 
 import logging
+import re
 
 from channels.db import database_sync_to_async
 from django.db import transaction
@@ -31,6 +34,15 @@ PROMPT = (
 )
 MAX_TITLE_TOKENS = 24
 MAX_QUOTED_CHARS = 2000
+MAX_TITLE_CHARS = 60
+MAX_TITLE_WORDS = 10
+# A label some models put before the title: "Title: …", "标题：…".
+LABEL = re.compile(r"^\s*(?:title|标题)\s*[:：]\s*", re.IGNORECASE)
+# Markdown a title never needs: emphasis, code, headings, quotes, list marks; a link keeps
+# its text.
+LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+MARKUP = re.compile(r"[*_`~#>]+|^\s*(?:[-+•]|\d+[.)])\s+")
+QUOTES = "\"'“”‘’「」『』«»"
 
 
 async def write_title(conversation_id, user_id):
@@ -54,8 +66,9 @@ async def _write_title(conversation_id, user_id):
         status=Message.Status.FAILED if completion.failure else Message.Status.COMPLETE,
         replies=(Reply.of(completion.choice(0)),),
         usage=completion.usage,
+        failure=completion.failure,
     )
-    title = "" if completion.failure else _clean(completion.choice(0).content)
+    title = "" if completion.failure else clean_title(completion.choice(0).content)
     summary = await _save(request, outcome, title)
     if summary is not None:
         await publish_to_user(user_id, {"type": "conversation.updated", "conversation": summary})
@@ -79,9 +92,12 @@ def _job(conversation_id, user_id):
         asked = asked.parent
     if asked is None:
         return None
-    chosen = SiteSettings.load().title_model_id or conversation.model_id
+    site = SiteSettings.load()
+    if not site.titles:
+        return None
+    chosen = site.title_model_id or conversation.model_id
     model = LanguageModel.objects.available().filter(id=chosen).first()
-    if model is None:
+    if model is None or model.provider.bundled:
         return None
     question = asked.content[:MAX_QUOTED_CHARS]
     answer = replies[0].content[:MAX_QUOTED_CHARS]
@@ -105,10 +121,23 @@ def _job(conversation_id, user_id):
     return model.provider, body, request
 
 
-def _clean(text):
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    title = (lines[0] if lines else "").strip("\"'“”‘’「」*# ").rstrip("。.")
-    return title if len(title) <= 60 else title[:59].rstrip() + "…"
+def clean_title(text):
+    """A model's answer as a title: one line of plain text, without code fences, quotes,
+    Markdown or a "Title:" label; "" when it is no title (empty, over-long, several
+    sentences), and the first message stays the title."""
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("```")
+    ]
+    if not lines:
+        return ""
+    title = LABEL.sub("", lines[0])
+    title = MARKUP.sub("", LINK.sub(r"\1", title))
+    title = " ".join(title.split()).strip(QUOTES + " ").rstrip("。.!！")
+    title = title.strip(QUOTES + " ")
+    too_long = len(title) > MAX_TITLE_CHARS or len(title.split()) > MAX_TITLE_WORDS
+    return "" if too_long or len(lines) > 2 else title
 
 
 @database_sync_to_async

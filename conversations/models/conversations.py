@@ -39,11 +39,13 @@ class Preferences(models.Model):
     """A user's defaults for new conversations: model, system prompt and request fields."""
 
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences"
-    )
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences",
+        verbose_name=_("user"),
+    )  # fmt: skip
     model = models.ForeignKey(
-        LanguageModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+        LanguageModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("model"),
+    )  # fmt: skip
     system_prompt = models.TextField(_("system prompt"), blank=True)
     params = models.JSONField(_("parameters"), default=dict, blank=True)
 
@@ -63,24 +65,28 @@ class Preferences(models.Model):
 class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
-    )
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations",
+        verbose_name=_("owner"),
+    )  # fmt: skip
     title = models.CharField(_("title"), max_length=200, blank=True)
     system_prompt = models.TextField(_("system prompt"), blank=True)
-    model = models.ForeignKey(LanguageModel, null=True, blank=True, on_delete=models.SET_NULL)
+    model = models.ForeignKey(
+        LanguageModel, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("model")
+    )
     params = models.JSONField(_("parameters"), default=dict, blank=True)
     # The message whose branch the user last chose to see (`< 2 / 3 >`); null: the newest.
     shown = models.ForeignKey(
-        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("message on show"),
+    )  # fmt: skip
     # True while the title is Confab's (the first message, then a generated one); a title
     # the user gives is never overwritten.
-    auto_title = models.BooleanField(default=True)
+    auto_title = models.BooleanField(_("title by Confab"), default=True)
     # Server tools in this conversation: all off, or some (their names, switched off); and
     # the tools the user let run without asking here ("always allow in this conversation").
     tools_off = models.BooleanField(_("no tools"), default=False)
-    tools_switched_off = models.JSONField(default=list, blank=True)
-    tools_always_allowed = models.JSONField(default=list, blank=True)
+    tools_switched_off = models.JSONField(_("tools switched off"), default=list, blank=True)
+    tools_always_allowed = models.JSONField(_("tools always allowed"), default=list, blank=True)
     # The project it belongs to, if any: its instructions, files and defaults apply.
     project = models.ForeignKey(
         "Project",
@@ -93,13 +99,15 @@ class Conversation(models.Model):
     pinned = models.BooleanField(_("pinned"), default=False)
     archived = models.BooleanField(_("archived"), default=False)
     # Deleted, but restorable for CONFAB_UNDO_DELETE_S; then purged.
-    deleted = models.DateTimeField(null=True, blank=True)
-    created = models.DateTimeField(default=timezone.now)
-    updated = models.DateTimeField(default=timezone.now)
+    deleted = models.DateTimeField(_("deleted"), null=True, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    updated = models.DateTimeField(_("updated"), default=timezone.now)
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("conversation")
+        verbose_name_plural = _("conversations")
         ordering = ["-updated"]
         indexes = [
             models.Index(fields=["owner", "archived", "-pinned", "-updated"], name="sidebar")
@@ -126,12 +134,15 @@ class Conversation(models.Model):
         """The export format (DESIGN.md §4): the owner's download, and a data request's."""
         return {
             "conversation": self.to_dict(),
-            "messages": [m.to_dict() for m in self.messages.order_by("created")],
+            "messages": [
+                m.to_dict() for m in self.messages.select_related("model").order_by("created")
+            ],
         }
 
     def branch(self):
         """The messages shown: the branch through `shown`, else the newest one."""
-        return branch_through(self.messages.order_by("created"), self.shown_id)
+        messages = self.messages.select_related("model__provider").order_by("created")
+        return branch_through(messages, self.shown_id)
 
 
 def branch_through(messages, through=None):
@@ -182,10 +193,10 @@ class ToolApproval(models.TextChoices):
 
 class Message(TokenCounts):
     class Role(models.TextChoices):
-        SYSTEM = "system"
-        USER = "user"
-        ASSISTANT = "assistant"
-        TOOL = "tool"
+        SYSTEM = "system", _("system")
+        USER = "user", _("user")
+        ASSISTANT = "assistant", _("assistant")
+        TOOL = "tool", _("tool")
 
     class Status(models.TextChoices):
         STREAMING = "streaming", _("streaming")
@@ -196,52 +207,64 @@ class Message(TokenCounts):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="messages"
-    )
+        Conversation, on_delete=models.CASCADE, related_name="messages",
+        verbose_name=_("conversation"),
+    )  # fmt: skip
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children",
+        verbose_name=_("answers"),
+    )  # fmt: skip
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    content = models.TextField(_("content"), blank=True)
+    reasoning = models.TextField(_("reasoning"), blank=True)
+    tool_calls = models.JSONField(_("tool calls"), default=list, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.COMPLETE
     )
-    role = models.CharField(max_length=16, choices=Role.choices)
-    content = models.TextField(blank=True)
-    reasoning = models.TextField(blank=True)
-    tool_calls = models.JSONField(default=list, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
-    finish_reason = models.CharField(max_length=32, blank=True)
+    finish_reason = models.CharField(_("finish reason"), max_length=32, blank=True)
     # A tool message: the call it answers (its `tool_calls` holds that one call), the
     # tool's name, whether its result is an error, and how its approval went.
-    tool_call_id = models.CharField(max_length=100, blank=True)
-    tool_name = models.CharField(max_length=64, blank=True)
-    tool_error = models.BooleanField(default=False)
-    approval = models.CharField(max_length=8, choices=ToolApproval.choices, blank=True)
+    tool_call_id = models.CharField(_("tool call id"), max_length=100, blank=True)
+    tool_name = models.CharField(_("tool"), max_length=64, blank=True)
+    tool_error = models.BooleanField(_("tool error"), default=False)
+    approval = models.CharField(
+        _("approval"), max_length=8, choices=ToolApproval.choices, blank=True
+    )
     # The passages of files a reply was given (Passage.citation), numbered as the reply
     # refers to them ([1], [2]…); a tool message's: the passages its result held.
-    citations = models.JSONField(default=list, blank=True)
+    citations = models.JSONField(_("citations"), default=list, blank=True)
     # A user message's files, as sent: id, name, size and kind of each (its File rows may
     # go; this stays what the message showed).
-    attachments = models.JSONField(default=list, blank=True)
+    attachments = models.JSONField(_("attachments"), default=list, blank=True)
     # The stop sequence that ended the reply, when the provider says which (vLLM, SGLang).
-    stop_sequence = models.CharField(max_length=200, blank=True)
-    error = models.TextField(blank=True)
-    model = models.ForeignKey(LanguageModel, null=True, blank=True, on_delete=models.SET_NULL)
-    model_name = models.CharField(max_length=200, blank=True)
-    params = models.JSONField(default=dict, blank=True)
+    stop_sequence = models.CharField(_("stop sequence"), max_length=200, blank=True)
+    # What went wrong, in detail (the log, the request inspector, the export); what a user
+    # reads is `error_text`, from the kind of failure in `failure` (settle.failure_of).
+    error = models.TextField(_("error"), blank=True)
+    failure = models.CharField(_("failure"), max_length=32, blank=True)
+    model = models.ForeignKey(
+        LanguageModel, null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("model")
+    )
+    model_name = models.CharField(_("model id"), max_length=200, blank=True)
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
     # The upstream request that produces this reply: the replies of one request (n > 1)
     # share it, and so does the request's one row in the usage ledger.
-    request_id = models.UUIDField(null=True, blank=True, editable=False)
+    request_id = models.UUIDField(_("request id"), null=True, blank=True, editable=False)
     # A reply's request body as sent upstream, for "view request". The conversation's own
     # messages are left out (they are this reply's ancestors, rebuilt when shown), so a long
     # conversation does not store its history once per reply; a system message is kept.
-    request = models.JSONField(default=dict, blank=True)
-    usage_estimated = models.BooleanField(default=False)
-    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
-    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    request = models.JSONField(_("request"), default=dict, blank=True)
+    usage_estimated = models.BooleanField(_("usage estimated"), default=False)
+    cost = models.DecimalField(_("cost"), max_digits=14, decimal_places=8, null=True, blank=True)
+    currency = models.CharField(_("currency"), max_length=3, blank=True)
+    ttft_ms = models.PositiveIntegerField(_("time to first token (ms)"), null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
     # The `client_id` of the send that made it, as stored: client_key(owner, id).
     client_id = models.UUIDField(null=True, blank=True, unique=True)
-    created = models.DateTimeField(default=timezone.now)
-    completed = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    completed = models.DateTimeField(_("completed"), null=True, blank=True)
     # When a running reply last wrote its text: the reaper's evidence that its runner lives.
-    checkpointed = models.DateTimeField(null=True, blank=True)
+    checkpointed = models.DateTimeField(_("last saved"), null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -253,6 +276,8 @@ class Message(TokenCounts):
         return uuid.uuid5(CLIENT_IDS, f"{user_id}:{client_id}")
 
     class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
         ordering = ["created"]
         indexes = [
             models.Index(fields=["conversation", "created"], name="message_thread"),
@@ -264,7 +289,13 @@ class Message(TokenCounts):
         ]
 
     def __str__(self):
-        return f"{self.role}: {self.content[:50]}"
+        return f"{self.get_role_display()}: {self.content[:50]}"
+
+    @property
+    def model_label(self):
+        """The model as people know it: its display name, else the id it was asked by."""
+        model = self.model if self.model_id is not None else None
+        return (model.display_name if model else "") or self.model_name
 
     @property
     def is_streaming(self):
@@ -272,8 +303,10 @@ class Message(TokenCounts):
 
     @property
     def cost_display(self):
-        """The cost without trailing zeros or exponent: "0.0012", "0.00000001"."""
-        return f"{self.cost.normalize():f}" if self.cost else ""
+        """The cost with its currency, without trailing zeros or exponent: "USD 0.0012"."""
+        if not self.cost:
+            return ""
+        return f"{self.currency or 'USD'} {self.cost.normalize():f}"
 
     def sibling_switch(self):
         """(position, count, previous id, next id) among siblings, or None when alone."""
@@ -324,6 +357,33 @@ class Message(TokenCounts):
         }.get(self.finish_reason, "")
 
     @property
+    def error_text(self):
+        """What went wrong, as a sentence for the user in their language: the provider's
+        failure in plain words, naming the provider; other errors are sentences already."""
+        if not self.failure:
+            return _(self.error) if self.error else ""  # Confab's own, stored in English
+        kind, _slash, status = self.failure.partition("/")
+        provider = self.model.provider.name if self.model else _("the provider")
+        if kind == "http_error" and status in ("401", "403"):
+            sentence = _("The provider “%(provider)s” refused the request: its key may be wrong.")
+        elif kind == "http_error" and status == "429":
+            sentence = _("The provider “%(provider)s” is busy or over its limit.")
+        elif kind == "http_error" and status.startswith("5"):
+            sentence = _("The provider “%(provider)s” had a problem answering.")
+        else:
+            sentence = {
+                "unreachable": _("Could not reach the provider “%(provider)s”."),
+                "connection": _("The connection to the provider “%(provider)s” broke."),
+                "timeout": _("The provider “%(provider)s” took too long to answer."),
+                "cut": _("The provider “%(provider)s” stopped before the reply was finished."),
+                "http_error": _("The provider “%(provider)s” refused the request."),
+                "provider_error": _("The provider “%(provider)s” reported an error."),
+            }.get(kind, _("The provider “%(provider)s” sent an answer Confab could not read."))
+        return _("%(what)s Try again, or ask an administrator.") % {
+            "what": sentence % {"provider": provider}
+        }
+
+    @property
     def expects_json(self):
         response_format = self.params.get("response_format") or {}
         return response_format.get("type") in ("json_object", "json_schema")
@@ -368,9 +428,11 @@ class Message(TokenCounts):
             "finish_reason": self.finish_reason or None,
             "error": self.error or None,
             "model": self.model_name or None,
+            "model_label": self.model_label or None,
             "params": self.params,
             "usage": self.usage_dict(),
             "cost": f"{self.cost:f}" if self.cost is not None else None,  # never "1E-8"
+            "currency": self.currency or None,
             "created": self.created.isoformat(),
             "completed": self.completed.isoformat() if self.completed else None,
             "ttft_ms": self.ttft_ms,

@@ -65,10 +65,12 @@ class File(models.Model):
         "Project", null=True, blank=True, on_delete=models.CASCADE, related_name="files"
     )
     name = models.CharField(_("name"), max_length=200)
-    kind = models.CharField(max_length=16, choices=Kind.choices)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
     size = models.PositiveBigIntegerField(_("size (bytes)"))
     blob = models.FileField(upload_to=_stored_name, max_length=300)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PROCESSING)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PROCESSING
+    )
     # While processing: how far, 0-100; and what is being done, for the progress shown.
     progress = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
@@ -86,6 +88,8 @@ class File(models.Model):
     objects = FileQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("file")
+        verbose_name_plural = _("files")
         ordering = ["created"]
         indexes = [models.Index(fields=["status", "checkpointed"], name="file_work")]
 
@@ -126,6 +130,8 @@ class Passage(models.Model):
     embedding = models.BinaryField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("passage")
+        verbose_name_plural = _("passages")
         ordering = ["file", "ordinal"]
         constraints = [
             models.UniqueConstraint(fields=["file", "ordinal"], name="one_passage_per_place")

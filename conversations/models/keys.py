@@ -42,8 +42,9 @@ class ApiKey(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
-    )
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys",
+        verbose_name=_("user"),
+    )  # fmt: skip
     name = models.CharField(_("name"), max_length=100)
     prefix = models.CharField(_("starts with"), max_length=16, editable=False)
     digest = models.CharField(max_length=64, unique=True, editable=False)

@@ -23,24 +23,41 @@ class UsageRecord(TokenCounts):
         TITLE = "title", _("title")
         EMBEDDING = "embedding", _("embeddings")
 
-    request_id = models.UUIDField(unique=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    request_id = models.UUIDField(_("request id"), unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+",
+        verbose_name=_("user"),
+    )  # fmt: skip
     conversation = models.ForeignKey(
-        Conversation, null=True, on_delete=models.SET_NULL, related_name="+"
+        Conversation, null=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("conversation"),
+    )  # fmt: skip
+    message = models.ForeignKey(
+        Message, null=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("reply")
     )
-    message = models.ForeignKey(Message, null=True, on_delete=models.SET_NULL, related_name="+")
-    provider = models.ForeignKey(Provider, null=True, on_delete=models.SET_NULL, related_name="+")
-    model = models.ForeignKey(LanguageModel, null=True, on_delete=models.SET_NULL, related_name="+")
-    model_name = models.CharField(max_length=200)
-    status = models.CharField(max_length=16, choices=Message.Status.choices)
-    estimated = models.BooleanField(default=False)
-    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
-    currency = models.CharField(max_length=3, default="USD")
+    provider = models.ForeignKey(
+        Provider, null=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("provider"),
+    )  # fmt: skip
+    model = models.ForeignKey(
+        LanguageModel, null=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("model"),
+    )  # fmt: skip
+    model_name = models.CharField(_("model id"), max_length=200)
+    status = models.CharField(_("status"), max_length=16, choices=Message.Status.choices)
+    estimated = models.BooleanField(_("estimated"), default=False)
+    # False: no connection to the provider could be made, so nothing was sent and nothing
+    # used; the row costs nothing and says so.
+    reached_provider = models.BooleanField(_("reached the provider"), default=True)
+    cost = models.DecimalField(_("cost"), max_digits=14, decimal_places=8, default=0)
+    currency = models.CharField(_("currency"), max_length=3, default="USD")
     # What the provider said the request cost (OpenRouter's usage.cost), when it says.
-    provider_cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
-    ttft_ms = models.PositiveIntegerField(null=True)
-    duration_ms = models.PositiveIntegerField(null=True)
-    created = models.DateTimeField(default=timezone.now, db_index=True)
+    provider_cost = models.DecimalField(
+        _("cost the provider reported"), max_digits=14, decimal_places=8, null=True, blank=True
+    )
+    ttft_ms = models.PositiveIntegerField(_("time to first token (ms)"), null=True)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True)
+    created = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     source = models.CharField(
         _("source"), max_length=16, choices=Source.choices, default=Source.CHAT
     )
@@ -51,10 +68,14 @@ class UsageRecord(TokenCounts):
 
     class Meta:
         verbose_name = _("usage record")
+        verbose_name_plural = _("usage records")
         ordering = ["-created"]
 
     def __str__(self):
-        return f"{self.model_name} {self.total_tokens} tokens"
+        return _("%(model)s, %(count)s tokens") % {
+            "model": self.model_name,
+            "count": f"{self.total_tokens:,}",
+        }
 
 
 class Quota(models.Model):
@@ -71,10 +92,11 @@ class Quota(models.Model):
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
-        related_name="quotas",
+        related_name="quotas", verbose_name=_("user"),
     )  # fmt: skip
     group = models.ForeignKey(
         Group, null=True, blank=True, on_delete=models.CASCADE, related_name="quotas",
+        verbose_name=_("group"),
         help_text=_("Applies to each member of the group."),
     )  # fmt: skip
     period = models.CharField(_("period"), max_length=8, choices=Period, default=Period.MONTH)
@@ -91,6 +113,7 @@ class Quota(models.Model):
 
     class Meta:
         verbose_name = _("quota")
+        verbose_name_plural = _("quotas")
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(user__isnull=True) ^ models.Q(group__isnull=True),

@@ -76,6 +76,7 @@ class Invitation(models.Model):
 
     class Meta:
         verbose_name = _("invitation")
+        verbose_name_plural = _("invitations")
         ordering = ["-created"]
 
     def __str__(self):
@@ -131,6 +132,7 @@ class BreakGlassAccount(models.Model):
 
     class Meta:
         verbose_name = _("break-glass account")
+        verbose_name_plural = _("break-glass accounts")
 
     def __str__(self):
         return str(self.user)
@@ -169,6 +171,10 @@ class SsoSession(models.Model):
     refresh_token = EncryptedTextField(blank=True)
     access_token = EncryptedTextField(blank=True)
     checked = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("single sign-on session")
+        verbose_name_plural = _("single sign-on sessions")
 
     def __str__(self):
         return f"{self.user} {self.checked:%Y-%m-%d %H:%M}"

@@ -32,6 +32,7 @@ class ConversationReading(models.Model):
 
     class Meta:
         verbose_name = _("conversation reading")
+        verbose_name_plural = _("conversation readings")
         ordering = ["-created"]
 
     def __str__(self):

@@ -72,6 +72,7 @@ class Project(models.Model):
 
     class Meta:
         verbose_name = _("project")
+        verbose_name_plural = _("projects")
         ordering = ["name"]
 
     def __str__(self):

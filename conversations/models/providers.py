@@ -2,6 +2,7 @@
 
 import uuid
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from django.contrib.auth.models import Group
 from django.db import models
@@ -14,7 +15,13 @@ PER_MILLION = Decimal(1_000_000)
 
 
 class Provider(models.Model):
-    """An OpenAI-compatible endpoint and the key to call it."""
+    """An OpenAI-compatible endpoint and the key to call it, and whether it answers."""
+
+    class Status(models.TextChoices):
+        READY = "ready", _("reachable")
+        # The bundled local model while `serve` builds and starts it.
+        PREPARING = "preparing", _("preparing")
+        UNREACHABLE = "unreachable", _("unreachable")
 
     name = models.CharField(_("name"), max_length=100, unique=True)
     # A CharField: URLField's validator refuses hosts without a dot ("http://vllm:8000/v1").
@@ -39,21 +46,68 @@ class Provider(models.Model):
         help_text=_("How long a stream may go silent between two chunks."),
     )
     enabled = models.BooleanField(_("enabled"), default=True)
-    created = models.DateTimeField(auto_now_add=True)
+    # Kept by model discovery (conversations.discovery): an unreachable provider is tried
+    # again in the background; `status_reason` is a key of upstream.client.REASONS, or
+    # "http" or "format", and `status_detail` the error as logged.
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status, default=Status.READY, editable=False
+    )
+    status_reason = models.CharField(max_length=16, blank=True, editable=False)
+    status_detail = models.CharField(max_length=500, blank=True, editable=False)
+    checked = models.DateTimeField(_("last checked"), null=True, blank=True, editable=False)
+    # The small demo model `make run` builds and starts when no provider is configured.
+    bundled = models.BooleanField(default=False, editable=False)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("provider")
+        verbose_name_plural = _("providers")
         ordering = ["name"]
 
     def __str__(self):
         return self.name
 
+    @property
+    def status_text(self):
+        """The provider's state in words, in the reader's language."""
+        if self.status != self.Status.UNREACHABLE:
+            return self.get_status_display()
+        return _("unreachable: %(reason)s") % {"reason": self.reason_text}
+
+    @property
+    def reason_text(self):
+        """Why it could not be reached, with its host, in the reader's language."""
+        reasons = {
+            "refused": _("%(host)s refused the connection (is the server running, on that port?)"),
+            "dns": _("the host name %(host)s could not be found (DNS)"),
+            "certificate": _("the TLS certificate of %(host)s could not be verified"),
+            "tls": _("the TLS handshake with %(host)s failed"),
+            "timeout": _("%(host)s did not answer in time"),
+            "network": _("the network connection to %(host)s failed"),
+            "http": _("%(host)s refused to list its models (check the API key and base URL)"),
+            "format": _("%(host)s answered, but not with an OpenAI-style list of models"),
+        }
+        if self.bundled and not self.status_reason:
+            return _("the bundled local model could not be started")
+        reason = reasons.get(self.status_reason, _("%(host)s could not be reached"))
+        return reason % {"host": self.host}
+
+    @property
+    def host(self):
+        """Where it is: the host (and port) of its base URL, never credentials in it."""
+        return urlsplit(self.base_url).netloc.rpartition("@")[2] or self.base_url
+
     def add_models(self, upstream_ids, *, enabled=True):
         """Add the models the provider lists; models already known keep their settings."""
         known = set(self.models.values_list("upstream_id", flat=True))
+        # Conflicts ignored: several server processes may discover the same models at once.
         return LanguageModel.objects.bulk_create(
-            LanguageModel(provider=self, upstream_id=upstream_id, enabled=enabled)
-            for upstream_id in dict.fromkeys(upstream_ids)
-            if upstream_id not in known
+            (
+                LanguageModel(provider=self, upstream_id=upstream_id, enabled=enabled)
+                for upstream_id in dict.fromkeys(upstream_ids)
+                if upstream_id not in known
+            ),
+            ignore_conflicts=True,
         )
 
     @property
@@ -78,7 +132,9 @@ class LanguageModel(models.Model):
     """A model offered by a provider, with its limits and prices."""
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
+    provider = models.ForeignKey(
+        Provider, on_delete=models.CASCADE, related_name="models", verbose_name=_("provider")
+    )
     upstream_id = models.CharField(_("upstream id"), max_length=200)
     display_name = models.CharField(_("display name"), max_length=200, blank=True)
     enabled = models.BooleanField(_("enabled"), default=True)
@@ -109,12 +165,13 @@ class LanguageModel(models.Model):
             'e.g. {"reasoning_effort": "high"} or {"top_k": 40}.'
         ),
     )
-    created = models.DateTimeField(auto_now_add=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
 
     objects = LanguageModelQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("model")
+        verbose_name_plural = _("models")
         ordering = ["provider__name", "display_name", "upstream_id"]
         constraints = [
             models.UniqueConstraint(fields=["provider", "upstream_id"], name="unique_upstream_id")
@@ -138,7 +195,9 @@ class PriceQuerySet(models.QuerySet):
 class Price(models.Model):
     """A model's price per million tokens from a date on."""
 
-    model = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="prices")
+    model = models.ForeignKey(
+        LanguageModel, on_delete=models.CASCADE, related_name="prices", verbose_name=_("model")
+    )
     effective_from = models.DateTimeField(_("effective from"), default=timezone.now)
     currency = models.CharField(_("currency"), max_length=3, default="USD")
     input = models.DecimalField(
@@ -155,13 +214,19 @@ class Price(models.Model):
 
     class Meta:
         verbose_name = _("price")
+        verbose_name_plural = _("prices")
         ordering = ["-effective_from"]
         constraints = [
             models.UniqueConstraint(fields=["model", "effective_from"], name="one_price_a_time")
         ]
 
     def __str__(self):
-        return f"{self.currency} {self.input}/{self.output} from {self.effective_from:%Y-%m-%d}"
+        return _("%(currency)s %(input)s / %(output)s per million tokens, from %(date)s") % {
+            "currency": self.currency,
+            "input": self.input,
+            "output": self.output,
+            "date": f"{self.effective_from:%Y-%m-%d}",
+        }
 
     def cost(self, usage):
         """What a request cost at this price, from its token usage."""

@@ -15,7 +15,10 @@ import hmac
 import json
 import logging
 import random
+import socket
+import ssl
 import weakref
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -253,10 +256,7 @@ class ChatStream:
                 response = await client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
                 if attempt == MAX_RETRIES:
-                    raise UpstreamError(
-                        self._redact(f"Could not connect to the provider: {_describe(error)}"),
-                        code="connection",
-                    ) from None
+                    raise unreachable(error, url, settings.CONFAB_CONNECT_TIMEOUT_S) from None
                 await asyncio.sleep(self._backoff(attempt))
                 continue
             except TRANSPORT_ERRORS as error:
@@ -312,6 +312,68 @@ def _describe(error):
     return str(error) or type(error).__name__
 
 
+# Why a provider could not be reached, in words: the reason names an administrator can act
+# on, where a library's class name (ClientConnectorError) says nothing. The translated
+# sentences are Provider.status_text's and Message.error_text's.
+REASONS = {
+    "refused": "the connection was refused (is the server running, on that port?)",
+    "dns": "the host name could not be found (DNS)",
+    "certificate": "its TLS certificate could not be verified",
+    "tls": "the TLS handshake failed",
+    "timeout": "no answer within {timeout} s",
+    "network": "the network connection failed",
+}
+
+
+def host_of(url):
+    """The host (and port) of a URL, without any credentials it holds."""
+    return urlsplit(url).netloc.rpartition("@")[2] or url
+
+
+def unreachable(error, url, timeout_s):
+    """An error that kept a request from reaching the provider at `url`, as an
+    UpstreamError that names the host and the reason in words."""
+    reason = _reason(error)
+    host = host_of(url)
+    words = REASONS[reason].format(timeout=timeout_s)
+    return UpstreamError(
+        f"Could not reach {host}: {words}.",
+        code="connection",
+        reached=False,
+        reason=reason,
+        host=host,
+    )
+
+
+def _reason(error):
+    """The cause of a connection failure, from the chain of errors under it: httpx and
+    aiohttp wrap the operating system's (a refused connection, a failed name lookup, TLS)."""
+    chain, todo = [], [error]
+    while todo:
+        cause = todo.pop(0)
+        if cause is None or any(cause is seen for seen in chain):
+            continue
+        chain.append(cause)
+        todo += [cause.__cause__, cause.__context__, getattr(cause, "os_error", None)]
+        todo.append(getattr(cause, "certificate_error", None))
+    for cause in chain:
+        if isinstance(cause, socket.gaierror | aiohttp.ClientConnectorDNSError):
+            return "dns"
+        certificate = ssl.SSLCertVerificationError | aiohttp.ClientConnectorCertificateError
+        if isinstance(cause, certificate):
+            return "certificate"
+        if isinstance(cause, ssl.SSLError | aiohttp.ClientSSLError):
+            return "tls"
+        if isinstance(cause, ConnectionRefusedError):
+            return "refused"
+    # aiohttp's connect errors reach httpx as ConnectTimeout: a timeout only without one.
+    if any(isinstance(cause, aiohttp.ClientConnectorError) for cause in chain):
+        return "network"
+    if any(isinstance(cause, TimeoutError | httpx.TimeoutException) for cause in chain):
+        return "timeout"
+    return "network"
+
+
 async def list_models(provider):
     """The model ids that `GET {base}/models` lists.
 
@@ -319,6 +381,7 @@ async def list_models(provider):
     event loops that may not outlive the call.
     """
     url = provider.base_url.rstrip("/") + "/models"
+    host = host_of(url)
     try:
         async with HttpxAiohttpClient(
             headers=_headers(provider), timeout=LIST_MODELS_TIMEOUT_S, trust_env=True
@@ -326,16 +389,25 @@ async def list_models(provider):
             response = await client.get(url)
             status, text = response.status_code, response.text
     except (*TRANSPORT_ERRORS, TimeoutError) as error:
-        raise UpstreamError(f"Could not reach the provider: {type(error).__name__}") from None
+        raise unreachable(error, url, LIST_MODELS_TIMEOUT_S) from None
     if status >= 400:
         message = error_message(text, redactor(provider))
         raise UpstreamError(
-            f"The provider refused to list models (HTTP {status}): {message}", status=status
+            f"{host} refused to list models (HTTP {status}): {message}",
+            status=status,
+            code="http_error",
+            reason="http",
+            host=host,
         )
     try:
         return [item["id"] for item in json.loads(text)["data"] if isinstance(item.get("id"), str)]
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise UpstreamError("The provider's model list is not in the OpenAI format.") from None
+        raise UpstreamError(
+            f"{host} answered, but not with a model list in the OpenAI format.",
+            code="not_a_list",
+            reason="format",
+            host=host,
+        ) from None
 
 
 def redactor(provider):

@@ -18,12 +18,20 @@ class UpstreamError(Exception):
 
     `code` says what kind of failure: connection, timeout, http_error, provider_error,
     bad_chunk, not_a_stream, or cut (the connection closed before the reply was finished).
+    `reached` is false when the request never reached the provider (no connection could be
+    made: nothing was sent, so nothing was used); then `reason` says why in a word
+    (client.REASONS) and `host` where.
     """
 
-    def __init__(self, message, *, status=None, code="upstream_error"):
+    def __init__(
+        self, message, *, status=None, code="upstream_error", reached=True, reason="", host=""
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.reached = reached
+        self.reason = reason
+        self.host = host
 
 
 @dataclass(slots=True, frozen=True)

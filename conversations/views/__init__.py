@@ -5,8 +5,8 @@ no_store=True)`: no proxy may share it, and no browser keeps it on disk for the 
 at a shared computer once its user has signed out.
 """
 
-from conversations.views.accounts import my_usage, preferences, signup
-from conversations.views.chat import chat, search, show_branch
+from conversations.views.accounts import my_usage, preferences, sign_in, signup
+from conversations.views.chat import chat, offered_models, search, show_branch
 from conversations.views.conversations import (
     conversation_settings,
     conversation_tools,
@@ -30,12 +30,14 @@ __all__ = [
     "export_markdown",
     "message_request",
     "my_usage",
+    "offered_models",
     "preferences",
     "rename",
     "reset_settings",
     "restore",
     "search",
     "show_branch",
+    "sign_in",
     "signup",
     "toggle",
 ]

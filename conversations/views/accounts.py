@@ -9,6 +9,7 @@ from django.contrib import messages as flash
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import LoginView
 from django.core.cache import cache
 from django.db import transaction
 from django.shortcuts import redirect, render
@@ -63,6 +64,19 @@ def signup(request):
 
 def _signup_open():
     return SiteSettings.load().signup_open and not settings.CONFAB_SSO_ONLY
+
+
+class SignIn(LoginView):
+    """Django's sign-in, but on a fresh install, where there is nobody to sign in, the
+    first visit lands on creating the administrator account."""
+
+    def get(self, request, *args, **kwargs):
+        if not get_user_model().objects.exists():
+            return redirect("signup")
+        return super().get(request, *args, **kwargs)
+
+
+sign_in = SignIn.as_view()
 
 
 def _signup_closed(request):

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import connection
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -16,9 +17,19 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_POST
 
-from conversations.models import Conversation, LanguageModel, Message, Preferences, Project
+from conversations.models import (
+    Conversation,
+    LanguageModel,
+    Message,
+    Preferences,
+    Project,
+    Provider,
+    SiteSettings,
+)
 from conversations.rendering import add_turn_usage
 from conversations.views.conversations import conversation_or_404
+
+PLACEHOLDER = uuid.UUID(int=0)
 
 
 def _uuid_or_none(value):
@@ -62,9 +73,8 @@ def chat(request, conversation_id=None):
         settings.CONFAB_CONVERSATIONS_PER_PAGE,
     ).get_page(request.GET.get("page"))
     _mark_days(sidebar)
-    models = list(LanguageModel.objects.available_to(request.user))
-    preferred = conversation.model if conversation else Preferences.of(request.user).model
-    selected = preferred if preferred in models else None
+    preferred = conversation.model_id if conversation else Preferences.of(request.user).model_id
+    picker = offered(request.user, preferred)
     return render(
         request,
         "conversations/chat.html",
@@ -75,8 +85,9 @@ def chat(request, conversation_id=None):
             "sidebar": sidebar,
             "archived": archived,
             "undo_delete": request.session.pop("undo_delete", None),
-            "models": models,
-            "selected_model": selected or (models[0] if models else None),
+            "picker": picker,
+            # The header's controls for a conversation this page starts (chat.js).
+            "placeholder": Conversation(id=PLACEHOLDER),
             # A share is of the branch on show: the one ?show chose is not the remembered one.
             "share_through": thread["thread"][-1].id if wanted else None,
             "projects": Project.objects.for_user(request.user).order_by("name"),
@@ -91,6 +102,8 @@ def chat(request, conversation_id=None):
                 "messageUrl": "/m/{id}/",
                 "uploadUrl": reverse("upload_file"),
                 "project": str(project.id) if project else None,
+                "modelsUrl": reverse("offered_models"),
+                "placeholder": str(PLACEHOLDER),
             },
             "ui_text": {
                 "you": _("You"),
@@ -130,12 +143,22 @@ def chat(request, conversation_id=None):
                 "reasoningTokens": _("Reasoning tokens"),
                 "totalTokens": _("Total tokens"),
                 "cost": _("Cost"),
+                "pin": _("Pin"),
+                "unpin": _("Unpin"),
+                "archive": _("Archive"),
+                "unarchive": _("Unarchive"),
+                "pinned": _("Pinned"),
                 "finishReason": _("Finish reason"),
                 "files": _("Files"),
                 "oneSource": _("%s source"),
                 "sources": _("%s sources"),
                 "page": _("page %s"),
                 **file_text(),
+                "error": _("Error"),
+                "askAnything": _("Ask anything. Your first message starts a new conversation."),
+                "noModel": _(
+                    "No model is available yet. An administrator must add a provider in the admin."
+                ),
             },
         },
     )
@@ -150,6 +173,67 @@ def file_text():
         "filesNotReady": _("Wait until your files are read, or remove them."),
         "uploadFailed": _("The upload failed. Check your connection and try again."),
     }
+
+
+def offered(user, preferred=None):
+    """The model picker of `user`'s pages: each model they may pick, as the picker shows it
+    (a model being prepared cannot be picked yet), the one chosen, and a notice for each
+    provider that cannot be reached. Rendered with the page, and again by GET /models/ when
+    the page hears that the models on offer changed."""
+    available = LanguageModel.objects.available_to(user)
+    options = [_option(model) for model in available]
+    ready = [option for option in options if not option["disabled"]]
+    # `preferred`: a model's pk (the page's own choice), or its public id (the page's picker).
+    wanted = [o for o in ready if preferred in (o["pk"], o["id"])]
+    if not wanted:
+        default = SiteSettings.default_among(
+            available.exclude(provider__status=Provider.Status.PREPARING)
+        )
+        wanted = [o for o in ready if default is not None and o["pk"] == default.pk]
+    chosen = wanted[0] if wanted else None
+    unreachable = Provider.objects.filter(enabled=True, status=Provider.Status.UNREACHABLE)
+    notices = [
+        _(
+            "Confab cannot reach the provider “%(provider)s”: %(reason)s. Its models fail "
+            "until it is back; Confab keeps trying."
+        )
+        % {"provider": provider.name, "reason": provider.reason_text}
+        for provider in unreachable
+    ]
+    return {
+        "options": options,
+        "selected": chosen["id"] if chosen else None,
+        "notices": notices,
+        "empty": not ready,
+    }
+
+
+def _option(model):
+    label = str(model)
+    state = model.provider.status
+    if state == Provider.Status.PREPARING:
+        label = _("%(model)s (preparing…)") % {"model": label}
+    elif state == Provider.Status.UNREACHABLE:
+        label = _("%(model)s (unreachable)") % {"model": label}
+    return {
+        "pk": model.pk,
+        "id": str(model.public_id),
+        "label": label,
+        "disabled": state == Provider.Status.PREPARING,
+        "bundled": model.provider.bundled,
+    }
+
+
+@login_required
+@cache_control(private=True, no_store=True)
+@require_GET
+def offered_models(request):
+    """The picker again, for a page told that the models on offer changed."""
+    chosen = request.GET.get("selected") or Preferences.of(request.user).model_id
+    picker = offered(request.user, chosen)
+    for option in picker["options"]:
+        del option["pk"]
+    return JsonResponse(picker)
 
 
 # Lazy: built at import, translated when a page shows them, in that page's language.

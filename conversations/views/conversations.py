@@ -49,8 +49,8 @@ def export_markdown(request, conversation_id):
             lines += _tool_markdown(message)
             continue
         heading = {"user": _("User"), "assistant": _("Assistant")}.get(message.role, message.role)
-        if message.model_name:
-            heading += f" ({message.model_name})"
+        if message.model_label:
+            heading += f" ({message.model_label})"
         lines += [f"## {heading}", ""]
         if message.reasoning:
             lines += [
@@ -135,6 +135,13 @@ def toggle(request, conversation_id, flag):
     setattr(conversation, flag, not getattr(conversation, flag))
     conversation.save(update_fields=[flag])
     _tell_other_tabs(conversation)
+    if flag == "archived":
+        said = (
+            _("“%(title)s” was archived: it is listed under Archived, below your conversations.")
+            if conversation.archived
+            else _("“%(title)s” is back among your conversations.")
+        )
+        flash.success(request, said % {"title": conversation})
     return redirect("conversation", conversation.id)
 
 

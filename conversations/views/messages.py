@@ -67,6 +67,8 @@ def message_request(request, message_id):
             "model": reply.model_name,
             "status": reply.status,
             "finish_reason": reply.finish_reason or None,
+            # What went wrong in detail: the reply itself says it in plain words.
+            "error": reply.error or None,
             "usage": reply.usage_dict(),
             "cost": reply.cost_display or None,
             "ttft_ms": reply.ttft_ms,

@@ -48,7 +48,7 @@ def journey(browser):
     for name, scheme, viewport in [
         ("chat-light", "light", shots.VIEWPORT),
         ("chat-dark", "dark", shots.VIEWPORT),
-        ("chat-mobile", "light", {"width": 390, "height": 800}),
+        ("chat-mobile", "light", {"width": 390, "height": 844}),
     ]:
         page = signed_in(browser, viewport, scheme)
         page.goto(CONVERSATION)

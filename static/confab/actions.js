@@ -74,21 +74,26 @@ export function wireMessageActions({ container, socket, text, page, showError })
     document.getElementById("request-json").textContent = JSON.stringify(data.request, null, 2);
     const usage = document.getElementById("request-usage");
     usage.replaceChildren();
+    const lang = document.documentElement.lang; // numbers grouped as the page's language does
     const rows = [
       [text.model, data.model],
       [text.promptTokens, data.usage.prompt_tokens],
       [text.completionTokens, data.usage.completion_tokens],
       [text.cachedTokens, data.usage.cached_tokens],
       [text.reasoningTokens, data.usage.reasoning_tokens],
-      [text.totalTokens, (data.usage.estimated ? "≈ " : "") + data.usage.total_tokens],
+      [
+        text.totalTokens,
+        (data.usage.estimated ? "≈ " : "") + data.usage.total_tokens.toLocaleString(lang),
+      ],
       [text.cost, data.cost ?? "—"],
       [text.finishReason, data.finish_reason ?? data.status],
     ];
+    if (data.error) rows.push([text.error, data.error]);
     for (const [name, value] of rows) {
       const dt = document.createElement("dt");
       const dd = document.createElement("dd");
       dt.textContent = name;
-      dd.textContent = value;
+      dd.textContent = typeof value === "number" ? value.toLocaleString(lang) : value;
       usage.append(dt, dd);
     }
     drawer.showModal();

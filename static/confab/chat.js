@@ -2,6 +2,7 @@
 
 import { wireMessageActions } from "./actions.js";
 import { MessageList } from "./messages.js";
+import { wirePicker } from "./picker.js";
 import { ChatSocket } from "./socket.js";
 import { Uploads } from "./uploads.js";
 
@@ -26,6 +27,7 @@ const uploads = new Uploads({
   text,
   uploadUrl: page.uploadUrl,
 });
+const offer = wirePicker({ url: page.modelsUrl, text });
 const list = new MessageList(document.getElementById("messages"), text, {
   onGap: () => subscribe(),
   jump: document.getElementById("jump-latest"),
@@ -39,6 +41,7 @@ const pending = new Map(); // client_id -> the send event, until the server conf
 // Messages written while a reply streams (a send then would be refused as busy): sent one
 // at a time, each when the replies before it have ended.
 const queued = [];
+let reconnected = false; // the socket opened before: this page may have missed events
 
 function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -106,14 +109,19 @@ function showInSidebar(item, { current = false } = {}) {
   const sidebar = document.getElementById("conversation-list");
   sidebar.querySelector(".empty")?.remove();
   let link = sidebarLink(item.id);
+  if (link && item.pinned !== undefined && item.pinned !== (link.dataset.pinned === "true")) {
+    link.parentElement.remove(); // pinned or unpinned: it moves, as a reload would show
+    link = null;
+  }
   if (!link) {
     const li = document.createElement("li");
     link = document.createElement("a");
     link.href = page.conversationUrl.replace("{id}", item.id);
     link.dataset.id = item.id;
     li.append(link);
-    todayHeading(sidebar).after(li);
+    (item.pinned ? dayHeading(sidebar, "pinned", text.pinned) : todayHeading(sidebar)).after(li);
   }
+  if (item.pinned !== undefined) link.dataset.pinned = String(item.pinned);
   link.textContent = item.title || text.newChat;
   if (item.generating !== undefined) link.classList.toggle("generating", item.generating);
   if (current) {
@@ -122,17 +130,63 @@ function showInSidebar(item, { current = false } = {}) {
   }
 }
 
-// New conversations go first, under "Today" (made when the list has none yet).
+// New conversations go first under "Today", after the pinned ones; each heading is made
+// when the list has none yet.
 function todayHeading(sidebar) {
-  let heading = sidebar.querySelector('li.day[data-day="today"]');
+  return dayHeading(sidebar, "today", text.today);
+}
+
+function dayHeading(sidebar, day, label) {
+  let heading = sidebar.querySelector(`li.day[data-day="${day}"]`);
   if (!heading) {
     heading = document.createElement("li");
     heading.className = "day";
-    heading.dataset.day = "today";
-    heading.textContent = text.today;
-    sidebar.prepend(heading);
+    heading.dataset.day = day;
+    heading.textContent = label;
+    const pinned = sidebar.querySelector('li.day[data-day="pinned"]');
+    if (day === "pinned" || !pinned) {
+      sidebar.prepend(heading);
+    } else {
+      // after the last pinned conversation
+      let last = pinned;
+      while (last.nextElementSibling && !last.nextElementSibling.matches("li.day")) {
+        last = last.nextElementSibling;
+      }
+      last.after(heading);
+    }
   }
   return heading;
+}
+
+// The header of the conversation on show: its title and what its menu offers, as a reload
+// would show them.
+function showHeader(item) {
+  document.getElementById("conversation-title").textContent = item.title || text.newChat;
+  document.title = `${item.title || text.newChat} · Confab`;
+  const rename = document.getElementById("rename-title");
+  if (rename && document.activeElement !== rename) rename.value = item.title;
+  const labels = { pinned: [text.pin, text.unpin], archived: [text.archive, text.unarchive] };
+  for (const [flag, [off, on]] of Object.entries(labels)) {
+    const button = document.querySelector(`#conversation-controls [data-flag="${flag}"]`);
+    if (button && item[flag] !== undefined) button.textContent = item[flag] ? on : off;
+  }
+}
+
+// A conversation started on this page: its header controls (manage, settings, exports),
+// from the page's template, made for its id.
+function addControls(id) {
+  const template = document.getElementById("controls-template");
+  if (!template) return;
+  const controls = template.content.firstElementChild.cloneNode(true);
+  for (const element of [controls, ...controls.querySelectorAll("*")]) {
+    for (const name of ["action", "href"]) {
+      const value = element.getAttribute(name);
+      if (value?.includes(page.placeholder)) {
+        element.setAttribute(name, value.replace(page.placeholder, id));
+      }
+    }
+  }
+  template.replaceWith(controls);
 }
 
 function subscribe() {
@@ -148,20 +202,18 @@ const handlers = {
     if (ours) {
       conversation = event.conversation.id;
       history.replaceState(null, "", page.conversationUrl.replace("{id}", conversation));
-      document.getElementById("conversation-title").textContent = event.conversation.title;
-      document.title = `${event.conversation.title} · Confab`;
+      addControls(conversation);
+      showHeader(event.conversation);
     }
     showInSidebar(event.conversation, { current: ours });
   },
   "conversation.updated"(event) {
     if (event.conversation.deleted || event.conversation.archived) {
       sidebarLink(event.conversation.id)?.parentElement.remove();
-      return;
+    } else {
+      showInSidebar(event.conversation);
     }
-    showInSidebar(event.conversation);
-    if (event.conversation.id === conversation) {
-      document.getElementById("conversation-title").textContent = event.conversation.title;
-    }
+    if (event.conversation.id === conversation) showHeader(event.conversation);
   },
   "file.updated"(event) {
     uploads.update(event.file);
@@ -202,6 +254,9 @@ const handlers = {
     }
     if (list.remove(event.messages)) refreshThread();
   },
+  "models.changed"() {
+    offer.refresh();
+  },
   error(event) {
     const sent = event.client_id && pending.get(event.client_id);
     if (sent) {
@@ -232,6 +287,8 @@ const socket = new ChatSocket(page.socket, {
   onEvent: (event) => handlers[event.type]?.(event),
   onOpen: () => {
     subscribe();
+    if (reconnected) offer.refresh(); // what changed while the socket was down
+    reconnected = true;
     // Sends the server may not have had: retried with the same client_id, never doubled.
     for (const event of pending.values()) socket.send(event);
     if (errorBox.textContent === text.sendQueued) showError(""); // sent now
@@ -243,19 +300,46 @@ const socket = new ChatSocket(page.socket, {
   },
 });
 
-// Notices go away after a while, or when clicked.
-for (const notice of document.querySelectorAll(".flash")) {
-  const hide = () => notice.remove();
-  notice.addEventListener("click", hide);
-  setTimeout(hide, 8000);
+// Notices go away after a while, or when clicked; one that offers Undo stays.
+const notices = document.getElementById("notices");
+if (!notices.querySelector(".undo-form")) {
+  const clear = () => notices.replaceChildren();
+  notices.addEventListener("click", clear);
+  setTimeout(clear, 8000);
 }
 
-// Forms that ask first (deleting a conversation).
-for (const confirmed of document.querySelectorAll("form[data-confirm]")) {
-  confirmed.addEventListener("submit", (event) => {
-    if (!window.confirm(confirmed.dataset.confirm)) event.preventDefault();
-  });
+// A phone's sidebar: a drawer behind the Menu button.
+const menu = document.getElementById("menu-button");
+const backdrop = document.getElementById("sidebar-backdrop");
+function setDrawer(open) {
+  document.body.classList.toggle("sidebar-open", open);
+  menu.setAttribute("aria-expanded", String(open));
+  backdrop.hidden = !open;
+  if (open) document.getElementById("sidebar").querySelector("a, input")?.focus();
 }
+menu.addEventListener("click", () => setDrawer(!document.body.classList.contains("sidebar-open")));
+backdrop.addEventListener("click", () => setDrawer(false));
+
+// The conversation opens at its latest message (a link to a message, at that one), and
+// stays there while the view's size changes: a phone's keyboard opening, a notice going.
+const messagesView = document.getElementById("messages");
+let atBottom = !location.hash;
+messagesView.addEventListener("scroll", () => {
+  const below = messagesView.scrollHeight - messagesView.scrollTop - messagesView.clientHeight;
+  atBottom = below < 120;
+});
+new ResizeObserver(() => {
+  if (atBottom) messagesView.scrollTop = messagesView.scrollHeight;
+}).observe(messagesView);
+window.addEventListener("load", () => {
+  if (atBottom) messagesView.scrollTop = messagesView.scrollHeight; // fonts and math laid out
+});
+
+// Forms that ask first (deleting a conversation), those added later included.
+document.addEventListener("submit", (event) => {
+  const confirmed = event.target.closest("form[data-confirm]");
+  if (confirmed && !window.confirm(confirmed.dataset.confirm)) event.preventDefault();
+});
 
 // A handle for debugging from the console and for the browser tests (dropping the socket).
 window.confab = { socket };
@@ -338,6 +422,11 @@ function setEditing(messageId) {
   editNote.hidden = !messageId;
 }
 
+// The hint under the composer opens the list that `?` opens.
+document.getElementById("shortcuts-hint").addEventListener("click", () => {
+  document.getElementById("shortcuts").showModal();
+});
+
 document.addEventListener("keydown", (event) => {
   const typing = event.target.closest("input, textarea, select, [contenteditable]");
   if (!typing && event.key === "?") {
@@ -351,7 +440,10 @@ document.addEventListener("keydown", (event) => {
     return;
   }
   if (event.key !== "Escape") return;
-  if (editing) {
+  if (document.body.classList.contains("sidebar-open")) {
+    setDrawer(false);
+    menu.focus();
+  } else if (editing) {
     setEditing(null);
     input.value = "";
   } else if (list.streamingIds().length) {

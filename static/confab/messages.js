@@ -60,6 +60,14 @@ export class MessageList {
       while (old?.nextElementSibling) old.nextElementSibling.remove();
       old?.remove();
     }
+    if (message.html) {
+      // The server's rendering (an edited message, with its `< 2 / 2 >` switcher).
+      const template = document.createElement("template");
+      template.innerHTML = message.html; // rendered and escaped by the server
+      this.container.append(template.content.firstElementChild);
+      this.scroll();
+      return;
+    }
     const article = document.createElement("article");
     article.className = `message role-${message.role}`;
     article.id = `m-${message.id}`;
@@ -71,7 +79,7 @@ export class MessageList {
     if (format === "json_object" || format === "json_schema") article.dataset.format = "json";
     const role = document.createElement("div");
     role.className = "message-role";
-    role.textContent = message.role === "user" ? this.labels.you : message.model || "";
+    role.textContent = message.role === "user" ? this.labels.you : message.model_label || "";
     const body = document.createElement("div");
     body.className = "message-body plain";
     body.textContent = message.content;

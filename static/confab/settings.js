@@ -7,7 +7,9 @@
 
 const panel = document.getElementById("settings-panel");
 const panelBody = document.getElementById("settings-panel-body");
-const opener = document.querySelector('[aria-controls="settings-panel"]');
+// The "Settings" link: looked up when used, as a conversation started on the chat page gets
+// its header (with the link) only then.
+const opener = () => document.querySelector('[aria-controls="settings-panel"]');
 
 function panelUrl(url) {
   const withPanel = new URL(url, location.href);
@@ -25,9 +27,10 @@ function showForms(html) {
 }
 
 async function openPanel() {
-  const response = await fetch(panelUrl(opener.href)).catch(() => null);
+  const href = opener().href;
+  const response = await fetch(panelUrl(href)).catch(() => null);
   if (!response?.ok || response.redirected) {
-    location.assign(opener.href); // signed out, gone or offline: the page says why
+    location.assign(href); // signed out, gone or offline: the page says why
     return;
   }
   const html = await response.text();
@@ -218,8 +221,9 @@ document.addEventListener("click", (event) => {
 });
 enhance(document);
 
-if (panel && opener) {
-  opener.addEventListener("click", (event) => {
+if (panel) {
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest('[aria-controls="settings-panel"]')) return;
     if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) {
       return; // a new tab or window: the settings page
     }
@@ -241,6 +245,6 @@ if (panel && opener) {
   });
   panel.addEventListener("close", () => {
     panelBody.replaceChildren(); // its labels would otherwise stay in the page
-    opener.focus();
+    opener()?.focus();
   });
 }

@@ -1,21 +1,17 @@
-import asyncio
+import os
 
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations import upstream
-from conversations.models import Provider
+from conversations import discovery
 
 
 def connect_provider(name, base_url, api_key):
-    """Create or update a provider and offer every model its `GET /models` lists."""
-    provider, _ = Provider.objects.update_or_create(
-        name=name, defaults={"base_url": base_url, "api_key": api_key, "enabled": True}
-    )
-    try:
-        ids = asyncio.run(upstream.list_models(provider))
-    except upstream.UpstreamError as error:
-        raise CommandError(f"{name}: {error}") from None
-    return provider, provider.add_models(ids)
+    """Create or update a provider and offer every model its `GET /models` lists; a
+    provider that does not answer is an error here (it is kept, marked unreachable)."""
+    provider, added, error = discovery.connect(name, base_url, api_key)
+    if error is not None:
+        raise CommandError(f"{name}: {error}")
+    return provider, added
 
 
 class Command(BaseCommand):
@@ -30,7 +26,5 @@ class Command(BaseCommand):
         parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
 
     def handle(self, name, base_url, api_key_env, **options):
-        import os
-
         provider, added = connect_provider(name, base_url, os.environ.get(api_key_env, ""))
         self.stdout.write(f"{provider.name}: {provider.models.count()} models, {len(added)} new.")

@@ -1,6 +1,11 @@
 """Start Confab: daphne serving the ASGI application and, with no OPENAI_BASE_URL, the
 bundled local model.
 
+The web server starts first, at once. The bundled model is built (the first time: about
+four minutes of compiling llama.cpp) and started in the background meanwhile: its provider
+shows as "preparing" until it answers, and the pages enable it when it does
+(conversations.discovery). A provider that does not answer never stops the start either.
+
 One worker is daphne in this process. Several share one port: this process opens the
 listening socket and starts each worker as `serve --worker-fd N`, a daphne that accepts on
 the inherited socket (the kernel hands each connection to one of them).
@@ -9,11 +14,13 @@ the inherited socket (the kernel hands each connection to one of them).
 import argparse
 import asyncio
 import ctypes
+import importlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from importlib import resources
 from urllib.error import URLError
@@ -22,12 +29,21 @@ from urllib.request import urlopen
 from daphne.endpoints import build_endpoint_description_strings
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
-from conversations.management.commands.connect_provider import connect_provider
+from conversations import discovery
+from conversations.models import Provider
 
 LOCAL_PROVIDER = "Local model (SmolLM2)"
+LOCAL_MODEL_ID = "SmolLM2-135M-Instruct"
+LOCAL_MODEL_NAME = "SmolLM2 135M (small local demo, English only)"
 LOCAL_CONTEXT_TOKENS = 2048
 LOCAL_OUTPUT_TOKENS = 512
+LOCAL_START_TIMEOUT_S = 120
+# While the bundled model builds, a line this often says it still does.
+PROGRESS_EVERY_S = 20
+# pip's lines worth showing while it builds; the rest is noise to someone starting Confab.
+PIP_MILESTONES = ("Collecting llama", "Building wheel", "Created wheel", "Successfully", "ERROR")
 
 
 def local_model_path():
@@ -38,6 +54,15 @@ def local_model_path():
     return next((p for p in package.iterdir() if p.name.endswith(".gguf")), None)
 
 
+def local_model_installed():
+    importlib.invalidate_caches()
+    try:
+        importlib.import_module("llama_cpp.server")
+    except ImportError:
+        return False
+    return local_model_path() is not None
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,22 +70,22 @@ def free_port():
 
 
 def _die_with_parent():
-    """Linux: the model server gets SIGTERM if `serve` dies, even by SIGKILL."""
+    """Linux: the child gets SIGTERM if the thread that started it dies, even by SIGKILL."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
 
-def start_local_model(port):
-    """Run llama-cpp-python's OpenAI-compatible server on loopback; wait until it answers."""
+def launch_local_model(port):
+    """llama-cpp-python's OpenAI-compatible server on loopback, starting."""
     model = local_model_path()
     if model is None:
         raise CommandError(
             "The bundled local model is not installed. Run `make run` (it installs it), "
             "or set OPENAI_BASE_URL and OPENAI_API_KEY to use another provider."
         )
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -68,7 +93,7 @@ def start_local_model(port):
             "--model",
             str(model),
             "--model_alias",
-            "SmolLM2-135M-Instruct",
+            LOCAL_MODEL_ID,
             "--host",
             "127.0.0.1",
             "--port",
@@ -82,17 +107,145 @@ def start_local_model(port):
         env={k: v for k, v in os.environ.items() if k not in {"HOST", "PORT"}},
         preexec_fn=_die_with_parent,
     )
-    deadline = time.monotonic() + 120
+
+
+def wait_until_answering(process, port, stopping=None):
+    """Until the model server answers; CommandError if it exits or takes too long."""
+    deadline = time.monotonic() + LOCAL_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise CommandError("The local model server exited while starting.")
+        if stopping is not None and stopping.is_set():
+            return
         try:
             with urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
-                return process
+                return
         except (URLError, OSError):
             time.sleep(0.5)
     process.terminate()
     raise CommandError("The local model server did not start within two minutes.")
+
+
+def start_local_model(port):
+    """Run the bundled model's server on loopback; wait until it answers."""
+    process = launch_local_model(port)
+    wait_until_answering(process, port)
+    return process
+
+
+class LocalModel(threading.Thread):
+    """The bundled model, made ready in the background while the web server serves: built
+    once if missing, started, registered. Its provider is "preparing" until then, and
+    "unreachable", with the reason, if it fails or its server dies. The thread lives as
+    long as the model server: a child started from a thread gets its parent-death signal
+    when that thread ends (_die_with_parent)."""
+
+    def __init__(self, port, say):
+        super().__init__(name="local-model", daemon=True)
+        self.port = port
+        self.say = say
+        self.stopping = threading.Event()
+        self.process = None
+        self.installer = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def register(self):
+        """The provider and its model, shown as preparing until the server answers."""
+        provider, _ = Provider.objects.update_or_create(
+            name=LOCAL_PROVIDER,
+            defaults={"base_url": self.url, "api_key": "", "enabled": True, "bundled": True},
+        )
+        discovery.mark_preparing(provider)
+        provider.add_models([LOCAL_MODEL_ID])
+        # Labelled for what it is, unless an administrator named it; its window is what
+        # the server is started with, its replies are short, and it calls no tools.
+        provider.models.filter(display_name="").update(display_name=LOCAL_MODEL_NAME)
+        provider.models.filter(context_window__isnull=True).update(
+            context_window=LOCAL_CONTEXT_TOKENS,
+            max_output_tokens=LOCAL_OUTPUT_TOKENS,
+            supports_tools=False,
+        )
+        return provider
+
+    def run(self):
+        provider = Provider.objects.get(name=LOCAL_PROVIDER)
+        try:
+            if not local_model_installed():
+                self.install()
+            if self.stopping.is_set():
+                return
+            self.say("Starting the bundled local model (SmolLM2-135M-Instruct)…")
+            self.process = launch_local_model(self.port)
+            wait_until_answering(self.process, self.port, self.stopping)
+            if self.stopping.is_set():
+                return
+            _, _, error = discovery.connect(LOCAL_PROVIDER, self.url, "", bundled=True)
+            if error is not None:
+                raise CommandError(str(error))
+            self.say(f"The local model is ready on 127.0.0.1:{self.port}: pages offer it now.")
+            while not self.stopping.wait(1):
+                if self.process.poll() is not None:
+                    code = self.process.returncode
+                    raise CommandError(f"The local model server exited ({code}).")
+        except (CommandError, OSError) as error:
+            if not self.stopping.is_set():
+                self.say(f"The local model is not available: {error}")
+                Provider.objects.filter(pk=provider.pk).update(
+                    status=Provider.Status.UNREACHABLE, status_reason="", status_detail=str(error)
+                )
+        finally:
+            connection.close()
+
+    def install(self, command=None):
+        """pip builds llama-cpp-python once (about four minutes; pip caches the wheel), its
+        progress shown in a few lines rather than pip's own. `command`: another installer's
+        (tests)."""
+        self.say(
+            "Building the bundled local model once (about four minutes; the site is up meanwhile)…"
+        )
+        root = settings.BASE_DIR
+        if command is None and not (root / "pyproject.toml").exists():
+            raise CommandError("Install it with: pip install 'confab[local]'")
+        pip = [sys.executable, "-m", "pip", "install", "--progress-bar=off", "-e", f"{root}[local]"]
+        started = time.monotonic()
+        self.installer = subprocess.Popen(
+            command or pip,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            # A native build crashed in llama.cpp's AMX kernel on these machines.
+            env={**os.environ, "CMAKE_ARGS": "-DGGML_NATIVE=OFF"},
+            preexec_fn=_die_with_parent,
+        )
+        ticker = threading.Thread(target=self._tick, args=(started,), daemon=True)
+        ticker.start()
+        with self.installer.stdout as output:
+            for line in output:
+                if line.strip().startswith(PIP_MILESTONES):
+                    self.say("  " + line.strip()[:160])
+        code = self.installer.wait()
+        if code != 0 or not local_model_installed():
+            raise CommandError(f"Building it failed (pip exited with {code}).")
+        self.say(f"Built in {time.monotonic() - started:.0f} s.")
+
+    def _tick(self, started):
+        while self.installer.poll() is None and not self.stopping.wait(PROGRESS_EVERY_S):
+            if self.installer.poll() is None:
+                minutes, seconds = divmod(int(time.monotonic() - started), 60)
+                self.say(f"  …still building the local model ({minutes} min {seconds:02d} s)")
+
+    def stop(self):
+        self.stopping.set()
+        for process in (self.installer, self.process):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
 
 # daphne guards the server with its own frame limit, far above ours
@@ -122,9 +275,12 @@ def run_daphne(endpoints):
     from conversations.membership import sso
 
     background = []
+    jobs = (
+        *reaper.PERIODIC, *sso.PERIODIC, discovery.retry_periodically,
+        discovery.watch_periodically,
+    )  # fmt: skip
 
     def started():
-        jobs = (*reaper.PERIODIC, *sso.PERIODIC)
         background.extend(asyncio.ensure_future(job()) for job in jobs)
 
     async def stopping():
@@ -209,39 +365,44 @@ class Command(BaseCommand):
         local = None
         try:
             if settings.OPENAI_BASE_URL:
-                _, added = connect_provider(
-                    "Default", settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY
-                )
-                self.stdout.write(f"Provider: {settings.OPENAI_BASE_URL} ({len(added)} new models)")
+                self._connect_default()
             else:
                 model_port = int(os.environ.get("LOCAL_MODEL_PORT") or free_port())
-                self.stdout.write("Starting the bundled local model (SmolLM2-135M-Instruct)…")
-                local = start_local_model(model_port)
-                provider, _ = connect_provider(
-                    LOCAL_PROVIDER, f"http://127.0.0.1:{model_port}/v1", ""
-                )
-                # Its window is what the server is started with; its replies are short; it
-                # calls no tools.
-                provider.models.filter(context_window__isnull=True).update(
-                    context_window=LOCAL_CONTEXT_TOKENS,
-                    max_output_tokens=LOCAL_OUTPUT_TOKENS,
-                    supports_tools=False,
-                )
-                self.stdout.write(f"Local model ready on 127.0.0.1:{model_port}.")
+                local = LocalModel(model_port, self._say)
+                local.register()
             self.stdout.write(
                 self.style.SUCCESS(f"\nConfab is running at http://{host}:{port}/\n")
-                + "  First time? Open it and create an account: the first one becomes the\n"
-                + f"  administrator. Providers, models and users: http://{host}:{port}/admin/\n"
+                + "  First time? Open it and create the administrator account.\n"
+                + f"  Providers, models and users: http://{host}:{port}/admin/\n"
                 + "  Press Ctrl-C to stop.\n"
             )
+            if local is not None:
+                local.start()  # after the address is printed: the site answers meanwhile
             if workers == 1:
                 run_daphne(build_endpoint_description_strings(host=host, port=port))
             else:
                 self._run_workers(host, port, workers)
         finally:
             if local is not None:
-                local.terminate()
-                local.wait(timeout=10)
+                local.stop()
+
+    def _say(self, line):
+        self.stdout.write(line)
+        self.stdout.flush()
+
+    def _connect_default(self):
+        """The provider of OPENAI_BASE_URL; one that does not answer is retried later."""
+        _, added, error = discovery.connect(
+            "Default", settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY
+        )
+        if error is None:
+            self.stdout.write(f"Provider: {settings.OPENAI_BASE_URL} ({len(added)} new models)")
+            return
+        self.stderr.write(
+            f"Default: {error}\n  Confab starts anyway and tries it again every "
+            f"{settings.CONFAB_PROVIDER_RETRY_S} s; Admin › Providers shows why, and "
+            "“Test connection” tries it at once."
+        )
 
     def _run_workers(self, host, port, workers):
         """Several daphne processes on one port, each replaced if it dies; replies it was
