@@ -188,7 +188,9 @@ async def test_a_disabled_person_s_open_sockets_close_at_the_next_check(idp):
 
 
 @pytest.mark.django_db
-def test_the_sign_in_page_offers_the_provider_by_the_name_given_and_keeps_its_fields(client, alice, idp):
+def test_the_sign_in_page_offers_the_provider_by_the_name_given_and_keeps_its_fields(
+    client, alice, idp
+):
     # Someone has an account: a fresh install's sign-in leads to creating the first.
     page = client.get(reverse("login")).content.decode()
 
