@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from conversations import quotas, reports
+from conversations.admin.readonly import ReadOnly
 from conversations.forms.admin import DateRangeForm
 from conversations.models import Quota, UsageRecord
 
@@ -30,7 +31,7 @@ class GroupFilter(admin.SimpleListFilter):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(ReadOnly, admin.ModelAdmin):
     """The ledger: append-only. Totals, the CSV export and the dashboard all read it."""
 
     list_display = [
@@ -54,15 +55,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
     @admin.display(description=_("conversation"))
     def conversation_ref(self, record):
         return str(record.conversation_id or "")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         return [

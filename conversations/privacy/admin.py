@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.db.models import Count, Sum
 from django.utils.translation import gettext_lazy as _
 
+from conversations.admin.readonly import ReadOnly
 from conversations.models import Conversation, ConversationReading, Message, SiteSettings
 
 # What admin may show of any conversation: who, which model, how big, when, what it cost.
@@ -31,7 +32,9 @@ class MessageInline(admin.TabularInline):
         return False
 
 
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(ReadOnly, admin.ModelAdmin):
+    # Read only: deleting one would list its messages on the confirmation page;
+    # `manage.py delete_user_data` deletes.
     list_display = METADATA
     list_filter = ["model"]
     # The owner's name only: a search through titles would read them.
@@ -84,18 +87,8 @@ class ConversationAdmin(admin.ModelAdmin):
         extra_context = {**(extra_context or {}), "subtitle": reference}
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def has_add_permission(self, request):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        # Its confirmation page would list the messages; `manage.py delete_user_data` deletes.
-        return False
-
-
-class ConversationReadingAdmin(admin.ModelAdmin):
+class ConversationReadingAdmin(ReadOnly, admin.ModelAdmin):
     """Who read whose conversation, when: superusers only, and nobody changes it."""
 
     list_display = ["created", "reader_name", "owner_name", "conversation_ref"]
@@ -108,15 +101,6 @@ class ConversationReadingAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return request.user.is_superuser
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 admin.site.register(Conversation, ConversationAdmin)

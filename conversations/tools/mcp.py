@@ -6,6 +6,7 @@ opened per use (listing the tools, or one call): calls are few and far between n
 streamed text, and nothing is left open to a server that may restart.
 """
 
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import httpx
@@ -22,22 +23,27 @@ class ServerUnavailable(Exception):
     """The server could not be reached or refused: said in words, without its headers."""
 
 
-def _client(server, timeout):
-    return httpx.AsyncClient(headers=server.headers, timeout=timeout, follow_redirects=False)
-
-
-async def list_tools(server):
-    """The server's tools: [{"name", "description", "parameters"}]."""
+@asynccontextmanager
+async def _session(server, http_timeout_s):
+    """An initialised session with the server, for one use; what goes wrong, in words."""
     try:
         async with (
-            _client(server, CONNECT_TIMEOUT_S) as http,
+            httpx.AsyncClient(
+                headers=server.headers, timeout=http_timeout_s, follow_redirects=False
+            ) as http,
             streamable_http_client(server.url, http_client=http) as (read, write, _),
             ClientSession(read, write) as session,
         ):
             await session.initialize()
-            listed = await session.list_tools()
+            yield session
     except Exception as error:  # the SDK raises what its transport and protocol raise
         raise ServerUnavailable(_reason(server, error)) from None
+
+
+async def list_tools(server):
+    """The server's tools: [{"name", "description", "parameters"}]."""
+    async with _session(server, CONNECT_TIMEOUT_S) as session:
+        listed = await session.list_tools()
     return [
         {
             "name": tool.name,
@@ -50,18 +56,10 @@ async def list_tools(server):
 
 async def call_tool(server, name, arguments, timeout_s):
     """The text of a call's result, and whether the server says it is an error."""
-    try:
-        async with (
-            _client(server, timeout_s) as http,
-            streamable_http_client(server.url, http_client=http) as (read, write, _),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            result = await session.call_tool(
-                name, arguments, read_timeout_seconds=timedelta(seconds=timeout_s)
-            )
-    except Exception as error:
-        raise ServerUnavailable(_reason(server, error)) from None
+    async with _session(server, timeout_s) as session:
+        result = await session.call_tool(
+            name, arguments, read_timeout_seconds=timedelta(seconds=timeout_s)
+        )
     parts = [getattr(part, "text", None) or f"[{part.type} content]" for part in result.content]
     if not parts and result.structuredContent is not None:
         parts = [str(result.structuredContent)]
