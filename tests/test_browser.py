@@ -338,7 +338,7 @@ def test_rename_pin_delete_and_undo(server, page):
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_text("Manage").click()
     page.locator(".conversation-menu").get_by_role("button", name="Delete").click()
-    expect(page.get_by_role("status")).to_contain_text("“Tidy” was deleted.")
+    expect(page.get_by_role("status").filter(has_text="“Tidy” was deleted.")).to_be_visible()
     expect(page.get_by_role("navigation", name="Conversations")).not_to_contain_text("Tidy")
     page.get_by_role("button", name="Undo delete").click()
     expect(page.get_by_role("heading", name="Tidy")).to_be_visible()

@@ -36,7 +36,7 @@ def test_a_conversation_opens_at_its_latest_message_also_after_saving_settings(s
     panel.get_by_label("Temperature").fill("0.5")
     panel.get_by_role("button", name="Save").click()
 
-    expect(page.get_by_role("status")).to_contain_text("Settings saved.")
+    expect(page.get_by_role("status").filter(has_text="Settings saved.")).to_be_visible()
     expect(page.locator("article.role-assistant").last).to_be_in_viewport()
     uncovered(page.get_by_role("heading", level=1))
     uncovered(page.get_by_text("Manage"))
@@ -50,18 +50,18 @@ def test_notices_never_cover_controls_and_archiving_says_what_happened(server, p
 
     page.get_by_text("Manage").click()
     page.get_by_role("button", name="Archive", exact=True).click()
-    expect(page.get_by_role("status")).to_have_text(
+    expect(page.locator("#notices")).to_have_text(
         "“Tidy me” was archived: it is listed under Archived, below your conversations."
     )
     uncovered(page.get_by_text("Manage"))
     page.get_by_text("Manage").click()
     page.get_by_role("button", name="Unarchive").click()
-    expect(page.get_by_role("status")).to_have_text("“Tidy me” is back among your conversations.")
+    expect(page.locator("#notices")).to_have_text("“Tidy me” is back among your conversations.")
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_text("Manage").click()
     page.locator(".conversation-menu").get_by_role("button", name="Delete").click()
-    expect(page.get_by_role("status")).to_contain_text("“Tidy me” was deleted.")
+    expect(page.get_by_role("status").filter(has_text="“Tidy me” was deleted.")).to_be_visible()
     undo = page.get_by_role("button", name="Undo delete")
     uncovered(undo)
     page.wait_for_timeout(8500)  # a notice with Undo does not go away by itself

@@ -188,7 +188,7 @@ def test_a_json_reply_streams_as_the_code_block_it_ends_as(json_model, server, p
     panel = page.get_by_role("dialog", name="Conversation settings")
     panel.get_by_label("Response format").select_option(label="JSON mode: any JSON object")
     panel.get_by_role("button", name="Save").click()
-    expect(page.get_by_role("status")).to_contain_text("Settings saved.")
+    expect(page.get_by_role("status").filter(has_text="Settings saved.")).to_be_visible()
 
     ask(page, "Who wrote the first program? As JSON.", model="slow-json")
 

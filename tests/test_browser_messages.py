@@ -107,7 +107,7 @@ def test_two_alternatives_stream_and_the_switcher_shows_each(server, page, fake_
     panel = page.get_by_role("dialog", name="Conversation settings")
     panel.get_by_label("Choices (n)").fill("2")
     panel.get_by_role("button", name="Save").click()
-    expect(page.get_by_role("status")).to_contain_text("Settings saved.")
+    expect(page.get_by_role("status").filter(has_text="Settings saved.")).to_be_visible()
 
     ask(page, "Another fruit, twice", model="fake-model")
 

@@ -45,7 +45,7 @@ def test_the_settings_panel_refuses_a_bad_value_and_applies_a_good_one(server, p
     panel.get_by_label("Max tokens").fill("50")
     panel.get_by_role("button", name="Save").click()
 
-    expect(page.get_by_role("status")).to_contain_text("Settings saved.")
+    expect(page.get_by_role("status").filter(has_text="Settings saved.")).to_be_visible()
     expect(panel).to_be_hidden()
     ask(page, "Second", model="fake-model")
     replies_done(page, 2)
@@ -57,7 +57,7 @@ def test_the_settings_panel_refuses_a_bad_value_and_applies_a_good_one(server, p
     expect(panel.get_by_label("Max tokens")).to_have_value("50")
     panel.get_by_role("button", name="Reset to model defaults").click()
 
-    expect(page.get_by_role("status")).to_contain_text("the model's defaults apply")
+    expect(page.get_by_role("status").filter(has_text="the model's defaults apply")).to_be_visible()
     ask(page, "Third", model="fake-model")
     replies_done(page, 3)
     sent = fake_upstream.requests[-1]["body"]
@@ -85,7 +85,9 @@ def test_logit_bias_rows_are_added_and_removed_and_my_defaults_start_a_new_chat(
     expect(rows).to_have_count(2)
     page.get_by_role("button", name="Save").click()
 
-    expect(page.get_by_role("status")).to_contain_text("Your defaults for new conversations")
+    expect(
+        page.get_by_role("status").filter(has_text="Your defaults for new conversations")
+    ).to_be_visible()
     expect(rows).to_have_count(3)  # the two saved, and an empty one
     page.get_by_role("link", name="Back to the chat").click()
     ask(page, "Bonjour", model="fake-model")
@@ -162,7 +164,7 @@ def test_the_logit_bias_tools_and_schema_editors_check_as_one_types(server, page
     schema.fill(json.dumps(FORECAST))
     expect(panel.locator("#id_schema-check")).to_have_text("")
     panel.get_by_role("button", name="Save").click()
-    expect(page.get_by_role("status")).to_contain_text("Settings saved.")
+    expect(page.get_by_role("status").filter(has_text="Settings saved.")).to_be_visible()
 
     ask(page, "Second", model="fake-model")
     replies_done(page, 2)
@@ -176,7 +178,7 @@ def test_the_logit_bias_tools_and_schema_editors_check_as_one_types(server, page
     page.get_by_role("link", name="Settings").click()
     expect(panel.locator("#id_schema")).to_have_value(json.dumps(FORECAST, indent=2))
     panel.get_by_role("button", name="Save").click()
-    expect(page.get_by_role("status")).to_contain_text("Settings saved.")
+    expect(page.get_by_role("status").filter(has_text="Settings saved.")).to_be_visible()
     ask(page, "Third", model="fake-model")
     replies_done(page, 3)
     assert fake_upstream.requests[-1]["body"]["response_format"]["json_schema"] == expected

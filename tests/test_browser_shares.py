@@ -20,7 +20,7 @@ def share(page, conversation_url, audience="People signed in to this Confab"):
     page.get_by_role("link", name="Share", exact=True).click()
     page.get_by_label(audience).check()
     page.get_by_role("button", name="Create the link").click()
-    expect(page.get_by_role("status")).to_contain_text("Your link is ready.")
+    expect(page.get_by_role("status").filter(has_text="Your link is ready.")).to_be_visible()
     return page.get_by_label("Your link").input_value()
 
 
@@ -59,7 +59,7 @@ def test_a_share_is_a_snapshot_for_members_or_anyone_until_it_is_revoked(
 
     # ... and continues it in a conversation of his own, which alice's never becomes.
     bob.get_by_role("button", name="Continue in my own conversation").click()
-    expect(bob.get_by_role("status")).to_contain_text("your own copy")
+    expect(bob.get_by_role("status").filter(has_text="your own copy")).to_be_visible()
     assert bob.url != conversation and "/c/" in bob.url
     expect(bob.locator("article.role-user")).to_have_count(1)
     ask(bob, "And the circumference?", model="fake-model")
@@ -82,7 +82,7 @@ def test_a_share_is_a_snapshot_for_members_or_anyone_until_it_is_revoked(
     expect(rows).to_have_count(2)
     for _ in range(2):
         alice.get_by_role("button", name="Revoke").first.click()
-        expect(alice.get_by_role("status")).to_contain_text("is revoked")
+        expect(alice.get_by_role("status").filter(has_text="is revoked")).to_be_visible()
     expect(rows.filter(has_text="revoked")).to_have_count(2)
     assert visitor.goto(public).status == 404
     assert bob.goto(link).status == 404
