@@ -7,6 +7,9 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.test import Client
 
@@ -14,7 +17,9 @@ from conversations.models import (
     ApiKey,
     Conversation,
     ConversationReading,
+    File,
     Message,
+    Project,
     SiteSettings,
     UsageRecord,
 )
@@ -49,6 +54,26 @@ def conversation(bob, model):
         cost=Decimal("0.0012"),
     )  # fmt: skip
     return conversation
+
+
+@pytest.fixture
+def files(bob, conversation, settings, tmp_path):
+    """Bob's project, shared with a group, and his files: one in the conversation, one in
+    the project, and one uploaded but not sent yet; each stored and read."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    project = Project.objects.create(owner=bob, name="Raise", instructions="Be bold.")
+    project.groups.add(Group.objects.create(name="Sales"))
+    made = {}
+    for name, where in [
+        ("offer.txt", {"conversation": conversation}),
+        ("market.txt", {"project": project}),
+        ("draft.txt", {}),
+    ]:
+        file = File(owner=bob, name=name, kind="text", size=5, status="ready", **where)
+        file.blob.save(name, ContentFile(f"bytes of {name}".encode()))
+        file.passages.create(ordinal=0, text=f"the text of {name}")
+        made[name] = file
+    return made
 
 
 def admin_pages(client, conversation):
@@ -158,6 +183,25 @@ def test_a_users_data_is_exported_by_command(bob, conversation, tmp_path):
     assert [k["name"] for k in exported["api_keys"]] == ["laptop"]
 
 
+def test_the_export_holds_the_users_projects_and_files_with_their_text(bob, files, tmp_path):
+    output = tmp_path / "bob.json"
+
+    call_command("export_user_data", "bob", "--output", str(output))
+
+    exported = json.loads(output.read_text())
+    (project,) = exported["projects"]
+    assert (project["name"], project["instructions"], project["shared_with"]) == (
+        "Raise", "Be bold.", ["Sales"]
+    )  # fmt: skip
+    by_name = {f["name"]: f for f in exported["files"]}
+    assert sorted(by_name) == ["draft.txt", "market.txt", "offer.txt"]
+    assert by_name["offer.txt"]["text"] == "the text of offer.txt"
+    assert by_name["market.txt"]["project"] == project["id"]
+    stored = by_name["draft.txt"]["stored_as"]
+    with default_storage.open(stored) as original:
+        assert original.read() == b"bytes of draft.txt"
+
+
 def test_a_users_data_is_deleted_and_the_ledger_keeps_an_anonymous_row(
     alice, bob, conversation, model
 ):
@@ -175,6 +219,26 @@ def test_a_users_data_is_deleted_and_the_ledger_keeps_an_anonymous_row(
     record = UsageRecord.objects.get()
     assert (record.user, record.conversation, record.total_tokens) == (bob, None, 25)
     assert Conversation.objects.filter(owner=alice).count() == 1  # nobody else's
+
+
+def test_deleting_a_users_data_removes_their_projects_and_files_bytes_and_all(
+    alice, bob, files, model, django_capture_on_commit_callbacks
+):
+    stored = [file.blob.name for file in files.values()]
+    assert all(default_storage.exists(name) for name in stored)
+    project = Project.objects.get(owner=bob)
+    theirs = Conversation.objects.create(owner=alice, title="In Bob's project", model=model)
+    theirs.project = project
+    theirs.save()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("delete_user_data", "bob", "--yes")
+
+    assert not Project.objects.filter(owner=bob).exists()
+    assert not File.objects.filter(owner=bob).exists()
+    assert not any(default_storage.exists(name) for name in stored)
+    theirs.refresh_from_db()  # Alice's conversation stays, outside any project
+    assert (theirs.title, theirs.project) == ("In Bob's project", None)
 
 
 def test_an_account_the_ledger_does_not_name_is_deleted(charlie):

@@ -1,8 +1,12 @@
 """One person's data, for a data request: all of it exported as JSON, or deleted.
 
-Deleting keeps the usage ledger: its rows are the team's accounts of what was spent and
-hold no text (their conversation and message are cleared with them). An account with
-ledger rows is therefore anonymised rather than deleted; one without is deleted."""
+The export holds their files' extracted text and where each original is stored (an
+administrator copies the originals from there: bytes do not belong in JSON). Deleting
+removes their projects (other people's conversations in one stay, outside any project)
+and their files, the stored bytes with the rows. It keeps the usage ledger: its rows are
+the team's accounts of what was spent and hold no text (their conversation and message
+are cleared with them). An account with ledger rows is therefore anonymised rather than
+deleted; one without is deleted."""
 
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
@@ -12,8 +16,10 @@ from conversations.models import (
     BreakGlassAccount,
     Conversation,
     ConversationReading,
+    File,
     Invitation,
     Preferences,
+    Project,
     SsoIdentity,
     SsoSession,
     UsageRecord,
@@ -58,6 +64,19 @@ def export(user):
             {**c.export(), "deleted": _date(c.deleted)}
             for c in Conversation.objects.filter(owner=user).order_by("created")
         ],
+        "projects": [
+            {
+                **project.to_dict(),
+                "shared_with": sorted(project.groups.values_list("name", flat=True)),
+                "editors": sorted(project.editors.values_list("name", flat=True)),
+            }
+            for project in Project.objects.filter(owner=user).order_by("created")
+        ],
+        # In a conversation, in a project, or uploaded and not sent yet.
+        "files": [
+            {**file.to_dict(), "stored_as": file.blob.name, "text": file.text()}
+            for file in File.objects.filter(owner=user).order_by("created")
+        ],
         "usage": [
             {
                 **{name: getattr(record, name) for name in LEDGER_FIELDS},
@@ -91,6 +110,8 @@ def delete(user):
     user_id = user.pk
     with transaction.atomic():
         Conversation.objects.filter(owner=user).delete()  # their messages with them
+        Project.objects.filter(owner=user).delete()  # the files in them with them
+        File.objects.filter(owner=user).delete()  # the stored bytes once committed
         ApiKey.objects.filter(user=user).delete()
         Preferences.objects.filter(user=user).delete()
         Invitation.objects.filter(email__iexact=user.email).exclude(email="").delete()
