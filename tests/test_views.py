@@ -3,9 +3,12 @@
 import json
 import logging
 import re
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.staticfiles import finders
 from django.test import Client
 from django.urls import reverse
 
@@ -77,6 +80,17 @@ def test_later_sign_ups_follow_the_administrators_setting(client, alice):
     assert signup(client, "bob").status_code == 302
     bob = get_user_model().objects.get(username="bob")
     assert not bob.is_staff and not bob.is_superuser
+
+
+def test_every_page_has_an_icon_and_browsers_asking_for_favicon_ico_find_it(client):
+    page = client.get(reverse("login"), follow=True).content.decode()
+    (icon,) = re.findall(r'<link rel="icon" href="([^"]+)"', page)
+
+    response = client.get("/favicon.ico")
+
+    assert (response.status_code, response["Location"]) == (301, icon)
+    path = finders.find(icon.removeprefix(settings.STATIC_URL))
+    assert path and Path(path).read_text().lstrip().startswith("<svg")
 
 
 def test_it_asks_to_sign_in_first(client):
