@@ -6,13 +6,13 @@ It runs the `serve` management command itself, in this process: one daphne worke
 asyncio reactor on asyncio's own event loop), the provider of OPENAI_BASE_URL registered,
 the reaper and the heartbeat in the background, as a user's `make run` has them.
 
-On SIGUSR1 the counts so far are written to --counts as JSON: statements by kind
-("SELECT", "UPDATE conversations_message", "BEGIN", ...), writes made outside a transaction
-(each one its own commit), database connections opened, and channel layer calls
-(group_send; send; and receive: the messages this process read from the layer), in total
-and by the event each carried ("group_send message.delta"); with channels_redis also the
-group messages it dropped because a member's channel was full (it only logs them); and the
-CPU of accepting sends (see `count_accepting`).
+On SIGUSR1 the counts so far are written to --counts as JSON: statements by kind and table
+("SELECT conversations_price", "UPDATE conversations_message", "BEGIN", ...), writes made
+outside a transaction (each one its own commit), database connections opened, and channel
+layer calls (group_send; send; and receive: the messages this process read from the
+layer), in total and by the event each carried ("group_send message.delta"); with
+channels_redis also the group messages it dropped because a member's channel was full (it
+only logs them); and the CPU of accepting sends (see `count_accepting`).
 Counting costs a dictionary update or two per call, which is noise next to the call itself.
 """
 
@@ -27,12 +27,16 @@ import time
 from collections import Counter
 
 WRITE = re.compile(r'^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+"?(\w+)"?', re.IGNORECASE)
+READ = re.compile(r'^\s*SELECT\b.*?\bFROM\s+"?(\w+)"?', re.IGNORECASE | re.DOTALL)
 
 
 def statement_kind(sql):
-    """'SELECT', 'SAVEPOINT', ... or, for a write, the verb and its table."""
+    """'SAVEPOINT', ... or, for a read or a write, the verb and its (first) table:
+    'SELECT conversations_model', 'UPDATE conversations_message'."""
     if match := WRITE.match(sql):
         return f"{match[1].split()[0].upper()} {match[2]}"
+    if match := READ.match(sql):
+        return f"SELECT {match[1]}"
     return sql.split(None, 1)[0].upper() if sql.strip() else "EMPTY"
 
 

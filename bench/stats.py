@@ -185,7 +185,7 @@ def per_reply(before, after, replies):
     writes = sum(v for k, v in statements.items() if k.split()[0] in ("INSERT", "UPDATE", "DELETE"))
     return {
         "queries": sum(statements.values()),
-        "reads": statements.get("SELECT", 0.0),
+        "reads": sum(v for k, v in statements.items() if k.split()[0] == "SELECT"),
         "writes": writes,
         # A transaction starts with BEGIN; a write outside one commits by itself.
         "commits": statements.get("BEGIN", 0.0) + change("autocommit_writes"),

@@ -177,10 +177,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return form.cleaned_data
 
     def _validate_and_prepare(self, event, prepare):
-        """A send in one trip to the database thread, which all sockets share."""
-        sessions.check(self.session_key, self.user.pk)
+        """A send in one trip to the database thread, which all sockets share; made as the
+        user reads now (active: the session check says so)."""
+        user = sessions.check(self.session_key, self.user.pk)
         data = self._validate(event)
-        return data, prepare(self.user, data)
+        return data, prepare(user, data)
 
     async def sign_out(self):
         """The socket's session ended: closed as a socket that was never signed in is
@@ -318,8 +319,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._launch(prepared, None)
 
     def _validate_and_regenerate(self, event):
-        sessions.check(self.session_key, self.user.pk)
-        return prepare_regenerate(self.user, self._validate(event))
+        user = sessions.check(self.session_key, self.user.pk)
+        return prepare_regenerate(user, self._validate(event))
 
     @database_sync_to_async
     def _owns_conversation(self, conversation_id):

@@ -38,7 +38,8 @@ class SessionEnded(Exception):
 
 
 def check(session_key, user_id):
-    """Raise SessionEnded unless `session_key` is a live session of user `user_id`.
+    """Return the user, as read now, unless `session_key` is no live session of user
+    `user_id`: then raise SessionEnded.
 
     Two queries (the session, the user), to run inside a database hop the caller makes
     anyway. The session is only read: a page's request would flush an invalid one.
@@ -59,6 +60,7 @@ def check(session_key, user_id):
     hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
     if not any(constant_time_compare(session_hash, known) for known in hashes):
         raise SessionEnded  # the password changed since this session signed in
+    return user
 
 
 def tell_sockets(user_id, ended_session=None):

@@ -57,10 +57,9 @@ def in_scope(user, conversation):
     return File.objects.ready().filter(scope).order_by("created")
 
 
-def ground(user, conversation, model, messages, output_tokens, *, query, tools):
-    """The files' part in a request whose messages are `messages`; `tools`, whether the
-    model may be offered the file tools in this request."""
-    files = list(in_scope(user, conversation)) if conversation.pk else []
+def ground(files, model, messages, output_tokens, *, query, tools):
+    """The part of `files` (those in scope: `in_scope`) in a request whose messages are
+    `messages`; `tools`, whether the model may be offered the file tools in this request."""
     if not files:
         return Grounding()
     window = model.context_window or settings.CONFAB_FILE_CONTEXT_TOKENS

@@ -117,19 +117,13 @@ def _settle(request, status, usage, texts):
         tokens = estimate_prompt_tokens([{"content": t} for t in texts]) - 4 * len(texts)
         usage = Usage(tokens, 0, tokens, estimated=True)
     usage.total_tokens = usage.prompt_tokens
-    price = request.model_id and _price(request)
+    price = request.price_in_effect()
     UsageRecord.objects.filter(request_id=request.id, status=Message.Status.STREAMING).update(
         status=status,
         estimated=usage.estimated,
         cost=price.cost(usage) if price else 0,
         **usage.as_fields(),
     )
-
-
-def _price(request):
-    from conversations.models import Price
-
-    return Price.objects.in_effect(request.model_id, request.asked_at)
 
 
 def _store(file_id, batch, vectors, chosen):

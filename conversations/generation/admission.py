@@ -21,13 +21,14 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connection
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from conversations import quotas
 from conversations.gateway.relay import relays
 from conversations.generation import runner
-from conversations.models import Message, Price, UsageRecord
+from conversations.models import Message, UsageRecord
 from conversations.usage import Usage
 
 RATE_WINDOW_S = 60
@@ -102,8 +103,9 @@ def refuse_when_overloaded():
 
 def check_account(user, api_key=None):
     """The account may still send: active, and within its send rate (and the key's).
+    `user` as read in this database hop (the socket's session check, the key's lookup).
     Cheap: call it before reading what the send needs."""
-    if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
+    if not user.is_active:
         # A tab opened before an administrator disabled the account.
         raise EventError("signed_out", _("Your account is disabled. Ask an administrator."))
     _check_rate(f"user:{user.pk}", settings.CONFAB_USER_SENDS_PER_MINUTE)
@@ -127,7 +129,7 @@ def reserve(user, request, body, *, limits=None):
     (authorise does both)."""
     outputs = max_output_tokens(body) * (body.get("n") or 1)
     most = Usage(request.prompt_estimate, outputs, request.prompt_estimate + outputs)
-    price = Price.objects.in_effect(request.model_id, request.asked_at)
+    price = request.price_in_effect()
     cost = price.cost(most) if price else 0
     limits = list(quotas.quotas_for(user)) if limits is None else limits
     if limits:
@@ -150,8 +152,10 @@ def max_output_tokens(body):
 
 def lock(user):
     """Hold the user's row until the transaction ends: their checks and reservations are
-    made one after another. (SQLite's IMMEDIATE transactions are serialised already.)"""
-    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+    made one after another. SQLite needs no query for it: its IMMEDIATE transactions are
+    serialised already (chatsite.settings), each holding the database's one write lock."""
+    if connection.features.has_select_for_update:
+        list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
 
 
 def _check_rate(who, per_minute):

@@ -273,12 +273,12 @@ def _start_replies(
         )
     messages = _api_messages(conversation, history, user_message)
     body = upstream.build_body(model, messages, params, user.pk)
+    files = list(file_context.in_scope(user, conversation))
     offered = {}
     if tools and (body.get("n") or 1) == 1:  # several choices make no one turn to carry on
-        offered = registry.for_conversation(user, conversation, model)
+        offered = registry.for_conversation(user, conversation, model, files=files)
     grounding = file_context.ground(
-        user,
-        conversation,
+        files,
         model,
         messages,
         max_output_tokens(body),

@@ -44,10 +44,16 @@ class Request:
     # keys (UsageRecord.Source).
     source: str = "chat"
     api_key_id: int | None = None
+    # The model's price when it was asked (None: none set), read once for its reservation
+    # and its settling; `priced` false (a request rebuilt by the reaper): to be read.
+    price: Price | None = field(default=None, compare=False, repr=False)
+    priced: bool = field(default=False, compare=False, repr=False)
 
     @classmethod
     def to(cls, model, *, user_id, conversation_id=None, messages=(), **fields):
-        """A new request to `model`, asked now, its prompt `messages` estimated."""
+        """A new request to `model`, asked now, its prompt `messages` estimated. Runs a
+        query (the price): call it in the database thread."""
+        asked_at = timezone.now()
         return cls(
             id=uuid.uuid4(),
             user_id=user_id,
@@ -55,10 +61,18 @@ class Request:
             model_id=model.pk,
             provider_id=model.provider_id,
             model_name=model.upstream_id,
-            asked_at=timezone.now(),
+            asked_at=asked_at,
             prompt_estimate=estimate_prompt_tokens(messages),
+            price=Price.objects.in_effect(model.pk, asked_at),
+            priced=True,
             **fields,
         )
+
+    def price_in_effect(self):
+        """The price in effect when the request was made; later changes never rewrite it."""
+        if self.priced or self.model_id is None:
+            return self.price
+        return Price.objects.in_effect(self.model_id, self.asked_at)
 
     def ledger_row(self, **fields):
         """This request's row of the usage ledger, with `fields` (what it used or may)."""
@@ -135,7 +149,7 @@ def settle(request, outcome):
     with transaction.atomic():
         rows = list(
             Message.objects.select_for_update(of=("self",))
-            .select_related("model__provider")
+            .select_related("model__provider", "parent")  # the parent: finished_message's
             .filter(id__in=request.reply_ids, status=Message.Status.STREAMING)
             .order_by("created")
         )
@@ -152,7 +166,7 @@ def settle(request, outcome):
         else:
             shares = Usage.estimate_replies(request.prompt_estimate, texts)
             total = Usage.sum(shares)
-        price = _price(request)
+        price = request.price_in_effect()
         cost = total.cost if total.cost is not None else (price.cost(total) if price else 0)
         # A provider's own figure is in US dollars (OpenRouter's credits).
         currency = "USD" if total.cost is not None or not price else price.currency
@@ -183,13 +197,6 @@ def failure_of(error):
     if not error.reached:
         return "unreachable"
     return f"{error.code}/{error.status}" if error.status else error.code
-
-
-def _price(request):
-    """The price in effect when the request was made; later changes never rewrite it."""
-    if request.model_id is None:
-        return None
-    return Price.objects.in_effect(request.model_id, request.asked_at)
 
 
 def _write(row, reply, usage, outcome, cost, total, now, currency):

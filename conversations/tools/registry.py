@@ -93,16 +93,19 @@ def available(user):
     return tools
 
 
-def for_conversation(user, conversation, model):
+def for_conversation(user, conversation, model, *, files=None):
     """The tools offered to `model` in `conversation`: none when the model takes no tools
     or the user turned them off here; else those open to the user, less those switched
     off in this conversation, and the file tools when it has files (whether they are
-    offered in a request depends on their size: conversations.files.context)."""
+    offered in a request depends on their size: conversations.files.context). `files`:
+    the files in scope, when the caller has read them already."""
     if not model.supports_tools or conversation.tools_off:
         return {}
     switched_off = set(conversation.tools_switched_off)
     tools = {name: tool for name, tool in available(user).items() if name not in switched_off}
-    if conversation.pk and file_context.in_scope(user, conversation).exists():
+    if files is None:
+        files = conversation.pk and file_context.in_scope(user, conversation).exists()
+    if files:
         for name, (function, description, parameters) in FILE_TOOLS.items():
             tools[name] = Tool(name, name, description, parameters, Approval.AUTO,
                                function=function)  # fmt: skip
