@@ -78,13 +78,17 @@ def _job(conversation_id, user_id):
     """The title request, reserved against the user's quotas like any other (a title is
     written on their behalf, so it counts for them), or None: no title is due, or the user
     has no quota left for one."""
-    conversation = Conversation.objects.filter(id=conversation_id, auto_title=True).first()
+    conversation = (
+        Conversation.objects.select_related("owner")
+        .filter(id=conversation_id, auto_title=True)
+        .first()
+    )
     if conversation is None:
         return None
     # Only after the first answer, and only one that says something: a turn's tool steps
     # before it (calls, their results) do not count.
     answers = conversation.messages.filter(role=Message.Role.ASSISTANT, tool_calls=[])
-    replies = list(answers.exclude(content="").order_by("created")[:2])
+    replies = list(answers.exclude(content="").select_related("parent").order_by("created")[:2])
     if len(replies) != 1 or answers.filter(created__lt=replies[0].created).exists():
         return None
     asked = replies[0].parent
