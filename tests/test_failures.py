@@ -1,5 +1,6 @@
-"""Honest failures: a request that never reached the provider costs nothing and the ledger
-says so; the user reads a plain sentence in their language; the detail goes to the request
+"""Honest failures: a request that never reached the provider (a refused connection, a host
+name that does not resolve, a failed TLS handshake) costs nothing and the ledger says so;
+the user reads a plain sentence in their language; the detail goes to the request
 inspector and the log."""
 
 import logging
@@ -26,6 +27,24 @@ def dead_provider(model, settings):
     return f"127.0.0.1:{port}"
 
 
+@pytest.fixture(params=["refused", "dns", "tls"])
+def unreachable_provider(request, model, fake_upstream, settings):
+    """The model's provider, out of reach in each way a request may fail before it is sent:
+    nothing listens at its port; its host name does not resolve (`.invalid` names never
+    do); it speaks plain HTTP where https:// starts a TLS handshake. What Confab then says
+    in the request inspector and the log: the host, and the reason in words."""
+    settings.CONFAB_RETRY_BASE_MS = 1
+    closed, plain = f"127.0.0.1:{free_port()}", f"127.0.0.1:{fake_upstream.port}"
+    base_url, host, reason = {
+        "refused": (f"http://{closed}/v1", closed, "the connection was refused"),
+        "dns": ("http://nonexistent.invalid/v1", "nonexistent.invalid",
+                "the host name could not be found (DNS)"),
+        "tls": (f"https://{plain}/v1", plain, "the TLS handshake failed"),
+    }[request.param]  # fmt: skip
+    Provider.objects.filter(pk=model.provider_id).update(base_url=base_url)
+    return f"Could not reach {host}: {reason}"
+
+
 async def failed_reply(sockets, user, language=b"en"):
     socket = await sockets(user, headers=[(b"accept-language", language)])
     await socket.send(**send_event("Are you there?"))
@@ -33,11 +52,16 @@ async def failed_reply(sockets, user, language=b"en"):
 
 
 async def test_a_request_that_never_reached_the_provider_costs_nothing(
-    alice, model, dead_provider, sockets
+    alice, model, unreachable_provider, sockets, fake_upstream
 ):
     done = await failed_reply(sockets, alice)
 
     assert done["status"] == "failed"
+    sentence = "Could not reach the provider “Fake”. Try again, or ask an administrator."
+    assert f'<span class="error">{sentence}</span>' in done["html"]
+    saved = await database_sync_to_async(Message.objects.get)(id=done["id"])
+    assert saved.error.startswith(unreachable_provider)  # the detail, for the inspector
+    assert fake_upstream.requests == []  # nothing was asked of the provider
     assert done["usage"]["total_tokens"] == 0 and done["usage"]["estimated"] is False
     assert done["cost"] == "0E-8" or float(done["cost"]) == 0
     [row] = await ledger()

@@ -333,7 +333,7 @@ def host_of(url):
 def unreachable(error, url, timeout_s):
     """An error that kept a request from reaching the provider at `url`, as an
     UpstreamError that names the host and the reason in words."""
-    reason = _reason(error)
+    reason = _reason(error, url)
     host = host_of(url)
     words = REASONS[reason].format(timeout=timeout_s)
     return UpstreamError(
@@ -345,9 +345,9 @@ def unreachable(error, url, timeout_s):
     )
 
 
-def _reason(error):
-    """The cause of a connection failure, from the chain of errors under it: httpx and
-    aiohttp wrap the operating system's (a refused connection, a failed name lookup, TLS)."""
+def _reason(error, url):
+    """The cause of a failure to connect to `url`, from the chain of errors under it: httpx
+    and aiohttp wrap the operating system's (a refused connection, a failed name lookup, TLS)."""
     chain, todo = [], [error]
     while todo:
         cause = todo.pop(0)
@@ -366,6 +366,10 @@ def _reason(error):
             return "tls"
         if isinstance(cause, ConnectionRefusedError):
             return "refused"
+        if isinstance(cause, ConnectionResetError) and urlsplit(url).scheme == "https":
+            # Cut off once connected, before the request was sent: in the handshake, as a
+            # server that does not speak TLS on that port hangs up on one.
+            return "tls"
     # aiohttp's connect errors reach httpx as ConnectTimeout: a timeout only without one.
     if any(isinstance(cause, aiohttp.ClientConnectorError) for cause in chain):
         return "network"
