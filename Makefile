@@ -72,6 +72,7 @@ test: lint test-sqlite test-postgres
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.files
+	$(BIN)/python -m bench.start
 	CONFAB_AUTO_TITLE=false $(BIN)/python -m bench.relay $(BENCH_ARGS)
 
 # The pictures in README.md, docs/administration.md and docs/using.md, from a fresh server.
