@@ -1,7 +1,7 @@
 """Answers grounded in files: whole when they fit, else retrieval (the file tools as steps
 for a model with tools, the best passages in the prompt for one without), Chinese text found
-on both databases, citations shown live, after a reload and in the exports, and the file
-context reserved under quotas."""
+on both databases, citations shown live, after a reload and in the exports, the file
+context reserved under quotas, and at most the site's number of files a message."""
 
 import json
 
@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from django.test import Client
 
 from conversations.files import search
-from conversations.models import File, LanguageModel, Message, Quota
+from conversations.models import File, LanguageModel, Message, Quota, SiteSettings
 from tests import documents
 from tests.fake_upstream import agent, calls, reply
 from tests.helpers import send_event, upload_file
@@ -250,3 +250,30 @@ async def test_a_send_refuses_files_it_cannot_take(alice, charlie, model, socket
     (error,) = await tab.receive_until("error")
     assert error["code"] == "invalid"
     assert not await database_sync_to_async(Message.objects.exists)()
+
+
+async def test_a_send_over_the_files_per_message_cap_is_refused_naming_the_cap(
+    alice, model, sockets, fake_upstream
+):
+    await database_sync_to_async(SiteSettings.objects.update_or_create)(
+        pk=1, defaults={"files_per_message": 2}
+    )
+    notes = [await upload_file(alice, f"note{i}.txt", f"Note number {i}.".encode())
+             for i in range(3)]  # fmt: skip
+    tab = await sockets(alice)
+
+    await tab.send(**send_event("Read these.", files=[str(f.id) for f in notes]))
+    (error,) = await tab.receive_until("error")
+    assert (error["code"], error["message"]) == ("invalid", "files: at most 2 files per message.")
+    assert not await database_sync_to_async(Message.objects.exists)()
+    assert fake_upstream.requests == []
+
+    # At the cap, the same send is taken, and both files reach the model.
+    await tab.send(**send_event("Read these.", files=[str(f.id) for f in notes[:2]]))
+    events = await until_answer(tab)
+    assert events[-1]["message"]["status"] == "complete"
+    sent = next(e["message"] for e in events if e["type"] == "message.created"
+                and e["message"]["role"] == "user")  # fmt: skip
+    assert [f["name"] for f in sent["files"]] == ["note0.txt", "note1.txt"]
+    (context,) = system_texts(fake_upstream.requests[0]["body"])
+    assert "Note number 0." in context and "Note number 1." in context
