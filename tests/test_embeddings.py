@@ -1,12 +1,15 @@
 """Embeddings through the fake upstream's /v1/embeddings: a file's passages embedded in
-batches, a rate limit waited out, a pause resumed, every request counted in the ledger; and
-the search tool ranking by meaning as well as by words."""
+batches, a rate limit waited out, a pause resumed, every request counted in the ledger (and
+one the uploader's quota cannot hold never sent); and the search tool ranking by meaning as
+well as by words."""
+
+import logging
 
 import pytest
 from channels.db import database_sync_to_async
 
 from conversations.files import processing
-from conversations.models import LanguageModel, SiteSettings, UsageRecord
+from conversations.models import LanguageModel, Quota, SiteSettings, UsageRecord
 from tests import documents
 from tests.fake_upstream import agent, calls, embeddings, json_answer, reply
 from tests.helpers import send_event, upload_file
@@ -82,6 +85,30 @@ async def test_embedding_stopped_half_way_resumes(alice, embedder, fake_upstream
     await processing.resume_stalled()
     report = await processing.ready(report.id)
     assert report.embedded == await database_sync_to_async(report.passages.count)()
+
+
+async def test_an_embedding_the_quota_cannot_hold_is_never_sent_and_waits_for_room(
+    alice, embedder, fake_upstream, settings, caplog
+):
+    caplog.set_level(logging.WARNING, logger="conversations")
+    await database_sync_to_async(embedder)()
+    quota = await database_sync_to_async(Quota.objects.create)(user=alice, max_tokens=50)
+    report = await upload_file(alice, "report.pdf", documents.long_report(5))
+
+    assert (report.status, report.embedded, report.error) == ("ready", 0, "")  # words only
+    assert embedding_requests(fake_upstream) == []
+    assert not await database_sync_to_async(UsageRecord.objects.exists)()  # nothing held
+    (paused,) = [r.getMessage() for r in caplog.records if "embedding file" in r.getMessage()]
+    assert paused.startswith(f"embedding file {report.id} paused: You have used 0 of your 50 "
+                             "tokens this month and this message may need up to ")  # fmt: skip
+
+    # With room again, the reaper carries on from where it stopped.
+    await database_sync_to_async(quota.delete)()
+    settings.CONFAB_STALE_AFTER_S = 0
+    await processing.resume_stalled()
+    report = await processing.ready(report.id)
+    assert report.embedded == await database_sync_to_async(report.passages.count)() > 0
+    assert embedding_requests(fake_upstream)
 
 
 async def test_the_search_tool_finds_by_meaning_what_no_word_matches(
