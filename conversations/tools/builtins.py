@@ -75,7 +75,12 @@ async def fetch_url(arguments, context):
     if not isinstance(url, str):
         raise ToolFailed("Give the page's address as `url`.")
     try:
-        return await _fetch(url, context.fetch_hosts)
+        # One cap for the whole fetch: httpx's timeout bounds each read, and a host that
+        # sends a byte now and then would otherwise hold the call until the tool timeout.
+        async with asyncio.timeout(FETCH_TIMEOUT_S):
+            return await _fetch(url, context.fetch_hosts)
+    except (TimeoutError, httpx.TimeoutException):
+        raise ToolFailed(f"{url} did not answer within {FETCH_TIMEOUT_S} s.") from None
     except httpx.HTTPError as error:
         raise ToolFailed(f"Could not fetch {url}: {error or type(error).__name__}") from None
 
@@ -148,8 +153,24 @@ async def _check_address(url, hosts):
         raise ToolFailed(f"{host} resolves to an address inside a network: refused.")
 
 
+# IPv6 addresses that carry an IPv4 one in their last 32 bits (NAT64's well-known prefix,
+# the old IPv4-compatible form), and prefixes that are not public though Python 3.11's
+# `is_global` says they are (local-use NAT64, the old site-local).
+CARRY_IPV4 = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96")]
+NOT_PUBLIC = [ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("fec0::/10")]
+
+
 def inside_network(address):
-    """Private, loopback, link-local, reserved…: anything not on the public internet."""
+    """Private, loopback, link-local, reserved…: anything not on the public internet,
+    also when written as an IPv6 address that reaches an IPv4 one inside (6to4, NAT64)."""
+    if address.version == 6:
+        if any(address in prefix for prefix in NOT_PUBLIC):
+            return True
+        carried = address.sixtofour
+        if carried is None and any(address in prefix for prefix in CARRY_IPV4):
+            carried = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if carried is not None and inside_network(carried):
+            return True
     return not address.is_global
 
 
