@@ -118,6 +118,23 @@ def test_the_headers_are_write_only(admin_client, mcp_server, caplog):
     assert (server.approval, server.headers) == ("ask", {"Authorization": f"Bearer {TOKEN}"})
 
 
+def test_the_refresh_action_lists_a_servers_tools_and_keeps_them(admin_client, mcp_server):
+    server = ToolServer(name="atlas", url=mcp_server)
+    server.headers = {"Authorization": f"Bearer {TOKEN}"}
+    server.save()
+    assert server.tools == [] and server.refreshed is None
+    response = admin_client.post(
+        reverse("admin:conversations_toolserver_changelist"),
+        {"action": "refresh_tools", "_selected_action": [server.pk]},
+        follow=True,
+    )
+    page = unescape(response.content.decode())
+    assert "Atlas answers with 5 tools: lookup_capital, slow, rendezvous, explode, whoami." in page
+    server.refresh_from_db()
+    assert [tool["name"] for tool in server.tools] == TOOLS
+    assert server.refreshed is not None and server.error == ""
+
+
 def test_the_refresh_action_says_when_a_server_is_down(admin_client):
     server = ToolServer.objects.create(name="down", url="http://127.0.0.1:9/mcp")
     response = admin_client.post(

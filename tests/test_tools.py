@@ -5,6 +5,7 @@ message in the tree, shown to every tab as it happens."""
 import asyncio
 import json
 from datetime import timedelta
+from html.parser import HTMLParser
 
 import pytest
 from channels.db import database_sync_to_async
@@ -361,7 +362,40 @@ async def test_a_model_that_takes_no_tools_is_offered_none(
     assert "tools" not in fake_upstream.requests[0]["body"]
 
 
+def test_a_fresh_site_allows_10_steps_30_s_a_call_and_20000_characters_a_result(db):
+    site = SiteSettings.load()
+    assert (site.tool_steps, site.tool_timeout_s, site.tool_output_chars) == (10, 30, 20_000)
+
+
 # Approvals
+
+
+async def test_a_tool_whose_approval_is_off_is_not_offered_and_never_runs(
+    tab, agent_model, atlas, fake_upstream
+):
+    @database_sync_to_async
+    def switch_some_off():
+        BuiltinTool.load()
+        BuiltinTool.objects.filter(name=BuiltinTool.Name.CALCULATOR).update(
+            enabled=True, approval="off"
+        )
+        BuiltinTool.objects.filter(name=BuiltinTool.Name.CLOCK).update(
+            enabled=True, approval="auto"
+        )
+        ToolServer.objects.filter(id=atlas.id).update(tool_approvals={"explode": "off"})
+
+    await switch_some_off()
+    model = agent_model(calls(CALCULATE), reply(["I cannot calculate here."]))
+    await ask(tab, model)
+    _, _, result, _ = await the_turn(await until_answer(tab))
+    offered = [t["function"]["name"] for t in fake_upstream.requests[0]["body"]["tools"]]
+    assert offered == [
+        "current_time", "atlas__lookup_capital", "atlas__slow", "atlas__rendezvous",
+        "atlas__whoami",
+    ]  # fmt: skip
+    # Called all the same, it does not run: the model hears it is not there.
+    assert result.tool_error
+    assert result.content.startswith("There is no tool named 'calculator'.")
 
 
 @pytest.fixture
@@ -554,6 +588,39 @@ async def test_a_call_whose_worker_died_is_interrupted_and_the_turn_ends(
     await reap(running["conversation"])
     _, ended = await until_done(tab, "tool")
     assert ended["status"] in ("interrupted", "cancelled")
+
+
+class ToolResults(HTMLParser):
+    """The tool messages of a page: each one's id → whether its result's <details> is
+    open."""
+
+    def __init__(self, html):
+        super().__init__()
+        self.open, self.tool = {}, None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "article":
+            self.tool = attrs.get("data-id") if attrs.get("data-role") == "tool" else None
+        elif tag == "details" and "tool-result" in attrs.get("class", "").split():
+            self.open[self.tool] = "open" in attrs
+
+
+async def test_a_long_result_is_shown_folded_and_a_short_one_open(
+    tab, agent_model, calculator, alice, client
+):
+    long = ("calculator", {"expression": "7 ** 1000"})  # 846 digits
+    model = agent_model(calls(CALCULATE, long), reply(["42, and a big one."]))
+    await ask(tab, model)
+    _, _, short_result, long_result, _ = await the_turn(await until_answer(tab))
+    assert (len(short_result.content), len(long_result.content)) == (2, 846)
+
+    await database_sync_to_async(client.force_login)(alice)
+    page = await database_sync_to_async(client.get)(f"/c/{short_result.conversation_id}/")
+    html = page.content.decode()
+    assert ToolResults(html).open == {str(short_result.id): True, str(long_result.id): False}
+    assert "Result (846 characters)" in html
 
 
 # Quotas, the ledger and the inspector
