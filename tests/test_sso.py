@@ -1,7 +1,8 @@
 """Single sign-on through a real OpenID Connect provider on loopback (django-oauth-toolkit):
 accounts made at first sign-in where allowed, groups from a claim, invitations through the
-provider, a person disabled there signed out at the next check with their sockets closed,
-and "SSO only", which refuses passwords but those of break-glass administrators."""
+provider, a person disabled or deleted there signed out at the next check with their sockets
+closed, model access that follows the groups the provider gives, and "SSO only", which
+refuses passwords but those of break-glass administrators."""
 
 import uuid
 from datetime import timedelta
@@ -15,7 +16,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.membership import sso
-from conversations.models import BreakGlassAccount, Invitation, SsoIdentity, SsoSession
+from conversations.models import (
+    BreakGlassAccount,
+    Invitation,
+    LanguageModel,
+    SsoIdentity,
+    SsoSession,
+)
 from tests.helpers import PASSWORD, open_socket, refused_code
 from tests.identity_provider import settings_for
 
@@ -185,6 +192,59 @@ async def test_a_disabled_person_s_open_sockets_close_at_the_next_check(idp):
 
     assert await refused_code(socket.communicator) == 4401
     await socket.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_person_deleted_at_the_provider_is_signed_out_and_their_sockets_close(idp):
+    client = Client()
+    name = await database_sync_to_async(person)(idp)
+    await database_sync_to_async(sign_in_with_sso)(client, idp, name)
+    socket = await open_socket(client=client)
+    await socket.send(type="subscribe", conversation=str(uuid.uuid4()))
+    assert (await socket.receive())["code"] == "not_found"  # open, and answering
+
+    # Deleted, not disabled: the provider forgets the person and their tokens with them.
+    await database_sync_to_async(idp.shell)(
+        f"from django.contrib.auth.models import User; User.objects.get(username={name!r}).delete()"
+    )
+    await database_sync_to_async(SsoSession.objects.update)(
+        checked=timezone.now() - timedelta(hours=1)
+    )
+    await database_sync_to_async(sso.recheck_due)()
+
+    assert await refused_code(socket.communicator) == 4401
+    await socket.close()
+    assert not await database_sync_to_async(signed_in)(client)
+    assert not await database_sync_to_async(SsoSession.objects.exists)()
+    assert await database_sync_to_async(sign_in_with_sso)(Client(), idp, name) is None
+
+
+def offered_models(client):
+    return {option["label"] for option in client.get(reverse("offered_models")).json()["options"]}
+
+
+@pytest.mark.django_db
+def test_a_model_for_a_group_follows_the_group_the_provider_puts_a_person_in(client, idp, model):
+    research = Group.objects.create(name="Research")
+    restricted = LanguageModel.objects.create(
+        provider=model.provider, upstream_id="deep-thought", display_name="Deep Thought"
+    )
+    restricted.groups.add(research)
+    name = person(idp, groups=["Research"])
+    sign_in_with_sso(client, idp, name)
+
+    assert offered_models(client) == {"Fake model", "Deep Thought"}
+
+    idp.shell(
+        "from django.contrib.auth.models import User;"
+        f"User.objects.get(username={name!r}).groups.clear()"
+    )
+    assert "Deep Thought" in offered_models(client)  # the check is not due yet
+    SsoSession.objects.update(checked=timezone.now() - timedelta(hours=1))
+
+    assert offered_models(client) == {"Fake model"}  # checked first, then offered
+    assert signed_in(client)
+    assert not get_user_model().objects.get(username=name).groups.exists()
 
 
 @pytest.mark.django_db
