@@ -4,6 +4,7 @@ would: personal keys, every shape of answer, OpenAI's errors, quotas and the led
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import openai
 import pytest
 
 from conversations.management.commands.serve import free_port
-from tests.fake_upstream import chunk, reply, sse, stream_headers
+from tests.fake_upstream import chunk, http_error, reply, sse, stream_headers
 from tests.helpers import API_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +40,8 @@ class Confab:
             "CONFAB_KEEP_ALIVE_S": "1",
             "CONFAB_USER_SENDS_PER_MINUTE": "1000",
             "CONFAB_USER_MAX_CONCURRENT": "50",
+            # A provider that cannot be reached is tried three times: quickly, in tests.
+            "CONFAB_RETRY_BASE_MS": "50",
         }
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -89,6 +92,46 @@ class Confab:
     def client(self, key, **options):
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, **options)
 
+    def key_from_form(self, username, **fields):
+        """A key `username` (a user of user_with_key) makes on Settings → API keys, signed
+        in with their password, filling the form's `fields`."""
+        with httpx.Client(base_url=self.url, follow_redirects=True) as browser:
+            login = browser.get("/accounts/login/").text
+            browser.post("/accounts/login/", data={
+                "username": username, "password": f"pw-{username}-42",
+                "csrfmiddlewaretoken": token(login),
+            }).raise_for_status()  # fmt: skip
+            form = browser.get("/settings/keys/").text
+            made = browser.post(
+                "/settings/keys/", data={"csrfmiddlewaretoken": token(form), **fields}
+            ).text
+        return made.split('<code id="new-key">')[1].split("</code>")[0]
+
+    def priced_model(self, upstream_id, input, output):
+        """A model of the provider's, at `input` and `output` per million tokens."""
+        self.manage("shell", "-c", (
+            "from conversations.models import Provider\n"
+            "provider = Provider.objects.get(name='Default')\n"
+            f"model = provider.models.create(upstream_id={upstream_id!r})\n"
+            f"model.prices.create(input={input}, output={output})\n"
+        ))  # fmt: skip
+
+    def settled(self, name):
+        """`name`'s ledger rows once none is a reservation still streaming: (status,
+        reached_provider, estimated, prompt_tokens, completion_tokens, cost)."""
+        deadline = time.monotonic() + 10
+        while True:  # another process settles: its ledger, looked at
+            rows = self.sql(
+                "SELECT r.status, r.reached_provider, r.estimated, r.prompt_tokens,"
+                " r.completion_tokens, r.cost FROM conversations_usagerecord r"
+                " JOIN auth_user u ON u.id = r.user_id WHERE u.username = ?",
+                name,
+            )
+            if rows and all(row[0] != "streaming" for row in rows):
+                return rows
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.1)
+
     def ledger(self, name):
         return self.sql(
             "SELECT r.status, r.source, r.estimated, r.prompt_tokens, r.completion_tokens,"
@@ -96,6 +139,11 @@ class Confab:
             " LEFT JOIN conversations_apikey k ON k.id = r.api_key_id WHERE u.username = ?",
             name,
         )
+
+
+def token(page):
+    """The CSRF token of a page's form."""
+    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1]
 
 
 @pytest.fixture(scope="module")
@@ -282,8 +330,6 @@ def test_a_provider_error_mid_stream_reaches_the_caller(confab, upstream, key):
 
 
 def test_a_provider_that_refuses_is_a_502_with_its_message(confab, upstream, key):
-    from tests.fake_upstream import http_error
-
     upstream.script("fake-model", http_error(400, f"context too long for {API_KEY}"))
 
     with pytest.raises(openai.APIStatusError) as failed:
@@ -423,3 +469,139 @@ def test_the_relayed_stream_is_well_formed_whatever_the_provider_sent(confab, up
     deltas = [c.choices[0].delta.content or "" for c in stream if c.choices]
 
     assert "".join(deltas) == text
+
+
+def test_the_provider_is_always_asked_for_usage(confab, upstream, key):
+    client = confab.client(key)
+
+    client.chat.completions.create(**hello())  # not streamed
+    list(client.chat.completions.create(**hello(stream=True)))  # streamed, usage not asked
+
+    # Without it, most providers report no usage: every request would be settled estimated.
+    for request in upstream.requests:
+        assert request["body"]["stream"] is True
+        assert request["body"]["stream_options"] == {"include_usage": True}
+    assert len(upstream.requests) == 2
+
+
+GONE_KEY = "sk-gone-provider-secret-7e1d"
+
+
+@pytest.fixture(scope="module")
+def gone(confab):
+    """A provider with a key, at a port nothing listens on, offering `gone-model`: its host."""
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    confab.manage("shell", "-c", (
+        "from conversations.models import Provider\n"
+        f"gone = Provider.objects.create(name='Gone', base_url={url!r}, api_key={GONE_KEY!r})\n"
+        "gone.models.create(upstream_id='gone-model')\n"
+    ))  # fmt: skip
+    return url.removeprefix("http://").removesuffix("/v1")
+
+
+def test_an_unreachable_provider_is_a_503_naming_it_without_a_key(confab, upstream, gone, key):
+    with pytest.raises(openai.InternalServerError) as failed:
+        confab.client(key, max_retries=0).chat.completions.create(**hello(model="gone-model"))
+
+    assert failed.value.status_code == 503
+    assert failed.value.code == "connection"
+    message = failed.value.message
+    assert f"Could not reach {gone}" in message and "connection was refused" in message
+    body = failed.value.response.text
+    assert GONE_KEY not in body and API_KEY not in body and key not in body
+
+
+def test_a_request_the_provider_refused_is_settled_once_on_its_estimated_prompt(confab, upstream):
+    confab.priced_model("refusing-model", input=500000, output=250000)  # 0.5 and 0.25 a token
+    upstream.script("refusing-model", http_error(400, "context too long"))
+    key = confab.user_with_key("refused")
+
+    with pytest.raises(openai.APIStatusError):
+        confab.client(key, max_retries=0).chat.completions.create(**hello(model="refusing-model"))
+
+    # It reached the provider, which reported no usage: the prompt, estimated, is charged;
+    # of the reservation's output (the site's bound) nothing is left.
+    [(status, reached, estimated, prompt, completion, cost)] = confab.settled("refused")
+    assert (status, reached, estimated, completion) == ("failed", 1, 1, 0)
+    assert prompt > 0 and cost == pytest.approx(prompt * 0.5)
+
+
+def test_a_request_that_never_reached_the_provider_is_settled_once_at_no_cost(
+    confab, upstream, gone
+):
+    key = confab.user_with_key("unreached")
+
+    with pytest.raises(openai.InternalServerError):
+        confab.client(key, max_retries=0).chat.completions.create(**hello(model="gone-model"))
+
+    [(status, reached, estimated, prompt, completion, cost)] = confab.settled("unreached")
+    assert (status, reached, estimated, prompt, completion, cost) == ("failed", 0, 0, 0, 0, 0)
+
+
+def test_a_caller_gone_after_the_usage_came_is_charged_what_was_reported(confab, upstream):
+    confab.priced_model("reporting-model", input=500000, output=250000)  # 0.5 and 0.25 a token
+    usage = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+    upstream.script("reporting-model", [
+        stream_headers(), sse(chunk({"role": "assistant", "content": "All done"})),
+        # The usage on the finishing chunk (as many providers send it), then a stream that
+        # stays open: the caller leaves before [DONE].
+        sse(chunk(finish_reason="stop", usage=usage)), 30.0, sse("[DONE]"),
+    ])  # fmt: skip
+    key = confab.user_with_key("reported")
+
+    stream = confab.client(key).chat.completions.create(**hello(model="reporting-model",
+                                                                stream=True))  # fmt: skip
+    for part in stream:
+        if part.choices and part.choices[0].finish_reason:
+            break  # the gateway had the usage: it came in the same chunk
+    stream.close()
+
+    assert upstream.wait_hung_up("reporting-model")
+    [(status, reached, estimated, prompt, completion, cost)] = confab.settled("reported")
+    assert (status, reached, estimated, prompt, completion) == ("cancelled", 1, 0, 9, 3)
+    assert cost == pytest.approx(9 * 0.5 + 3 * 0.25)
+
+
+def test_limits_set_on_the_key_form_are_enforced(confab, upstream):
+    confab.user_with_key("formal")
+    key = confab.key_from_form("formal", name="cron", requests_per_minute="1")
+    client = confab.client(key, max_retries=0)
+    client.chat.completions.create(**hello())
+    refusals = []
+
+    # Minutes are counted on the clock: three requests in a row cross at most one minute's
+    # end, so two of them fall in one minute.
+    for _ in range(2):
+        try:
+            client.chat.completions.create(**hello())
+        except openai.RateLimitError as refusal:
+            refusals.append(refusal.code)
+
+    assert refusals and set(refusals) == {"rate_limit_exceeded"}
+    assert confab.sql("SELECT name, requests_per_minute FROM conversations_apikey"
+                      " WHERE prefix = ?", key[:9]) == [("cron", 1)]  # fmt: skip
+
+
+def test_no_error_body_holds_a_key(confab, upstream, key):
+    broke = confab.user_with_key("broke", max_tokens=50)
+    # A provider that quotes the key it was sent, as some do in their refusals.
+    upstream.script("fake-model", http_error(401, f"Incorrect API key provided: {API_KEY}"))
+
+    def ask(bearer, **extra):
+        return httpx.post(confab.url + "/v1/chat/completions", json=hello(**extra),
+                          headers={"Authorization": f"Bearer {bearer}"}, timeout=10)  # fmt: skip
+
+    wrong = key[:-1] + ("y" if key.endswith("x") else "x")  # one character off
+    answers = {
+        401: ask(wrong),
+        404: ask(key, model="no-such-model"),
+        429: ask(broke),
+        502: ask(key),
+    }
+
+    for status, answer in answers.items():
+        assert answer.status_code == status, answer.text
+        assert "error" in answer.json()
+        for secret in (key, wrong, broke, API_KEY):
+            assert secret not in answer.text, (status, answer.text)
+    assert "Incorrect API key provided" in answers[502].json()["error"]["message"]
