@@ -167,28 +167,9 @@ def folded(chunks):
 
 # Bugs of the upstream client (conversations/upstream/chunks.py) that the chat's fold hides
 # and the gateway passes on: each case runs, and its mark goes when the bug is fixed.
-UPSTREAM_BUGS = {
-    "sglang_ids_repeated_on_every_fragment": (
-        "ToolCallDelta repeats the call's id on every fragment (events.py: `id` comes once): "
-        "a caller folding the stream as OpenAI's SDK does joins them ('00')"
-    ),
-    "openrouter_error_chunk_with_finish_reason_error": (
-        "a chunk with finish_reason 'error' and an error object yields two Failed events: "
-        "the gateway ends at the first (a generic message), the chat keeps the provider's"
-    ),
-}
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, marks=pytest.mark.xfail(reason=UPSTREAM_BUGS[case.name], strict=True))
-        if case.name in UPSTREAM_BUGS
-        else case
-        for case in CASES
-    ],
-    ids=[case.name for case in CASES],
-)
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 async def test_the_gateway_relays_each_dialect_as_a_well_formed_openai_stream(
     gateway, provider, fake_upstream, settings, case
 ):

@@ -47,12 +47,21 @@ class _CallNumbers:
     fragment without one continues the last call begun at its index.
     """
 
-    __slots__ = ("by_id", "by_index", "count")
+    __slots__ = ("by_id", "by_index", "count", "said")
 
     def __init__(self):
         self.by_id = {}
         self.by_index = {}
         self.count = 0
+        self.said = set()  # (call, "id" or "name"): given once already
+
+    def once(self, number, kind, value):
+        """`value` the first time a call gives its id or name; "" when it repeats it
+        (SGLang repeats both on every fragment)."""
+        if not value or (number, kind) in self.said:
+            return ""
+        self.said.add((number, kind))
+        return value
 
     def number(self, index, call_id):
         if call_id:
@@ -114,7 +123,7 @@ class ChunkReader:
         if chunk.get("error") or chunk.get("object") == "error" or event_name == b"error":
             message = f"The provider reported an error: {error_message(chunk, self.redact)}"
             events.append(Failed(UpstreamError(message, code="provider_error")))
-        return events
+        return _failure_last(events)
 
     def read_completion(self, body):
         """The events of a whole `chat.completion` (a provider that does not stream)."""
@@ -220,8 +229,18 @@ class ChunkReader:
                 arguments = ""
             number = numbers.number(index if type(index) is int else None, call_id)
             arguments = self._text(("arguments", number), choice, arguments)
+            call_id, name = numbers.once(number, "id", call_id), numbers.once(number, "name", name)
             call_id, name = (_utf8(call_id), _utf8(name)) if self.escaped else (call_id, name)
             events.append(ToolCallDelta(choice, number, call_id, name, arguments))
+
+
+def _failure_last(events):
+    """A chunk's events with one failure at most, last: the provider's own words (its
+    `error`) rather than what its finish reason says, and after the usage it reported."""
+    failures = [event for event in events if type(event) is Failed]
+    if not failures:
+        return events
+    return [event for event in events if type(event) is not Failed] + failures[-1:]
 
 
 def _reasoning(delta):
