@@ -175,38 +175,30 @@ def test_a_check_keeps_an_allowed_person_and_follows_their_groups(client, idp):
     assert SsoSession.objects.get().checked > timezone.now() - timedelta(minutes=1)
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_disabled_person_s_open_sockets_close_at_the_next_check(idp):
-    client = Client()
-    name = await database_sync_to_async(person)(idp)
-    await database_sync_to_async(sign_in_with_sso)(client, idp, name)
-    socket = await open_socket(client=client)
-    await socket.send(type="subscribe", conversation=str(uuid.uuid4()))
-    assert (await socket.receive())["code"] == "not_found"  # open, and answering
-
-    await database_sync_to_async(idp.set_active)(name, False)
-    await database_sync_to_async(SsoSession.objects.update)(
-        checked=timezone.now() - timedelta(hours=1)
-    )
-    await database_sync_to_async(sso.recheck_due)()
-
-    assert await refused_code(socket.communicator) == 4401
-    await socket.close()
+def disable(idp, name):
+    idp.set_active(name, False)
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_person_deleted_at_the_provider_is_signed_out_and_their_sockets_close(idp):
-    client = Client()
-    name = await database_sync_to_async(person)(idp)
-    await database_sync_to_async(sign_in_with_sso)(client, idp, name)
-    socket = await open_socket(client=client)
-    await socket.send(type="subscribe", conversation=str(uuid.uuid4()))
-    assert (await socket.receive())["code"] == "not_found"  # open, and answering
-
-    # Deleted, not disabled: the provider forgets the person and their tokens with them.
-    await database_sync_to_async(idp.shell)(
+def delete(idp, name):
+    """The provider forgets the person, and their tokens with them."""
+    idp.shell(
         f"from django.contrib.auth.models import User; User.objects.get(username={name!r}).delete()"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("gone", [disable, delete], ids=["disabled", "deleted"])
+async def test_a_person_disabled_or_deleted_at_the_provider_is_signed_out_at_the_next_check(
+    idp, gone
+):
+    client = Client()
+    name = await database_sync_to_async(person)(idp)
+    await database_sync_to_async(sign_in_with_sso)(client, idp, name)
+    socket = await open_socket(client=client)
+    await socket.send(type="subscribe", conversation=str(uuid.uuid4()))
+    assert (await socket.receive())["code"] == "not_found"  # open, and answering
+
+    await database_sync_to_async(gone)(idp, name)
     await database_sync_to_async(SsoSession.objects.update)(
         checked=timezone.now() - timedelta(hours=1)
     )
