@@ -134,14 +134,17 @@ def prepare_send(user, data, *, sibling_of=None):
         params = ParamsForm(data["params"], model=model)
         if not params.is_valid():
             raise EventError("invalid", params.error_text())
-    saved = preferences.params if preferences else {}
-    defaults = ParamsForm({**saved, **(project.params if project else {})}, model=model)
-    if not defaults.is_valid():  # saved with another model, perhaps
-        raise EventError(
-            "invalid",
-            _("Your defaults for new conversations do not suit %(model)s: %(errors)s")
-            % {"model": model, "errors": defaults.error_text(prefix="")},
-        )
+    saved = {**(preferences.params if preferences else {}), **(project.params if project else {})}
+    defaults = {}
+    if saved:  # saved with another model, perhaps: checked against this one
+        form = ParamsForm(saved, model=model)
+        if not form.is_valid():
+            raise EventError(
+                "invalid",
+                _("Your defaults for new conversations do not suit %(model)s: %(errors)s")
+                % {"model": model, "errors": form.error_text(prefix="")},
+            )
+        defaults = form.params()
 
     with transaction.atomic():
         created = conversation is None
@@ -151,7 +154,7 @@ def prepare_send(user, data, *, sibling_of=None):
                 title=_title_from(data["content"]),
                 model=model,
                 system_prompt=preferences.system_prompt if preferences else "",
-                params=defaults.params(),
+                params=defaults,
                 project=project,
             )
             history = []
