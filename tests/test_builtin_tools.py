@@ -199,6 +199,7 @@ def test_a_host_that_answers_too_slowly_is_given_up_on_within_the_cap(web, monke
         "::ffff:10.0.0.1", "::ffff:169.254.169.254",  # IPv4 in IPv6 clothes
         "2002:a9fe:a9fe::1", "64:ff9b::a9fe:a9fe", "::a00:1",  # 6to4, NAT64, v4-compatible
         "64:ff9b:1::a00:1",  # a network's own NAT64
+        "224.0.0.1", "239.255.255.250", "ff02::1", "ff0e::1",  # multicast, global ones too
     ],
 )  # fmt: skip
 def test_an_address_inside_a_network_is_inside(address):

@@ -161,8 +161,11 @@ NOT_PUBLIC = [ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("fec0
 
 
 def inside_network(address):
-    """Private, loopback, link-local, reserved…: anything not on the public internet,
-    also when written as an IPv6 address that reaches an IPv4 one inside (6to4, NAT64)."""
+    """Private, loopback, link-local, reserved, multicast…: anything that is not one host on
+    the public internet, also when written as an IPv6 address that reaches an IPv4 one
+    inside (6to4, NAT64)."""
+    if address.is_multicast:  # Python counts global multicast as global
+        return True
     if address.version == 6:
         if any(address in prefix for prefix in NOT_PUBLIC):
             return True
