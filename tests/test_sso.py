@@ -1,9 +1,10 @@
 """Single sign-on through a real OpenID Connect provider on loopback (django-oauth-toolkit):
 accounts made at first sign-in where allowed, groups from a claim, invitations through the
 provider, a person disabled or deleted there signed out at the next check with their sockets
-closed, model access that follows the groups the provider gives, and "SSO only", which
+closed, model access and quotas that follow the groups the provider gives, and "SSO only", which
 refuses passwords but those of break-glass administrators."""
 
+import re
 import uuid
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from conversations.models import (
     BreakGlassAccount,
     Invitation,
     LanguageModel,
+    Quota,
     SsoIdentity,
     SsoSession,
 )
@@ -216,16 +218,29 @@ def offered_models(client):
 
 
 @pytest.mark.django_db
-def test_a_model_for_a_group_follows_the_group_the_provider_puts_a_person_in(client, idp, model):
+def quota_shown(client):
+    """The quota the person's own usage page says applies to them, or None."""
+    page = client.get(reverse("my_usage")).content.decode()
+    if "No quota applies to you." in page:
+        return None
+    return re.search(r"<strong>([^<]+ per [^<]+)</strong>", page)[1]
+
+
+@pytest.mark.django_db
+def test_a_model_and_a_quota_for_a_group_follow_the_group_the_provider_puts_a_person_in(
+    client, idp, model
+):
     research = Group.objects.create(name="Research")
     restricted = LanguageModel.objects.create(
         provider=model.provider, upstream_id="deep-thought", display_name="Deep Thought"
     )
     restricted.groups.add(research)
+    Quota.objects.create(group=research, period=Quota.Period.DAY, max_tokens=5_000)
     name = person(idp, groups=["Research"])
     sign_in_with_sso(client, idp, name)
 
     assert offered_models(client) == {"Fake model", "Deep Thought"}
+    assert quota_shown(client) == "Research per day"
 
     idp.shell(
         "from django.contrib.auth.models import User;"
@@ -235,6 +250,7 @@ def test_a_model_for_a_group_follows_the_group_the_provider_puts_a_person_in(cli
     SsoSession.objects.update(checked=timezone.now() - timedelta(hours=1))
 
     assert offered_models(client) == {"Fake model"}  # checked first, then offered
+    assert quota_shown(client) is None
     assert signed_in(client)
     assert not get_user_model().objects.get(username=name).groups.exists()
 
