@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from urllib.request import urlopen
 
+import httpx
 import pytest
 
 from tests.cluster import Cluster
@@ -327,3 +328,31 @@ async def test_a_call_running_on_one_worker_is_stopped_from_the_other(cluster, a
 
     assert stopped["message"]["status"] == "cancelled"
     assert stored(cluster, running["id"])[0] == "cancelled"
+
+
+def test_a_keys_limits_hold_across_workers(cluster, upstream):
+    name = f"script-{uuid.uuid4().hex[:8]}"
+    cluster.session_for(name)  # makes the user
+    key = cluster.manage("create_api_key", name, "--name", "nightly").strip().splitlines()[-1]
+    cluster.manage("shell", "-c", (
+        "from conversations.models import ApiKey\n"
+        f"ApiKey.objects.filter(user__username={name!r}).update(requests_per_minute=2)\n"
+    ))  # fmt: skip
+    # Requests are counted per clock minute: all three within one.
+    if (left := 60 - time.time() % 60) < 20:
+        time.sleep(left + 0.1)
+
+    def ask(worker):
+        _, port = cluster.workers[worker]
+        return httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "quick", "messages": [{"role": "user", "content": "Hi"}]},
+            timeout=20,
+        )
+
+    answers = [ask(worker) for worker in ("a", "b", "a")]
+
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert answers[0].json()["choices"][0]["message"]["content"] == "ok"
+    assert answers[2].json()["error"]["code"] == "rate_limit_exceeded"
