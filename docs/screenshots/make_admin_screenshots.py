@@ -11,18 +11,21 @@ test and sync the provider, set up and price models, chat, add a group and quota
 read the ledger. Every process it starts is stopped at the end, even on failure.
 """
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from urllib.error import URLError
 from urllib.request import urlopen
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # tests.fake_upstream and tests.mcp_server, for every script
 OUT = ROOT / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -79,6 +82,65 @@ def wait_for(url, process, log_path, timeout=60):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("Confab did not start:\n" + log_path.read_text()) from None
             time.sleep(0.2)
+
+
+def stop(process):
+    """Terminate a process we started, killed if it will not end; None passes."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class Site:
+    base: str  # Confab's address
+    browser: object  # Debian's chromium, through Playwright
+    var: Path  # the site's CONFAB_VAR_DIR, a temporary directory
+    fake: object  # the fake upstream (tests.fake_upstream.FakeUpstream)
+
+
+@contextlib.contextmanager
+def fresh_site(scripts, **settings):
+    """A fresh Confab for a script's screenshots: SQLite in a temporary var/, a fake upstream
+    on loopback whose models answer with `scripts` (model → script), `manage.py serve` on a
+    free port with `settings` in its environment, and chromium. All of it stopped after."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.fake_upstream import FakeUpstream
+
+    with tempfile.TemporaryDirectory(prefix="confab-screenshots-") as tmp:
+        env = {**os.environ, "CONFAB_VAR_DIR": tmp, "OPENAI_API_KEY": DUMMY_KEY, **settings}
+        env.pop("DATABASE_URL", None)
+        env.pop("REDIS_URL", None)
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
+        fake = FakeUpstream().start()
+        server = None
+        try:
+            for model, script in scripts.items():
+                fake.script(model, script)
+            env["OPENAI_BASE_URL"] = fake.url
+            port = free_port()
+            log_path = Path(tmp) / "server.log"
+            with log_path.open("w") as log:
+                server = subprocess.Popen([*manage, "serve", "--port", str(port)], env=env,
+                                          cwd=ROOT, stdout=log, stderr=log)  # fmt: skip
+            base = f"http://127.0.0.1:{port}"
+            wait_for(base + "/accounts/login/", server, log_path)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                try:
+                    yield Site(base, browser, Path(tmp), fake)
+                finally:
+                    browser.close()
+        finally:
+            stop(server)
+            fake.stop()
 
 
 def shot(page, name, *, full_page=False, clip=None, element=None):
@@ -275,48 +337,9 @@ def journey(browser, base, fake):
 
 
 def main():
-    sys.path.insert(0, str(ROOT))
-    from playwright.sync_api import sync_playwright
-
-    from tests.fake_upstream import FakeUpstream
-
-    with tempfile.TemporaryDirectory(prefix="confab-screenshots-") as tmp:
-        env = {**os.environ, "CONFAB_VAR_DIR": tmp, "OPENAI_API_KEY": DUMMY_KEY}
-        env.pop("DATABASE_URL", None)
-        env.pop("REDIS_URL", None)
-        manage = [sys.executable, str(ROOT / "manage.py")]
-        subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-        fake = FakeUpstream().start()
-        server = log = None
-        try:
-            fake.script("gpt-4o-mini", answer_for((1180, 470)))
-            fake.script("gpt-4o", answer_for((2400, 900)))
-            env["OPENAI_BASE_URL"] = fake.url
-            port = free_port()
-            log_path = Path(tmp) / "server.log"
-            log = log_path.open("w")
-            server = subprocess.Popen(
-                [*manage, "serve", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=log
-            )
-            base = f"http://127.0.0.1:{port}"
-            wait_for(base + "/accounts/login/", server, log_path)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                try:
-                    journey(browser, base, fake)
-                finally:
-                    browser.close()
-        finally:
-            if server is not None:
-                server.terminate()
-                try:
-                    server.wait(20)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
-            if log is not None:
-                log.close()
-            fake.stop()
+    scripts = {"gpt-4o-mini": answer_for((1180, 470)), "gpt-4o": answer_for((2400, 900))}
+    with fresh_site(scripts) as site:
+        journey(site.browser, site.base, site.fake)
 
 
 if __name__ == "__main__":

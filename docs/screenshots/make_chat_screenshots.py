@@ -7,10 +7,6 @@ like make_admin_screenshots.py, whose helpers it uses.
 """
 
 import importlib.util
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -72,51 +68,19 @@ def journey(browser):
 
 def main():
     global BASE, CONVERSATION
-    sys.path.insert(0, str(shots.ROOT))
-    from playwright.sync_api import sync_playwright
+    from tests.fake_upstream import reply
 
-    from tests.fake_upstream import FakeUpstream, reply
-
-    with tempfile.TemporaryDirectory(prefix="confab-screenshots-") as tmp:
-        env = {**os.environ, "CONFAB_VAR_DIR": tmp, "OPENAI_API_KEY": shots.DUMMY_KEY,
-               "CONFAB_AUTO_TITLE": "false"}  # fmt: skip
-        env.pop("DATABASE_URL", None)
-        env.pop("REDIS_URL", None)
-        manage = [sys.executable, str(shots.ROOT / "manage.py")]
-        subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True,
-                       cwd=shots.ROOT)  # fmt: skip
-        fake = FakeUpstream().start()
-        server = None
-        log_path = Path(tmp) / "server.log"
-        try:
-            fake.script("gpt-4o-mini", reply(ANSWER, delay=0.01, usage=(64, 96)))
-            env["OPENAI_BASE_URL"] = fake.url
-            port = shots.free_port()
-            BASE = f"http://127.0.0.1:{port}"
-            with log_path.open("w") as log:
-                server = subprocess.Popen([*manage, "serve", "--port", str(port)], env=env,
-                                          cwd=shots.ROOT, stdout=log, stderr=log)  # fmt: skip
-            shots.wait_for(BASE + "/accounts/login/", server, log_path)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=shots.CHROMIUM, args=shots.CHROMIUM_ARGS
-                )
-                try:
-                    page = browser.new_page(viewport=shots.VIEWPORT)
-                    shots.sign_up(page, BASE, "maria")
-                    for question in ["How do I add up a list in Python, skipping None?",
-                                     "用中文解释一下这个函数。"]:  # fmt: skip
-                        shots.send(page, question, "gpt-4o-mini")
-                    CONVERSATION = page.url
-                    page.close()
-                    journey(browser)
-                finally:
-                    browser.close()
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(20)
-            fake.stop()
+    scripts = {"gpt-4o-mini": reply(ANSWER, delay=0.01, usage=(64, 96))}
+    with shots.fresh_site(scripts, CONFAB_AUTO_TITLE="false") as site:
+        BASE = site.base
+        page = site.browser.new_page(viewport=shots.VIEWPORT)
+        shots.sign_up(page, BASE, "maria")
+        for question in ["How do I add up a list in Python, skipping None?",
+                         "用中文解释一下这个函数。"]:  # fmt: skip
+            shots.send(page, question, "gpt-4o-mini")
+        CONVERSATION = page.url
+        page.close()
+        journey(site.browser)
 
 
 BASE = CONVERSATION = ""

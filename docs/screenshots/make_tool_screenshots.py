@@ -15,10 +15,8 @@ Tools settings. Every process it starts is stopped at the end, even on failure.
 """
 
 import importlib.util
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.error import HTTPError, URLError
@@ -160,53 +158,12 @@ def journey(browser, base, mcp_url):
 
 
 def main():
-    sys.path.insert(0, str(shots.ROOT))
-    from playwright.sync_api import sync_playwright
-
-    from tests.fake_upstream import FakeUpstream
-
-    with tempfile.TemporaryDirectory(prefix="confab-screenshots-") as tmp:
-        env = {**os.environ, "CONFAB_VAR_DIR": tmp, "OPENAI_API_KEY": shots.DUMMY_KEY,
-               "CONFAB_AUTO_TITLE": "false"}  # fmt: skip
-        env.pop("DATABASE_URL", None)
-        env.pop("REDIS_URL", None)
-        manage = [sys.executable, str(shots.ROOT / "manage.py")]
-        subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True,
-                       cwd=shots.ROOT)  # fmt: skip
-        fake = FakeUpstream().start()
-        mcp = server = log = None
+    with shots.fresh_site({MODEL: model_script()}, CONFAB_AUTO_TITLE="false") as site:
+        mcp, mcp_url = start_mcp_server(site.var)
         try:
-            fake.script(MODEL, model_script())
-            mcp, mcp_url = start_mcp_server(tmp)
-            env["OPENAI_BASE_URL"] = fake.url
-            port = shots.free_port()
-            log_path = Path(tmp) / "server.log"
-            log = log_path.open("w")
-            server = subprocess.Popen([*manage, "serve", "--port", str(port)], env=env,
-                                      cwd=shots.ROOT, stdout=log, stderr=log)  # fmt: skip
-            base = f"http://127.0.0.1:{port}"
-            shots.wait_for(base + "/accounts/login/", server, log_path)
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=shots.CHROMIUM, args=shots.CHROMIUM_ARGS
-                )
-                try:
-                    journey(browser, base, mcp_url)
-                finally:
-                    browser.close()
+            journey(site.browser, site.base, mcp_url)
         finally:
-            for process in (server, mcp):
-                if process is None:
-                    continue
-                process.terminate()
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            if log is not None:
-                log.close()
-            fake.stop()
+            shots.stop(mcp)
 
 
 if __name__ == "__main__":
