@@ -103,9 +103,11 @@ def for_conversation(user, conversation, model, *, files=None):
         return {}
     switched_off = set(conversation.tools_switched_off)
     tools = {name: tool for name, tool in available(user).items() if name not in switched_off}
-    if files is None:
-        files = conversation.pk and file_context.in_scope(user, conversation).exists()
-    if files:
+    if files is not None:
+        has_files = bool(files)
+    else:
+        has_files = conversation.pk and file_context.in_scope(user, conversation).exists()
+    if has_files:
         for name, (function, description, parameters) in FILE_TOOLS.items():
             tools[name] = Tool(name, name, description, parameters, Approval.AUTO,
                                function=function)  # fmt: skip
